@@ -1,0 +1,1 @@
+"""Data: the clip container (ArrayRecord shards), the SynthTalk generator and the training pipeline."""
