@@ -88,8 +88,8 @@ def _validate(clip: Clip) -> None:
     if array is None:
       continue
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != ndim:
-      raise ValueError(f"clip {name} must be a {ndim}-d float32 array, got {getattr(array, 'dtype', type(array))}"
-                       f" {getattr(array, 'shape', '')}")
+      got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+      raise ValueError(f"clip {name} must be a {ndim}-d float32 array, got {got}")
   if clip.motion is not None and clip.motion.shape[0] != num_frames:
     raise ValueError(f"clip motion must have one row per frame ({num_frames}), got shape {clip.motion.shape}")
 
@@ -236,8 +236,14 @@ def open_shard(path: str):
     raise UserError(f"clip shard {path} does not exist; check the data directory")
   reader = array_record_module.ArrayRecordReader(path)
   if not reader.ok():
-    raise UserError(f"clip shard {path} is corrupt or not an ArrayRecord file; delete it and regenerate the data")
+    raise UserError(f"clip shard {path} is corrupt or not an ArrayRecord file; delete it and regenerate "
+                    "the data")
   return reader
+
+
+def corrupt_record_error(path: str, index: int, cause: Exception) -> UserError:
+  """The error for a record that cannot be read back, naming its shard so the user can regenerate it."""
+  return UserError(f"record {index} of clip shard {path} is corrupt ({cause}); regenerate the data")
 
 
 def decode_record(data: bytes, path: str, index: int) -> Clip:
@@ -245,15 +251,7 @@ def decode_record(data: bytes, path: str, index: int) -> Clip:
   try:
     return decode_clip(data)
   except ValueError as e:
-    raise UserError(f"record {index} of clip shard {path} is corrupt ({e}); regenerate the data") from e
-
-
-def read_record(reader, path: str, index: int) -> bytes:
-  """Reads one raw record; a checksum failure becomes a UserError that names the shard."""
-  try:
-    return reader.read([index])[0]
-  except RuntimeError as e:
-    raise UserError(f"record {index} of clip shard {path} is corrupt ({e}); regenerate the data") from e
+    raise corrupt_record_error(path, index, e) from e
 
 
 def read_clips(paths: Sequence[str]) -> Iterator[Clip]:
@@ -262,6 +260,10 @@ def read_clips(paths: Sequence[str]) -> Iterator[Clip]:
     reader = open_shard(path)
     try:
       for index in range(reader.num_records()):
-        yield decode_record(read_record(reader, path, index), path, index)
+        try:
+          (data,) = reader.read([index])
+        except RuntimeError as e:  # the chunk checksum does not match: the file was damaged
+          raise corrupt_record_error(path, index, e) from e
+        yield decode_record(data, path, index)
     finally:
       reader.close()
