@@ -17,6 +17,7 @@ identity parameters are float32.
 from collections.abc import Iterable, Iterator, Sequence
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import struct
@@ -177,9 +178,9 @@ def _existing_shards(data_dir: str, split: str) -> list[str]:
 def write_shards(clips: Iterable[Clip], out_dir: str, split: str, clips_per_shard: int = 32) -> list[str]:
   """Writes clips into `{split}-{i:05d}.array_record` shards in out_dir; returns their paths.
 
-  Clips are streamed (one shard's worth is never held in memory, only one clip at a time). Each
-  shard is written under a temporary name and renamed when complete, so an interrupted run
-  leaves no half-written shard that a reader would take for a whole one.
+  Clips are streamed: only one is held in memory at a time. Each shard is written under a
+  temporary name and renamed when complete, so an interrupted run leaves no half-written shard
+  that a reader would take for a whole one.
   """
   if clips_per_shard < 1:
     raise ValueError(f"clips_per_shard must be at least 1, got {clips_per_shard}")
@@ -188,34 +189,28 @@ def write_shards(clips: Iterable[Clip], out_dir: str, split: str, clips_per_shar
   os.makedirs(out_dir, exist_ok=True)
   if _existing_shards(out_dir, split):
     raise UserError(f"{out_dir} already holds {split} shards; delete them or choose another output folder")
+  clip_iterator = iter(clips)
   paths: list[str] = []
-  writer, final_path, temp_path, in_shard = None, None, None, 0
-  try:
-    for clip in clips:
-      record = encode_clip(clip)
-      if writer is None:
-        final_path = os.path.join(out_dir, _shard_name(split, len(paths)))
-        temp_path = f"{final_path}.tmp-{os.getpid()}"
-        writer = array_record_module.ArrayRecordWriter(temp_path, _WRITER_OPTIONS)
-        in_shard = 0
-      writer.write(record)
-      in_shard += 1
-      if in_shard == clips_per_shard:
-        writer.close()
-        writer = None
-        os.replace(temp_path, final_path)
-        paths.append(final_path)
-    if writer is not None:
-      writer.close()
-      writer = None
-      os.replace(temp_path, final_path)
-      paths.append(final_path)
-  except BaseException:
-    if writer is not None:
-      writer.close()
-      os.remove(temp_path)
-    raise
+  for first_clip in clip_iterator:
+    path = os.path.join(out_dir, _shard_name(split, len(paths)))
+    _write_shard(path, itertools.chain([first_clip], itertools.islice(clip_iterator, clips_per_shard - 1)))
+    paths.append(path)
   return paths
+
+
+def _write_shard(path: str, shard_clips: Iterable[Clip]) -> None:
+  """Writes one shard under a temporary name and renames it into place only once it is complete."""
+  temp_path = f"{path}.tmp-{os.getpid()}"
+  writer = array_record_module.ArrayRecordWriter(temp_path, _WRITER_OPTIONS)
+  try:
+    for clip in shard_clips:
+      writer.write(encode_clip(clip))
+  except BaseException:
+    writer.close()
+    os.remove(temp_path)
+    raise
+  writer.close()
+  os.replace(temp_path, path)
 
 
 def shard_paths(data_dir: str, split: str) -> list[str]:
