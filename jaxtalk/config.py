@@ -1,0 +1,60 @@
+"""The base experiment config. Files in `configs/` start from it and override a few keys.
+
+Every key a run reads is declared here, so a typo on the command line (`--config.motoin.depth=8`)
+is rejected by ml_collections instead of silently ignored.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Logical axis name -> mesh axes. Model code names logical axes only; this table decides sharding.
+DEFAULT_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("audio_embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("conv_in", "fsdp"),
+    ("conv_out", "tensor"),
+)
+
+
+def _train(batch_size, num_steps, learning_rate, warmup_steps):
+  return ml_collections.ConfigDict(dict(
+      batch_size=batch_size, num_steps=num_steps, learning_rate=learning_rate,
+      warmup_steps=warmup_steps, end_learning_rate_factor=0.1, weight_decay=0.01,
+      grad_clip=1.0, ema_decay=0.999, log_every=25, checkpoint_every=500))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.stage = "renderer"  # which stage train.py trains: "renderer" (stage 1) or "motion" (stage 2)
+
+  c.data = ml_collections.ConfigDict(dict(
+      train_dir="data/synthtalk",  # ArrayRecord shards (python -m jaxtalk.data.synthtalk / ingest)
+      image_size=64, fps=25, sample_rate=16000, windows_per_clip=4))
+
+  c.audio = ml_collections.ConfigDict(dict(encoder="mel", dim=128, n_mels=80, layers=3))
+
+  c.motion_encoder = ml_collections.ConfigDict(dict(
+      channels=(32, 64, 96), num_tokens=4, token_dim=8))
+  c.renderer = ml_collections.ConfigDict(dict(
+      base_channels=32, channel_mults=(1, 2, 3), blocks_per_level=1, attention_heads=4,
+      time_schedule="logit_normal", appearance_jitter=0.1))
+  c.motion = ml_collections.ConfigDict(dict(
+      dim=128, depth=4, heads=4, mlp_ratio=4.0, chunk_size=4, window_chunks=6, audio_window=3,
+      rope_fraction=0.5, window_frames=32, audio_dropout=0.1))
+
+  c.renderer_train = _train(batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
+  c.motion_train = _train(batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
+
+  c.sample = ml_collections.ConfigDict(dict(
+      render_steps=6, motion_steps=8, motion_window=2, cfg_scale=2.0, batch_frames=32))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.axis_rules = DEFAULT_AXIS_RULES
+  c.compute_dtype = "float32"
+  return c
