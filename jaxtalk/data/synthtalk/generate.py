@@ -1,0 +1,98 @@
+"""SynthTalk clips and splits: utterance + identity + motion -> a `Clip`, written as shards.
+
+A clip is fully determined by three seeds: the identity seed (who), the utterance seed (what is
+said) and the clip seed (emotion when not given, blinks, brows, head motion). Splits draw their
+identity and utterance seeds from disjoint ranges, so no face and no sentence of the held-out split
+is ever seen in training, whatever `seed` each split was made with.
+"""
+
+from collections.abc import Iterator
+import functools
+import multiprocessing
+
+import numpy as np
+
+from jaxtalk.data import clips
+from jaxtalk.data.synthtalk import face, motion, speech
+from jaxtalk.errors import UserError
+
+SPLITS = ("train", "eval")
+# Each split owns [base, base + _SPLIT_SPAN) of identity and utterance seeds; within it,
+# generation seed s owns [base + s * _SEED_SPAN, base + (s + 1) * _SEED_SPAN).
+_SEED_SPAN = 10**6
+_SPLIT_SPAN = _SEED_SPAN * _SEED_SPAN
+_SPLIT_BASES = {split: i * _SPLIT_SPAN for i, split in enumerate(SPLITS)}
+# Each identity speaks this many clips of a split (different utterances): lets identity probes and
+# cross-clip reenactment pair clips of one person.
+CLIPS_PER_IDENTITY = 2
+
+
+def split_of_seeds(identity_seed: int, utterance_seed: int) -> str:
+  """The split whose seed ranges hold both seeds, or "custom" when they are not one split's."""
+  for split, base in _SPLIT_BASES.items():
+    if base <= identity_seed < base + _SPLIT_SPAN and base <= utterance_seed < base + _SPLIT_SPAN:
+      return split
+  return "custom"
+
+
+def num_frames_for(seconds: float) -> int:
+  return max(1, int(round(seconds * motion.FPS)))
+
+
+def make_clip(seed: int, *, seconds: float, image_size: int, identity_seed: int, utterance_seed: int,
+              emotion: str | None = None) -> clips.Clip:
+  """One SynthTalk clip of `round(seconds * 25)` frames at `image_size`^2 and 16 kHz audio."""
+  rng = np.random.default_rng([seed, 0x5EED])
+  if emotion is None:
+    emotion = speech.EMOTIONS[int(rng.integers(len(speech.EMOTIONS)))]
+  if emotion not in speech.EMOTIONS:
+    raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(speech.EMOTIONS)}")
+  num_frames = num_frames_for(seconds)
+  utterance = speech.synthesize_utterance(utterance_seed, num_frames * speech.SAMPLE_RATE // motion.FPS, emotion)
+  clip_motion = motion.sample_motion(utterance.schedule, num_frames, emotion, rng)
+  identity = face.sample_identity(np.random.default_rng([identity_seed, 0x1D]))
+  split = split_of_seeds(identity_seed, utterance_seed)
+  meta = {
+      "clip_id": f"synthtalk-{split}-{seed}",
+      "identity_id": f"synthtalk-id-{identity_seed}",
+      "utterance_id": f"synthtalk-utt-{utterance_seed}",
+      "emotion": emotion,
+      "source": "synthtalk",
+      "split": split,
+  }
+  return clips.Clip(frames=face.render_clip(identity, clip_motion, image_size), audio=utterance.audio, meta=meta,
+                    fps=motion.FPS, sample_rate=speech.SAMPLE_RATE, motion=clip_motion, identity=identity)
+
+
+def _clip_seeds(split: str, seed: int, index: int) -> dict[str, int]:
+  first = _SPLIT_BASES[split] + seed * _SEED_SPAN
+  return {"seed": first + index, "identity_seed": first + index // CLIPS_PER_IDENTITY,
+          "utterance_seed": first + index}
+
+
+def _make_indexed_clip(index: int, *, split: str, seed: int, seconds: float, image_size: int) -> clips.Clip:
+  return make_clip(**_clip_seeds(split, seed, index), seconds=seconds, image_size=image_size)
+
+
+def generate_split(out_dir: str, split: str, num_clips: int, seconds: float, image_size: int, seed: int,
+                   *, workers: int = 2) -> list[str]:
+  """Writes `num_clips` clips of `split` as ArrayRecord shards in out_dir; returns the shard paths.
+
+  The result depends only on the arguments, not on `workers` (processes that render clips in
+  parallel; clips are written in index order).
+  """
+  if split not in SPLITS:
+    raise UserError(f"unknown SynthTalk split {split!r}; use one of {', '.join(SPLITS)}")
+  if not 1 <= num_clips <= _SEED_SPAN:
+    raise UserError(f"number of clips must be between 1 and {_SEED_SPAN}, got {num_clips}")
+  if not 0 <= seed < _SEED_SPAN:
+    raise UserError(f"seed must be between 0 and {_SEED_SPAN - 1}, got {seed}")
+  if seconds <= 0 or image_size < 8:
+    raise UserError(f"clips need a positive length and an image size of at least 8, got {seconds} s, {image_size} px")
+  make = functools.partial(_make_indexed_clip, split=split, seed=seed, seconds=seconds, image_size=image_size)
+  if workers <= 1 or num_clips == 1:
+    return clips.write_shards(map(make, range(num_clips)), out_dir, split)
+  # "spawn": the caller may have JAX loaded, whose threads make fork unsafe.
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    clip_iterator: Iterator[clips.Clip] = pool.imap(make, range(num_clips), chunksize=4)
+    return clips.write_shards(clip_iterator, out_dir, split)
