@@ -39,17 +39,22 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.audio = ml_collections.ConfigDict(dict(encoder="mel", dim=128, n_mels=80, layers=3))
 
+  # Model sections hold exactly the fields of their Flax module (jaxtalk/models/build.py).
   c.motion_encoder = ml_collections.ConfigDict(dict(
-      channels=(32, 64, 96), num_tokens=4, token_dim=8))
+      num_tokens=4, token_dim=8, grid_size=8, base_channels=16, max_channels=64, pool_heads=4))
   c.renderer = ml_collections.ConfigDict(dict(
-      base_channels=32, channel_mults=(1, 2, 3), blocks_per_level=1, attention_heads=4,
-      time_schedule="logit_normal", appearance_jitter=0.1))
+      base_channels=32, channel_mults=(1, 2, 2), blocks_per_level=1, patch_size=2,
+      attention_heads=4, cond_dim=128))
   c.motion = ml_collections.ConfigDict(dict(
       dim=128, depth=4, heads=4, mlp_ratio=4.0, chunk_size=4, window_chunks=6, audio_window=3,
-      rope_fraction=0.5, window_frames=32, audio_dropout=0.1))
+      rope_fraction=0.5))
 
   c.renderer_train = _train(batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
-  c.motion_train = _train(batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
+  c.renderer_train.time_schedule = "logit_normal"
+  c.renderer_train.appearance_jitter = 0.15  # colour jitter of the driving frame: keeps identity out
+  c.motion_train = _train(batch_size=16, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
+  c.motion_train.window_frames = 32
+  c.motion_train.audio_dropout = 0.1  # drop the audio of this fraction of examples (for guidance)
 
   c.sample = ml_collections.ConfigDict(dict(
       render_steps=6, motion_steps=8, motion_window=2, cfg_scale=2.0, batch_frames=32))

@@ -1,0 +1,137 @@
+"""Portrait + speech -> frames: the whole inference path, as functions a notebook can call.
+
+    model = TalkingHead.load("jaxtalk/assets/demo/model")
+    frames = model.generate(portrait_uint8, waveform_16k, seed=0)
+
+1. the waveform, padded with silence as in training, goes through the audio encoder;
+2. the motion encoder reads the portrait's own motion latent (the reference, the sampler's sink);
+3. the rolling diffusion-forcing sampler generates one motion latent per video frame (one jitted
+   `lax.scan` over the whole audio);
+4. the renderer turns reference + motion into frames, a batch of frames at a time. Every frame
+   starts from the same noise image, so what changes between frames is only what the motion says,
+   which keeps the video free of flicker.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.audio.encoder import make_audio_encoder
+from jaxtalk.diffusion import flow
+from jaxtalk.inference.bundle import load_bundle
+from jaxtalk.inference.motion_sampler import RollingSchedule, padded_audio_frames, sample_motion
+from jaxtalk.models import build
+from jaxtalk.stages.common import image_to_model, model_to_image
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+  render_steps: int = 6
+  motion_steps: int = 8
+  motion_window: int = 2
+  cfg_scale: float = 2.0
+  batch_frames: int = 32
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, sample_cfg, **overrides):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in sample_cfg.to_dict().items() if k in fields}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+class TalkingHead:
+  """The four trained models and their weights, with jitted pieces compiled once per shape."""
+
+  def __init__(self, config, params):
+    self.config = config
+    self.params = jax.device_put(params)
+    self.motion_encoder = build.motion_encoder(config)
+    self.renderer = build.renderer(config)
+    self.audio_encoder = make_audio_encoder(config.audio, config.data)
+    self.motion_model = build.motion_transformer(config)
+    self.image_size = config.data.image_size
+    self.sample_rate, self.fps = config.data.sample_rate, config.data.fps
+
+  @classmethod
+  def load(cls, bundle_dir) -> "TalkingHead":
+    return cls(*load_bundle(bundle_dir))
+
+  @property
+  def samples_per_frame(self) -> int:
+    return self.sample_rate // self.fps
+
+  def num_frames(self, waveform) -> int:
+    return len(waveform) // self.samples_per_frame
+
+  # ------------------------------------------------------------------------------- jitted parts
+  # Weights are passed as arguments, not read from `self`, so they are not baked into the
+  # compiled programs as constants.
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def reference_latent(self, params, portrait):
+    """uint8 [S, S, 3] -> the portrait's motion latent [1, latent_dim]."""
+    tokens = self.motion_encoder.apply({"params": params["motion_encoder"]},
+                                       image_to_model(portrait)[None])
+    return tokens.reshape(1, -1)
+
+  @functools.partial(jax.jit, static_argnums=(0, 5, 6))
+  def motion(self, params, waveform, reference, rng, schedule: RollingSchedule, num_frames: int):
+    """Padded waveform [1, N] -> motion latents [1, num_frames, latent_dim]."""
+    features = self.audio_encoder.apply({"params": params["audio_encoder"]}, waveform)
+    return sample_motion(self.motion_model, params["motion"], features, reference, rng,
+                         schedule, num_frames)
+
+  @functools.partial(jax.jit, static_argnums=(0, 5))
+  def render(self, params, portrait, latents, noise, steps: int):
+    """Motion latents [B, latent_dim] -> uint8 frames [B, S, S, 3], all from the same `noise`."""
+    batch = latents.shape[0]
+    reference = jnp.broadcast_to(image_to_model(portrait), (batch,) + portrait.shape)
+    tokens = latents.reshape(batch, self.motion_encoder.num_tokens, self.motion_encoder.token_dim)
+    velocity = lambda x, t: self.renderer.apply({"params": params["renderer"]}, x, t,
+                                                reference, tokens)
+    images = flow.euler_sample(velocity, jnp.broadcast_to(noise, reference.shape), steps)
+    return model_to_image(images)
+
+  # ------------------------------------------------------------------------------------ public
+  def motion_latents(self, waveform: np.ndarray, portrait: np.ndarray,
+                     options: SampleOptions) -> np.ndarray:
+    """Motion latents [T, latent_dim] for a 16 kHz mono waveform, T = len // samples_per_frame."""
+    num_frames = self.num_frames(waveform)
+    schedule = RollingSchedule(options.motion_steps, options.motion_window, options.cfg_scale)
+    front, back = padded_audio_frames(self.motion_model, schedule, num_frames)
+    spf = self.samples_per_frame
+    padded = np.zeros(((front + num_frames + back) * spf,), np.float32)
+    padded[front * spf:(front + num_frames) * spf] = waveform[:num_frames * spf]
+    rng = jax.random.fold_in(jax.random.key(options.seed), 1)
+    reference = self.reference_latent(self.params, portrait)
+    latents = self.motion(self.params, jnp.asarray(padded)[None], reference, rng, schedule, num_frames)
+    return np.asarray(latents[0])
+
+  def render_frames(self, portrait: np.ndarray, latents: np.ndarray,
+                    options: SampleOptions) -> Iterator[np.ndarray]:
+    """Yields uint8 frames [b, S, S, 3], `batch_frames` at a time (the last batch padded and cut)."""
+    noise = jax.random.normal(jax.random.key(options.seed), portrait.shape)
+    batch = options.batch_frames
+    for start in range(0, len(latents), batch):
+      chunk = latents[start:start + batch]
+      padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
+      frames = self.render(self.params, portrait, jnp.asarray(padded), noise, options.render_steps)
+      yield np.asarray(frames)[:len(chunk)]
+
+  def generate(self, portrait: np.ndarray, waveform: np.ndarray, options: SampleOptions | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """uint8 portrait [S, S, 3] + 16 kHz waveform -> uint8 frames [T, S, S, 3]."""
+    options = options or SampleOptions.from_config(self.config.sample)
+    latents = self.motion_latents(waveform, portrait, options)
+    frames = []
+    for batch in self.render_frames(portrait, latents, options):
+      frames.append(batch)
+      if progress:
+        progress(len(batch))
+    return np.concatenate(frames)

@@ -1,0 +1,68 @@
+"""Stage 1: motion encoder + rendering diffusion model, trained jointly with flow matching.
+
+From one clip the batch holds a target frame and a reference frame. The motion encoder reads the
+target (its colours jittered, so that identity cannot pass through the motion latent) and emits a
+few motion tokens; the renderer learns to denoise the target given the reference and those tokens.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxtalk.data.pipeline import window_dataset
+from jaxtalk.diffusion import flow
+from jaxtalk.models import build
+from jaxtalk.stages.common import image_to_model, run_stage, train_paths
+
+
+def appearance_jitter(images, rng, strength: float):
+  """Per-example random channel gains and brightness shift: changes look, not motion."""
+  gain_rng, shift_rng = jax.random.split(rng)
+  batch = images.shape[0]
+  gains = 1.0 + strength * jax.random.uniform(gain_rng, (batch, 1, 1, 3), minval=-1, maxval=1)
+  shift = strength * jax.random.uniform(shift_rng, (batch, 1, 1, 1), minval=-1, maxval=1)
+  return jnp.clip(images * gains + shift, -1.0, 1.0)
+
+
+def init_fn(config):
+  encoder, renderer = build.motion_encoder(config), build.renderer(config)
+  size = config.data.image_size
+
+  def init(rng):
+    enc_rng, ren_rng = jax.random.split(rng)
+    image = jnp.zeros((1, size, size, 3))
+    motion = jnp.zeros((1, encoder.num_tokens, encoder.token_dim))
+    return {"motion_encoder": encoder.init(enc_rng, image)["params"],
+            "renderer": renderer.init(ren_rng, image, jnp.zeros((1,)), image, motion)["params"]}
+  return init
+
+
+def loss_fn(config):
+  encoder, renderer = build.motion_encoder(config), build.renderer(config)
+  train_cfg = config.renderer_train
+
+  def loss(params, batch, rng):
+    target = image_to_model(batch["frames"][:, 0])
+    reference = image_to_model(batch["reference"])
+    jitter_rng, time_rng, noise_rng = jax.random.split(rng, 3)
+    driving = appearance_jitter(target, jitter_rng, train_cfg.appearance_jitter)
+    motion = encoder.apply({"params": params["motion_encoder"]}, driving)
+    t = flow.sample_time(time_rng, target.shape[:1], train_cfg.time_schedule)
+    noise = jax.random.normal(noise_rng, target.shape)
+    velocity = renderer.apply({"params": params["renderer"]}, flow.interpolate(target, noise, t), t,
+                              reference, motion)
+    value = flow.flow_matching_loss(velocity, target, noise)
+    return value, {"flow_loss": value}
+  return loss
+
+
+def dataset(config, shard_index=0, shard_count=1):
+  return window_dataset(train_paths(config), window_frames=1, audio_margin_frames=0,
+                        batch_size=config.renderer_train.batch_size, seed=config.seed,
+                        shard_index=shard_index, shard_count=shard_count,
+                        windows_per_clip=config.data.windows_per_clip)
+
+
+def train(config, workdir):
+  return run_stage(config, workdir, "renderer", init_fn(config), loss_fn(config),
+                   dataset(config, jax.process_index(), jax.process_count()))
