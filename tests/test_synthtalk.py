@@ -30,6 +30,14 @@ def test_make_clip_is_deterministic_and_seeds_matter():
     assert clips.encode_clip(generate.make_clip(5, **{**kwargs, **changed})) != first
 
 
+def test_mouth_ground_truth_can_be_recomputed_from_clip_metadata():
+  clip = generate.make_clip(9, seconds=2.0, image_size=16, identity_seed=2, utterance_seed=8)
+  seeds = clip.meta["seeds"]
+  utterance = speech.synthesize_utterance(seeds["utterance"], len(clip.audio), clip.meta["emotion"])
+  np.testing.assert_array_equal(utterance.audio, clip.audio)
+  np.testing.assert_array_equal(motion.mouth_from_schedule(utterance.schedule, len(clip.frames)), clip.motion[:, :3])
+
+
 @pytest.mark.parametrize("seconds", [0.52, 1.0, 2.3])
 def test_clip_shapes_and_audio_length(seconds):
   clip = generate.make_clip(1, seconds=seconds, image_size=24, identity_seed=1, utterance_seed=1, emotion="happy")

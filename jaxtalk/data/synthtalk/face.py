@@ -46,8 +46,10 @@ _MOUTH_HALF_WIDTH = (0.19, 0.08)       # rest + gain x mouth_width
 _MOUTH_MAX_HALF_OPEN = 0.125
 _LIP_THICKNESS = 0.045
 _JAW_DROP = 0.09
-# Supersampled pixels per rendering batch: bounds the canvas memory at large image sizes.
-_BATCH_PIXELS = 1 << 21
+# Supersampled pixels per rendering batch (16 frames at 64 px): small enough that the temporaries
+# of one ellipse stay in cache (measured ~1.5x faster than whole clips), large enough that Python
+# overhead stays small.
+_BATCH_PIXELS = 1 << 18
 
 
 def _index(name: str) -> int:
@@ -185,8 +187,10 @@ def _paint_body(canvas: _Canvas, identity: np.ndarray) -> None:
   neck_top = _HEAD_CENTRE[1] + 0.6 * float(identity[_index("face_height")])
   canvas.ellipse((0.0, neck_top + 0.3), (0.19, 0.42), skin * 0.82)
   canvas.ellipse((0.0, 1.25), (0.98, 0.52), shirt)
+  # Shade the shirt darker toward the bottom of the frame.
   canvas.ellipse((0.0, 1.25), (0.98, 0.52), shirt * 0.75, softness=12.0, opacity=0.5,
                  mask=lambda x, y: canvas.soft_step(y, 20.0))
+  # A round neckline: the lower half of a skin ellipse cut into the shirt.
   canvas.ellipse((0.0, 0.74), (0.2, 0.1), skin * 0.8, mask=lambda x, y: canvas.soft_step(y))
 
 

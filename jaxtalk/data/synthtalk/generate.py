@@ -36,6 +36,7 @@ def split_of_seeds(identity_seed: int, utterance_seed: int) -> str:
 
 
 def num_frames_for(seconds: float) -> int:
+  """Frames in a clip of `seconds` at 25 fps (at least one)."""
   return max(1, int(round(seconds * motion.FPS)))
 
 
@@ -59,6 +60,8 @@ def make_clip(seed: int, *, seconds: float, image_size: int, identity_seed: int,
       "emotion": emotion,
       "source": "synthtalk",
       "split": split,
+      # Enough to regenerate the clip, or just its syllable schedule for exact lip-sync ground truth.
+      "seeds": {"clip": int(seed), "identity": int(identity_seed), "utterance": int(utterance_seed)},
   }
   return clips.Clip(frames=face.render_clip(identity, clip_motion, image_size), audio=utterance.audio, meta=meta,
                     fps=motion.FPS, sample_rate=speech.SAMPLE_RATE, motion=clip_motion, identity=identity)

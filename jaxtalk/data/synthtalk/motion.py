@@ -24,7 +24,7 @@ VOWEL_OPENNESS = np.array([1.0, 0.65, 0.4, 0.75, 0.45])
 VOWEL_WIDTH = np.array([0.6, 0.85, 1.0, 0.15, 0.0])
 VOWEL_JAW = np.array([1.0, 0.55, 0.25, 0.7, 0.35])
 
-# Brow offset per emotion (in `speech.EMOTIONS` order), and how lively the head is.
+# Brow offset per emotion, and how lively the head is.
 _EMOTION_BROW = {"neutral": 0.0, "happy": 0.35, "sad": -0.25, "angry": -0.6}
 _EMOTION_HEAD_GAIN = {"neutral": 1.0, "happy": 1.2, "sad": 0.7, "angry": 1.3}
 _HEAD_STD_DEG = np.array([4.0, 2.5, 2.0])   # yaw, pitch, roll

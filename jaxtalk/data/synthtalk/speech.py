@@ -137,8 +137,14 @@ def _plan_events(utterance_seed: int, emotion: str, seconds: float) -> tuple[flo
       num_syllables = int(content.integers(1, 4))
       for s in range(num_syllables):
         first_in_phrase = w == 0 and s == 0
+        # Only a phrase may start on a bare vowel; inside one, a closure keeps vowels apart.
         closure = str(content.choice(["stop", "fricative", "none"] if first_in_phrase else ["stop", "fricative"]))
-        closure_s = {"stop": prosody.uniform(0.05, 0.09), "fricative": prosody.uniform(0.07, 0.12), "none": 0.0}[closure]
+        if closure == "stop":
+          closure_s = prosody.uniform(0.05, 0.09)
+        elif closure == "fricative":
+          closure_s = prosody.uniform(0.07, 0.12)
+        else:
+          closure_s = 0.0
         phrase_final = w == num_words - 1 and s == num_syllables - 1
         vowel_s = prosody.uniform(0.11, 0.2) * (1.4 if phrase_final else 1.0)
         if phrase_final:
