@@ -94,7 +94,8 @@ def flat(mode_pixels, path, **save_args):
     ("bits.png", lambda p: Image.new("1", (50, 40), 1).save(p) or p, (255, 255, 255)),
     ("print.jpg", lambda p: Image.new("RGB", (50, 40), (200, 30, 30)).convert("CMYK").save(p, quality=95) or p,
      (200, 30, 30)),
-    ("float.tif", lambda p: tifffile.imwrite(p, np.full((40, 50, 3), 0.25, np.float32), photometric="rgb") or p, (64, 64, 64)),
+    ("float.tif", lambda p: tifffile.imwrite(p, np.full((40, 50, 3), 0.25, np.float32), photometric="rgb") or p,
+     (64, 64, 64)),
 ])
 def test_pixel_formats_become_8_bit_rgb(tmp_path, name, make, expected_rgb):
   portrait = image_io.load_portrait(make(str(tmp_path / name)), 32)

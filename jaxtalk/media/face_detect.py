@@ -15,9 +15,10 @@ import numpy as np
 from PIL import Image
 from skimage import data, feature
 
-# The cascade scans a grayscale copy whose shorter side is at most this many pixels: about 0.1 s a
-# frame. The cascade's window is 24 px, so faces narrower than ~1/10 of the shorter side are missed.
-DETECTION_SIDE = 256
+# The cascade scans a grayscale copy whose shorter side is at most this many pixels: a few tenths of
+# a second a frame. Its window is 24 px, so faces narrower than 1/8 of the image's shorter side are
+# missed; portraits and talking-head videos show larger faces than that.
+DETECTION_SIDE = 192
 _MIN_FACE_PX = 24
 # The crop is this many times the detected box, which spans brows to mouth: this takes in the hair,
 # chin and a little neck, as talking-head crops do.
