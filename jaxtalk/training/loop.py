@@ -1,0 +1,171 @@
+"""The training loop shared by both stages, top to bottom: setup, model, shard & transfer, data,
+train loop, final save. Stage-specific code supplies only `init_fn`, `loss_fn` and a dataset.
+
+A run is resumable at any point: it restores the newest checkpoint in its workdir (parameters,
+EMA, optimizer, step, RNG and data-iterator position) and continues as if never stopped. Ctrl-C
+or SIGTERM (preemption) stops it at the next step boundary and saves first.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from jaxtalk.errors import UserError
+from jaxtalk.parallel.mesh import make_mesh
+from jaxtalk.parallel.sharding import Rules, batch_sharding, global_batch
+from jaxtalk.training.checkpoint import Checkpointer
+from jaxtalk.training.optim import make_optimizer
+from jaxtalk.training.progress import ProgressLogger, say
+from jaxtalk.training.state import InitFn, TrainState, abstract_train_state, create_train_state
+from jaxtalk.training.step import LossFn, make_train_step
+
+
+class _StopRequest:
+  """Turns SIGINT/SIGTERM into a request to stop at the next step boundary.
+
+  Between steps the state is complete and can be saved; an exception in the middle of a step
+  could leave the donated state half-consumed. A second signal acts as usual (Ctrl-C twice
+  interrupts at once). Python handlers can only be set from the main thread, and a multi-host
+  run leaves SIGTERM to jax's distributed preemption notifier; then nothing is installed.
+  """
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> _StopRequest:
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum: int, _frame: Any) -> None:
+    self.signum = signum
+    signal.signal(signum, self._previous[signum])
+
+  def __exit__(self, *_exc: Any) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def reraise(self) -> None:
+    """Leaves the way the signal would have: KeyboardInterrupt, or exit status 143 for SIGTERM
+    (also for a multi-host preemption, where the signal went to jax's notifier instead)."""
+    if self.signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, loss_fn: LossFn,
+          dataset: Iterable[Any], num_steps: int, optimizer_cfg: Any, mesh_cfg: Any, rules: Rules,
+          seed: int = 0, log_every: int = 50, checkpoint_every: int = 1000,
+          ema_decay: float = 0.999) -> TrainState:
+  """Trains until `num_steps` updates have been applied, resuming from `workdir` if possible.
+
+  Args:
+    workdir: where checkpoints/, tensorboard/ and metrics.jsonl go; rerunning with the same
+      workdir resumes.
+    config_dict: the full experiment config as a JSON-able dict (`config.to_dict()`), saved with
+      every checkpoint so sampling can rebuild the model.
+    init_fn: rng -> params, e.g. `lambda rng: model.init(rng, *dummy_inputs)["params"]`.
+    loss_fn: (params, batch, rng) -> (scalar loss, dict of scalar metrics); params unboxed.
+    dataset: yields this host's batches (pytrees of numpy arrays, leading dim = batch). Its
+      iterator must have get_state()/set_state() (any grain dataset does) so a resumed run
+      continues from the same position. It must not run out before `num_steps`.
+    num_steps: total number of updates of the run, including those before a resume.
+    optimizer_cfg: see `make_optimizer` (learning_rate, warmup_steps, num_steps, ...).
+    mesh_cfg: mesh axis sizes, e.g. {"data": -1, "fsdp": 1, "tensor": 1}.
+    rules: logical-axis rules, see `jaxtalk.parallel.sharding`.
+    seed: seeds parameter init and the per-step RNG (data order is the dataset's business).
+    log_every, checkpoint_every: in steps.
+    ema_decay: per-step decay of the EMA parameters.
+
+  Returns:
+    The final TrainState. If stopped by Ctrl-C or SIGTERM it saves a checkpoint and then raises
+    KeyboardInterrupt or SystemExit(143) instead.
+  """
+  # ------------------------------------------------------------------------------------ setup
+  workdir = Path(workdir)
+  mesh = make_mesh(mesh_cfg)
+  checkpointer = Checkpointer(workdir / "checkpoints", save_interval=checkpoint_every)
+  say(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} "
+      f"device(s), mesh {dict(mesh.shape)}; workdir {workdir}")
+
+  # ------------------------------------------------------------------------------------ model
+  optimizer = make_optimizer(optimizer_cfg)
+  abstract_state, state_shardings = abstract_train_state(init_fn, optimizer, mesh, rules,
+                                                         jax.random.key(seed))
+  num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state.params))
+  say(f"model: {num_params / 1e6:.2f}M parameters")
+
+  # ---------------------------------------------------------------------- shard & transfer
+  # Restore straight into the target shardings, or initialise under jit with those shardings:
+  # either way no parameter is ever materialised whole on one device.
+  restored = checkpointer.restore_latest(abstract_state, state_shardings)
+  if restored is None:
+    state, _ = create_train_state(init_fn, optimizer, mesh, rules, jax.random.key(seed))
+    data_state = None
+  else:
+    state, data_state = restored
+  start_step = int(jax.device_get(state.step))
+  if restored is not None:
+    say(f"resumed from step {start_step} ({checkpointer.directory / str(start_step)})")
+
+  # ------------------------------------------------------------------------------------- data
+  data_iter = iter(dataset)
+  if data_state is not None:
+    data_iter.set_state(data_state)
+  batch_layout = batch_sharding(mesh)
+
+  # ------------------------------------------------------------------------------- train loop
+  train_step = make_train_step(loss_fn, optimizer, state_shardings, batch_layout, ema_decay)
+  logger = ProgressLogger(workdir, num_steps, log_every)
+  step = start_step
+  exhausted = stopped = False
+  try:
+    # The mesh and rules contexts let model code constrain activations by logical name
+    # (`nn.with_logical_constraint`) when the step is traced.
+    with _StopRequest() as stop, jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      while step < num_steps:
+        try:
+          local_batch = next(data_iter)
+        except StopIteration:
+          exhausted = True
+          break
+        state, metrics = train_step(state, global_batch(local_batch, batch_layout))
+        step += 1
+        logger.log(step, metrics)
+        if checkpointer.should_save(step):
+          checkpointer.save(step, state, data_iter.get_state(), config_dict)
+        stopped = _should_stop(stop, checkpointer, step)
+        if stopped:
+          break
+
+    # ----------------------------------------------------------------------------- final save
+    logger.flush()
+    if checkpointer.save(step, state, data_iter.get_state(), config_dict):
+      say(f"saved checkpoint at step {step}")
+  finally:
+    logger.close()
+    checkpointer.close()  # waits for background writes, so the last save is complete on exit
+  if exhausted:
+    raise UserError(f"the dataset ran out after {step} of {num_steps} steps; make it repeat "
+                    f"(grain: .repeat()) or lower num_steps")
+  if stopped:
+    say(f"stopped at step {step}; run the same command again to resume")
+    stop.reraise()
+  return state
+
+
+def _should_stop(stop: _StopRequest, checkpointer: Checkpointer, step: int) -> bool:
+  if jax.process_count() > 1:
+    # Every host must stop at the same step or the next collective hangs; jax's distributed
+    # preemption notifier makes all hosts agree on one.
+    return checkpointer.reached_preemption(step)
+  return stop.signum is not None

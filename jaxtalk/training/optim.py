@@ -1,0 +1,51 @@
+"""The optimizer shared by both training stages: clipped AdamW, warmup then cosine decay; and EMA."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+
+def learning_rate_schedule(cfg: Any) -> optax.Schedule:
+  """Linear warmup from 0 to `learning_rate`, then cosine decay to `end_learning_rate_factor`
+  times it at `num_steps`. A run shorter than its warmup (a quick demo) just stays in warmup."""
+  decay_steps = max(cfg.num_steps, cfg.warmup_steps + 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+      decay_steps=decay_steps, end_value=cfg.learning_rate * cfg.end_learning_rate_factor)
+
+
+def _decay_mask(params):
+  # Biases and norm scales/offsets (ndim <= 1) are not decayed: shrinking them toward zero only
+  # fights the normalisation, it does not regularise the function.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(cfg: Any) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping and a warmup-cosine schedule.
+
+  Args:
+    cfg: a ConfigDict (or any object with these attributes): learning_rate, warmup_steps,
+      num_steps, end_learning_rate_factor, weight_decay, grad_clip (max global gradient norm);
+      optionally b1, b2 (Adam betas, default 0.9, 0.999).
+
+  The hyperparameters live in the optimizer state (`inject_hyperparams`), so the train step can
+  report the learning rate it actually used and a checkpoint records it.
+  """
+  adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
+      learning_rate=learning_rate_schedule(cfg), b1=getattr(cfg, "b1", 0.9),
+      b2=getattr(cfg, "b2", 0.999), weight_decay=cfg.weight_decay, mask=_decay_mask)
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+
+
+def current_learning_rate(opt_state: optax.OptState) -> jax.Array | None:
+  """The learning rate of the last update, or None for an optimizer without injected hyperparams."""
+  # hyperparams_states also has a "learning_rate" entry (the schedule's step counter): keep arrays.
+  return optax.tree_utils.tree_get(opt_state, "learning_rate",
+                                   filtering=lambda _, value: isinstance(value, jax.Array))
+
+
+def ema_update(ema_params: Any, params: Any, decay: float) -> Any:
+  """Exponential moving average of the weights; sampling uses it (smoother than the raw weights)."""
+  return jax.tree.map(lambda e, p: e + (1.0 - decay) * (p.astype(e.dtype) - e), ema_params, params)

@@ -1,0 +1,105 @@
+"""Mesh construction and logical-axis shardings on the 8 simulated CPU devices."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxtalk.errors import UserError
+from jaxtalk.parallel import batch_sharding, global_batch, make_mesh, param_shardings
+
+RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("vocab", "tensor"),
+         ("kv", None))
+
+
+def _mesh_shape(mesh):
+  return tuple(mesh.shape[name] for name in ("data", "fsdp", "tensor"))
+
+
+@pytest.mark.parametrize("sizes, shape", [
+    ({"data": -1, "fsdp": 1, "tensor": 1}, (8, 1, 1)),
+    ({"data": 2, "fsdp": 2, "tensor": 2}, (2, 2, 2)),
+    ({"data": -1, "tensor": 2}, (4, 1, 2)),
+    ({"fsdp": -1}, (1, 8, 1)),
+])
+def test_mesh_sizes(sizes, shape):
+  mesh = make_mesh(sizes)
+  assert mesh.axis_names == ("data", "fsdp", "tensor")
+  assert _mesh_shape(mesh) == shape
+  assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+
+
+def test_mesh_on_given_devices():
+  assert _mesh_shape(make_mesh({"data": -1}, devices=jax.devices()[:1])) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ({"data": 3}, "multiple of 3"),
+    ({"data": 2, "fsdp": 2}, "uses 4 devices"),
+    ({"data": -1, "fsdp": -1}, "more than one"),
+    ({"pipeline": 2}, "unknown mesh axis"),
+    ({"data": 0}, "below 1"),
+])
+def test_mesh_errors(sizes, message):
+  with pytest.raises(UserError, match=message):
+    make_mesh(sizes)
+
+
+class _Annotated(nn.Module):
+  """Parameters covering each case of the rule table."""
+
+  @nn.compact
+  def __call__(self, x):
+    def param(name, shape, names):
+      return self.param(name, nn.with_logical_partitioning(nn.initializers.zeros, names), shape)
+    param("kernel", (8, 16), ("embed", "mlp"))
+    param("bias", (16,), ("mlp",))
+    param("odd_vocab", (3, 16), ("vocab", "embed"))  # 3 is not divisible by tensor=2
+    param("both_tensor", (16, 16), ("mlp", "vocab"))  # a mesh axis can split only one dim
+    param("unknown_and_none", (4, 4), ("mystery", None))
+    param("kv_cache", (4, 4), ("kv", "kv"))
+    self.param("plain", nn.initializers.zeros, (4, 4))
+    self.param("mesh_named", nn.with_partitioning(nn.initializers.zeros, ("tensor", None)), (4, 4))
+    return x
+
+
+def test_param_shardings_follow_rules():
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  abstract = jax.eval_shape(_Annotated().init, jax.random.key(0), jnp.zeros(()))["params"]
+  specs = jax.tree.map(lambda s: s.spec, param_shardings(abstract, mesh, RULES))
+  assert specs == {
+      "kernel": P("fsdp", "tensor"),
+      "bias": P("tensor"),
+      "odd_vocab": P(None, "fsdp"),
+      "both_tensor": P("tensor", None),
+      "unknown_and_none": P(None, None),
+      "kv_cache": P(None, None),
+      "plain": P(),
+      "mesh_named": P("tensor", None),
+  }
+  assert all(s.mesh == mesh for s in jax.tree.leaves(param_shardings(abstract, mesh, RULES)))
+
+
+def test_rules_as_json_lists_and_partial_axis_fallback():
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  box = nn.LogicallyPartitioned(jax.ShapeDtypeStruct((2, 8), jnp.float32), ("batch", "embed"))
+  json_rules = [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]
+  # Dim 0 (size 2) keeps only "data" of ("data", "fsdp"); dim 1 may then take "fsdp".
+  assert param_shardings(box, mesh, json_rules).spec == P("data", "fsdp")
+
+
+def test_global_batch_splits_leading_dim_over_data_and_fsdp():
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  local = {"x": np.arange(24, dtype=np.float32).reshape(8, 3), "label": np.arange(8)}
+  batch = global_batch(local, batch_sharding(mesh))
+  assert batch["x"].sharding.spec == P(("data", "fsdp"))
+  assert batch["x"].addressable_shards[0].data.shape == (2, 3)
+  np.testing.assert_array_equal(batch["x"], local["x"])
+  np.testing.assert_array_equal(batch["label"], local["label"])
+
+
+def test_global_batch_rejects_indivisible_batch():
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  with pytest.raises(UserError, match="not divisible by the 4 batch shards"):
+    global_batch({"x": np.zeros((6, 3))}, batch_sharding(mesh))

@@ -1,0 +1,338 @@
+"""Training infrastructure on a toy model: sharded step parity, resume, checkpoints, logging."""
+import json
+import os
+import shutil
+import signal
+import struct
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+from tensorboardX.proto import event_pb2
+
+from jaxtalk.errors import UserError
+from jaxtalk.parallel import batch_sharding, global_batch, make_mesh
+from jaxtalk.training import (Checkpointer, ProgressLogger, abstract_train_state,
+                              create_train_state, ema_update, load_params, make_eval_step,
+                              make_optimizer, make_train_step, read_config, train)
+from jaxtalk.training.progress import format_duration
+
+RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"))
+MESH_8 = {"data": 2, "fsdp": 2, "tensor": 2}
+BATCH, IN_DIM, OUT_DIM = 8, 8, 4
+EMA_DECAY = 0.9
+
+
+class ToyMLP(nn.Module):
+  hidden: int = 16
+
+  @nn.compact
+  def __call__(self, x):
+    def logical(init, names):
+      return nn.with_logical_partitioning(init, names)
+    x = nn.Dense(self.hidden, kernel_init=logical(nn.initializers.lecun_normal(), ("embed", "mlp")),
+                 bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
+    x = nn.LayerNorm(scale_init=logical(nn.initializers.ones, ("mlp",)),
+                     bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
+    x = nn.gelu(x)
+    return nn.Dense(OUT_DIM, kernel_init=logical(nn.initializers.lecun_normal(), ("mlp", "embed")),
+                    bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
+
+
+def toy_init_fn(hidden=16):
+  model = ToyMLP(hidden)
+  return lambda rng: model.init(rng, jnp.zeros((1, IN_DIM)))["params"]
+
+
+def toy_loss(params, batch, rng):
+  # Input noise makes the loss depend on the step's RNG, so RNG handling is tested too.
+  x = batch["x"] + 0.1 * jax.random.normal(rng, batch["x"].shape)
+  mse = jnp.mean((ToyMLP().apply({"params": params}, x) - batch["y"]) ** 2)
+  return mse, {"mse": mse}
+
+
+OPTIMIZER_CFG = ml_collections.ConfigDict(dict(
+    learning_rate=1e-2, warmup_steps=2, num_steps=10, end_learning_rate_factor=0.1,
+    weight_decay=0.01, grad_clip=1.0))
+
+
+def toy_dataset():
+  rng = np.random.default_rng(0)
+  examples = [{"x": rng.normal(size=IN_DIM).astype(np.float32),
+               "y": rng.normal(size=OUT_DIM).astype(np.float32)} for _ in range(40)]
+  return grain.MapDataset.source(examples).shuffle(seed=1).repeat().batch(BATCH)
+
+
+def _batches(n):
+  iterator = iter(toy_dataset())
+  return [next(iterator) for _ in range(n)]
+
+
+def _assert_trees_close(a, b, atol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol),
+               a, b)
+
+
+# ------------------------------------------------------------------------------- optimizer
+
+
+def test_weight_decay_skips_biases_and_norm_scales():
+  cfg = ml_collections.ConfigDict(dict(OPTIMIZER_CFG.to_dict(), warmup_steps=0))
+  optimizer = make_optimizer(cfg)
+  params = {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3)}
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = jax.jit(optimizer.update)(zero_grads, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["kernel"], -cfg.learning_rate * cfg.weight_decay, rtol=1e-6)
+  np.testing.assert_array_equal(updates["bias"], 0.0)
+  np.testing.assert_array_equal(updates["scale"], 0.0)
+
+
+def test_ema_update():
+  ema = ema_update({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([3.0, 0.0])}, decay=0.75)
+  np.testing.assert_allclose(ema["w"], [1.5, 1.5])
+
+
+# ---------------------------------------------------------------- sharded step == one device
+
+
+def _run_steps(mesh, batches):
+  optimizer = make_optimizer(OPTIMIZER_CFG)
+  state, shardings = create_train_state(toy_init_fn(), optimizer, mesh, RULES, jax.random.key(0))
+  layout = batch_sharding(mesh)
+  step = make_train_step(toy_loss, optimizer, shardings, layout, EMA_DECAY)
+  metrics = []
+  for batch in batches:
+    state, m = step(state, global_batch(batch, layout))
+    metrics.append(jax.device_get(m))
+  return state, shardings, metrics
+
+
+@pytest.fixture(scope="module")
+def sharded_and_single():
+  # Six steps: the 8-device run is also the uninterrupted reference for the resume test.
+  batches = _batches(6)
+  sharded = _run_steps(make_mesh(MESH_8), batches)
+  single = _run_steps(make_mesh({"data": 1}, devices=jax.devices()[:1]), batches)
+  return sharded, single, batches
+
+
+def test_state_is_sharded_by_the_rules(sharded_and_single):
+  (state, shardings, _), _, _ = sharded_and_single
+  assert state.params["Dense_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
+  assert state.ema_params["Dense_0"]["bias"].sharding.spec == P("tensor")
+  adam_mu = state.opt_state[1].inner_state[0].mu  # chain(clip, inject_hyperparams(adamw))
+  assert adam_mu["Dense_1"]["kernel"].sharding.spec == P("tensor", "fsdp")
+  assert state.step.sharding.spec == P()
+  assert shardings.params["Dense_0"]["kernel"].spec == P("fsdp", "tensor")
+
+
+def test_sharded_step_equals_single_device_step(sharded_and_single):
+  (state8, _, metrics8), (state1, _, metrics1), _ = sharded_and_single
+  for m8, m1 in zip(metrics8, metrics1):
+    np.testing.assert_allclose(m8["loss"], m1["loss"], atol=1e-5)
+    np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], atol=1e-5)
+  _assert_trees_close(state8.params, state1.params, atol=1e-5)
+  _assert_trees_close(state8.ema_params, state1.ema_params, atol=1e-5)
+  assert int(state8.step) == int(state1.step) == 6
+
+
+def test_step_metrics(sharded_and_single):
+  (_, _, metrics), _, _ = sharded_and_single
+  assert set(metrics[0]) == {"loss", "mse", "grad_norm", "learning_rate"}
+  # Warmup over 2 steps from 0: the updates used learning rates 0, lr/2, then lr (peak).
+  lr = OPTIMIZER_CFG.learning_rate
+  np.testing.assert_allclose([m["learning_rate"] for m in metrics[:3]], [0.0, lr / 2, lr],
+                             rtol=1e-5)
+  assert metrics[-1]["loss"] < metrics[0]["loss"]
+
+
+def test_eval_step_matches_loss(sharded_and_single):
+  (state, shardings, _), _, batches = sharded_and_single
+  mesh = make_mesh(MESH_8)
+  eval_step = make_eval_step(toy_loss, shardings.ema_params, batch_sharding(mesh))
+  rng = jax.random.key(7)
+  metrics = eval_step(state.ema_params, global_batch(batches[0], batch_sharding(mesh)), rng)
+  expected, _ = jax.jit(toy_loss)(jax.device_get(state.ema_params), batches[0], rng)
+  np.testing.assert_allclose(metrics["loss"], expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------- loop, interrupt, resume
+
+
+class _CtrlCAfter:
+  """Iterates over a dataset and sends this process SIGINT when batch `n` is taken, as a
+  Ctrl-C in the middle of a run would."""
+
+  def __init__(self, dataset, n):
+    self._dataset, self._n = dataset, n
+
+  def __iter__(self):
+    return _CtrlCIterator(iter(self._dataset), self._n)
+
+
+class _CtrlCIterator:
+
+  def __init__(self, iterator, n):
+    self._iterator, self._n, self._taken = iterator, n, 0
+
+  def __next__(self):
+    batch = next(self._iterator)
+    self._taken += 1
+    if self._taken == self._n:
+      os.kill(os.getpid(), signal.SIGINT)
+    return batch
+
+  def get_state(self):
+    return self._iterator.get_state()
+
+  def set_state(self, state):
+    self._iterator.set_state(state)
+
+
+CONFIG_DICT = {"model": {"hidden": 16}, "rules": [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]}
+
+
+def _train(workdir, dataset, num_steps=6):
+  return train(workdir=workdir, config_dict=CONFIG_DICT, init_fn=toy_init_fn(), loss_fn=toy_loss,
+               dataset=dataset, num_steps=num_steps, optimizer_cfg=OPTIMIZER_CFG,
+               mesh_cfg=MESH_8, rules=RULES, seed=0, log_every=1, checkpoint_every=4,
+               ema_decay=EMA_DECAY)
+
+
+def _losses(workdir):
+  with open(workdir / "metrics.jsonl") as f:
+    return {r["step"]: r["loss"] for r in map(json.loads, f)}
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("resumed")
+  with pytest.raises(KeyboardInterrupt):
+    _train(workdir, _CtrlCAfter(toy_dataset(), 3))
+  steps_after_interrupt = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+  return workdir, steps_after_interrupt, _train(workdir, toy_dataset())
+
+
+def test_interrupt_saves_and_resume_continues_identically(sharded_and_single,
+                                                         interrupted_then_resumed):
+  (straight_state, _, straight_metrics), _, _ = sharded_and_single  # six uninterrupted steps
+  workdir, steps_after_interrupt, resumed_state = interrupted_then_resumed
+  assert steps_after_interrupt == [3]
+  resumed_losses = _losses(workdir)
+  assert sorted(resumed_losses) == [1, 2, 3, 4, 5, 6]
+  # Same data order and RNG after the resume: the losses match to float rounding.
+  np.testing.assert_allclose([resumed_losses[s] for s in range(1, 7)],
+                             [m["loss"] for m in straight_metrics], rtol=1e-6)
+  _assert_trees_close(resumed_state.params, straight_state.params, atol=1e-6)
+  _assert_trees_close(resumed_state.ema_params, straight_state.ema_params, atol=1e-6)
+  assert int(resumed_state.step) == 6
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [3, 4, 6]
+
+
+def test_finished_run_resumes_as_done(interrupted_then_resumed):
+  workdir, _, state = interrupted_then_resumed
+  again = _train(workdir, toy_dataset())
+  assert int(again.step) == 6
+  _assert_trees_close(again.params, state.params, atol=0)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _abstract(hidden, mesh):
+  return abstract_train_state(toy_init_fn(hidden), make_optimizer(OPTIMIZER_CFG), mesh, RULES,
+                              jax.random.key(0))
+
+
+def test_load_params_and_config_for_inference(interrupted_then_resumed):
+  workdir, _, state = interrupted_then_resumed
+  abstract_params = jax.eval_shape(toy_init_fn(), jax.random.key(0))  # boxed, as models give
+  for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "6"):
+    ema = load_params(path, abstract_params)
+    _assert_trees_close(ema, state.ema_params, atol=0)
+  raw = load_params(workdir, abstract_params, use_ema=False)
+  _assert_trees_close(raw, state.params, atol=0)
+  assert raw["Dense_0"]["kernel"].sharding.device_set == {jax.devices("cpu")[0]}
+  assert read_config(workdir) == CONFIG_DICT
+
+
+def test_config_mismatch_names_the_parameter(interrupted_then_resumed):
+  workdir, _, _ = interrupted_then_resumed
+  mesh = make_mesh(MESH_8)
+  checkpointer = Checkpointer(workdir / "checkpoints")
+  with pytest.raises(UserError, match=r"params/Dense_0/bias has shape \(16,\) there but "
+                                      r"\(32,\) here; use the config it was trained with"):
+    checkpointer.restore_latest(*_abstract(32, mesh))
+  checkpointer.close()
+  with pytest.raises(UserError, match=r"ema_params/Dense_0/bias has shape"):
+    load_params(workdir, jax.eval_shape(toy_init_fn(32), jax.random.key(0)))
+
+
+def test_corrupt_checkpoint_is_a_user_error(interrupted_then_resumed, tmp_path):
+  workdir, _, _ = interrupted_then_resumed
+  copy = tmp_path / "checkpoints"
+  shutil.copytree(workdir / "checkpoints", copy)
+  for data_file in (copy / "6" / "state").rglob("d/*"):
+    with open(data_file, "r+b") as f:
+      f.truncate(8)
+  checkpointer = Checkpointer(copy)
+  with pytest.raises(UserError, match="corrupt or truncated"):
+    checkpointer.restore_latest(*_abstract(16, make_mesh(MESH_8)))
+  checkpointer.close()
+
+
+def test_missing_or_foreign_directory_is_a_user_error(tmp_path):
+  abstract_params = jax.eval_shape(toy_init_fn(), jax.random.key(0))
+  with pytest.raises(UserError, match="does not exist"):
+    load_params(tmp_path / "nowhere", abstract_params)
+  (tmp_path / "photos").mkdir()
+  with pytest.raises(UserError, match="not a jaxtalk checkpoint"):
+    read_config(tmp_path / "photos")
+
+
+# --------------------------------------------------------------------------------- progress
+
+
+def _tensorboard_scalars(logdir):
+  """{tag: [(step, value)]} read from TFRecord event files (length, crc, Event proto, crc)."""
+  scalars = {}
+  for path in sorted(logdir.glob("events.out.tfevents.*")):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def test_progress_logger_writes_console_jsonl_and_tensorboard(tmp_path, capsys):
+  logger = ProgressLogger(tmp_path, num_steps=5, log_every=2)
+  for step in range(1, 6):
+    logger.log(step, {"loss": jnp.float32(step), "grad_norm": jnp.float32(10 * step)})
+  logger.close()
+
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[0] == "step 1/5 | loss 1.0000"  # the compile step: no rate yet
+  assert [line.split(" | ")[0] for line in lines] == ["step 1/5", "step 2/5", "step 4/5",
+                                                      "step 5/5"]
+  assert lines[2].startswith("step 4/5 | loss 3.5000 | ") and " steps/s | ETA " in lines[2]
+
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  # Each record averages the steps since the previous one.
+  assert [(r["step"], r["loss"]) for r in records] == [(1, 1.0), (2, 2.0), (4, 3.5), (5, 5.0)]
+  scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+  assert scalars["loss"] == [(1, 1.0), (2, 2.0), (4, 3.5), (5, 5.0)]
+  assert scalars["grad_norm"][-1] == (5, 50.0)
+
+
+def test_format_duration():
+  assert [format_duration(s) for s in (41.2, 588, 7380)] == ["41s", "9m48s", "2h03m"]
