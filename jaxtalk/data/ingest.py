@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"{args.split}: {summary.clips} clips ({summary.seconds / 60:.1f} min) at {args.image_size}x"
+  print(f"{args.split}: {summary.clips} clips ({summary.seconds:.1f} s) at {args.image_size}x"
         f"{args.image_size} -> {len(summary.shards)} shards in {args.out}; skipped {len(summary.skipped)}")
   return 0
 
