@@ -23,7 +23,7 @@ from jaxtalk.parallel.sharding import Rules, batch_sharding, global_batch
 from jaxtalk.training.checkpoint import Checkpointer
 from jaxtalk.training.optim import make_optimizer
 from jaxtalk.training.progress import ProgressLogger, say
-from jaxtalk.training.state import InitFn, TrainState, abstract_train_state, create_train_state
+from jaxtalk.training.state import InitFn, TrainState, abstract_train_state, init_train_state
 from jaxtalk.training.step import LossFn, make_train_step
 
 
@@ -99,17 +99,17 @@ def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, 
 
   # ------------------------------------------------------------------------------------ model
   optimizer = make_optimizer(optimizer_cfg)
-  abstract_state, state_shardings = abstract_train_state(init_fn, optimizer, mesh, rules,
-                                                         jax.random.key(seed))
+  rng = jax.random.key(seed)
+  abstract_state, state_shardings = abstract_train_state(init_fn, optimizer, mesh, rules, rng)
   num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state.params))
-  say(f"model: {num_params / 1e6:.2f}M parameters")
+  say(f"model: {num_params:,} parameters")
 
   # ---------------------------------------------------------------------- shard & transfer
   # Restore straight into the target shardings, or initialise under jit with those shardings:
   # either way no parameter is ever materialised whole on one device.
   restored = checkpointer.restore_latest(abstract_state, state_shardings)
   if restored is None:
-    state, _ = create_train_state(init_fn, optimizer, mesh, rules, jax.random.key(seed))
+    state = init_train_state(init_fn, optimizer, state_shardings, rng)
     data_state = None
   else:
     state, data_state = restored

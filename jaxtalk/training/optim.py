@@ -1,4 +1,4 @@
-"""The optimizer shared by both training stages: clipped AdamW, warmup then cosine decay; and EMA."""
+"""The optimizer of both training stages: clipped AdamW with warmup and cosine decay; and EMA."""
 from __future__ import annotations
 
 from typing import Any
@@ -30,12 +30,13 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
       num_steps, end_learning_rate_factor, weight_decay, grad_clip (max global gradient norm);
       optionally b1, b2 (Adam betas, default 0.9, 0.999).
 
-  The hyperparameters live in the optimizer state (`inject_hyperparams`), so the train step can
-  report the learning rate it actually used and a checkpoint records it.
+  Only the learning rate lives in the optimizer state (`inject_hyperparams`), so the train step
+  can report the rate it actually used; the other hyperparameters stay constants of the code and
+  always come from the config, also when a run resumes from a checkpoint.
   """
-  adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
-      learning_rate=learning_rate_schedule(cfg), b1=getattr(cfg, "b1", 0.9),
-      b2=getattr(cfg, "b2", 0.999), weight_decay=cfg.weight_decay, mask=_decay_mask)
+  adamw = optax.inject_hyperparams(lambda learning_rate: optax.adamw(
+      learning_rate, b1=getattr(cfg, "b1", 0.9), b2=getattr(cfg, "b2", 0.999),
+      weight_decay=cfg.weight_decay, mask=_decay_mask))(learning_rate=learning_rate_schedule(cfg))
   return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
 
 

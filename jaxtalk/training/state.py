@@ -56,6 +56,13 @@ def abstract_train_state(init_fn: InitFn, optimizer: optax.GradientTransformatio
   return nn.meta.unbox(boxed), param_shardings(boxed, mesh, rules)
 
 
+def init_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
+                     state_shardings: TrainState, rng: jax.Array) -> TrainState:
+  """Materialises a fresh state (step 0, EMA = params) directly in `state_shardings`."""
+  boxed_init = _boxed_state_fn(init_fn, optimizer)
+  return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=state_shardings)(rng)
+
+
 def create_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
                        mesh: jax.sharding.Mesh, rules: Rules,
                        rng: jax.Array) -> tuple[TrainState, TrainState]:
@@ -68,6 +75,4 @@ def create_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
     rng: a `jax.random.key`; split into the init key and the training key.
   """
   _, shardings = abstract_train_state(init_fn, optimizer, mesh, rules, rng)
-  boxed_init = _boxed_state_fn(init_fn, optimizer)
-  init = jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=shardings)
-  return init(rng), shardings
+  return init_train_state(init_fn, optimizer, shardings, rng), shardings
