@@ -43,13 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.motion_encoder = ml_collections.ConfigDict(dict(
       num_tokens=4, token_dim=8, grid_size=8, base_channels=16, max_channels=64, pool_heads=4))
   c.renderer = ml_collections.ConfigDict(dict(
-      base_channels=32, channel_mults=(1, 2, 2), blocks_per_level=1, patch_size=2,
+      base_channels=32, channel_mults=(1, 2, 2), blocks_per_level=1, patch_size=4,
       attention_heads=4, cond_dim=128))
   c.motion = ml_collections.ConfigDict(dict(
       dim=128, depth=4, heads=4, mlp_ratio=4.0, chunk_size=4, window_chunks=6, audio_window=3,
       rope_fraction=0.5))
 
-  c.renderer_train = _train(batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
+  c.renderer_train = _train(batch_size=16, num_steps=4000, learning_rate=1e-3, warmup_steps=100)
   c.renderer_train.time_schedule = "logit_normal"
   c.renderer_train.appearance_jitter = 0.15  # colour jitter of the driving frame: keeps identity out
   c.motion_train = _train(batch_size=16, num_steps=2000, learning_rate=1e-3, warmup_steps=100)

@@ -86,6 +86,7 @@ class _WindowSampler:
     window = {
         "frames": np.array(clip.frames[start:end]),
         "reference": np.array(clip.frames[reference]),
+        "reference_index": np.int32(reference),
         "audio": audio,
         "clip_index": np.int32(clip_index),
         "start": np.int32(start),
@@ -167,6 +168,7 @@ def window_dataset(
   audio_margin_frames, spf = sample_rate // fps):
     frames     uint8   [B, W, S, S, 3]  W consecutive frames from a random start
     reference  uint8   [B, S, S, 3]     a random frame of the same clip (the identity reference)
+    reference_index int32 [B]           which frame of the clip that is
     audio      float32 [B, (W + 2M) * spf]  the audio of frames [start - M, start + W + M), zero
                                         outside the clip
     motion     float32 [B, W, P]        ground-truth motion, only when the clips carry it
