@@ -14,6 +14,8 @@ sharding: a checkpoint written on a pod can be resumed on another mesh or loaded
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -40,11 +42,11 @@ def _meta() -> dict[str, Any]:
 
 
 class Checkpointer:
-  """Saves and restores training checkpoints in `directory` (usually `<workdir>/checkpoints`)."""
+  """Saves and restores the training checkpoints of a run, in `<workdir>/checkpoints`."""
 
-  def __init__(self, directory: str | epath.PathLike, *, max_to_keep: int = 3,
+  def __init__(self, workdir: str | epath.PathLike, *, max_to_keep: int = 3,
                save_interval: int = 1000):
-    self.directory = epath.Path(directory).absolute()
+    self.directory = epath.Path(workdir).absolute() / "checkpoints"
     self.save_interval = save_interval
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self._manager = ocp.CheckpointManager(
@@ -106,29 +108,31 @@ def load_params(checkpoint_dir: str | epath.PathLike, abstract_params: Any, *,
       logical-partitioning boxes are allowed and dropped.
     use_ema: the EMA weights (what sampling should use) rather than the raw trained weights.
   """
-  manager, step, step_dir = _open_read_only(checkpoint_dir)
   key = "ema_params" if use_ema else "params"
   abstract_params = nn.meta.unbox(abstract_params)
-  _check_shapes(_stored_tree(manager, step, step_dir).get(key, {}), abstract_params, step_dir,
-                prefix=key)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   target = {key: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu),
                               abstract_params)}
-  restored = _restore(manager, step, step_dir, ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True)))
+  with _read_only(checkpoint_dir) as (manager, step, step_dir):
+    _check_shapes(_stored_tree(manager, step, step_dir).get(key, {}), abstract_params, step_dir,
+                  prefix=key)
+    restored = _restore(manager, step, step_dir, ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
   return restored.state[key]
 
 
 def read_config(checkpoint_dir: str | epath.PathLike) -> dict[str, Any]:
   """The config (a plain dict, tuples as lists) that the checkpoint's run was started with."""
-  manager, step, step_dir = _open_read_only(checkpoint_dir)
-  return _restore(manager, step, step_dir,
-                  ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  with _read_only(checkpoint_dir) as (manager, step, step_dir):
+    return _restore(manager, step, step_dir,
+                    ocp.args.Composite(config=ocp.args.JsonRestore())).config
 
 
-def _open_read_only(path: str | epath.PathLike) -> tuple[ocp.CheckpointManager, int, epath.Path]:
-  """Finds the step to read from a workdir, a checkpoints folder or a step folder."""
+@contextlib.contextmanager
+def _read_only(path: str | epath.PathLike) -> Iterator[tuple[ocp.CheckpointManager, int,
+                                                              epath.Path]]:
+  """(manager, step, step folder) for a workdir, a checkpoints folder or a step folder."""
   path = epath.Path(path).absolute()
   if not path.is_dir():
     raise UserError(f"checkpoint directory {path} does not exist; pass a training workdir or "
@@ -138,18 +142,22 @@ def _open_read_only(path: str | epath.PathLike) -> tuple[ocp.CheckpointManager, 
   step = None
   if path.name.isdigit() and (path / "meta").is_dir():
     path, step = path.parent, int(path.name)
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  # Not `read_only=True`: that logs a warning on every load; this manager simply never saves.
+  options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
   # The PyTree handler reads what StandardSave wrote and can restore a subtree (the params only).
   manager = ocp.CheckpointManager(path, options=options,
                                   item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
-  if step is None:
-    step = manager.latest_step()
-  if step is None or step not in manager.all_steps():
-    raise UserError(f"{path} is not a jaxtalk checkpoint (no complete step folders in it); pass "
-                    f"a training workdir or one of its checkpoints/<step> folders")
-  step_dir = path / str(step)
-  _check_format(manager, step, step_dir)
-  return manager, step, step_dir
+  try:
+    if step is None:
+      step = manager.latest_step()
+    if step is None or step not in manager.all_steps():
+      raise UserError(f"{path} is not a jaxtalk checkpoint (no complete step folders in it); "
+                      f"pass a training workdir or one of its checkpoints/<step> folders")
+    step_dir = path / str(step)
+    _check_format(manager, step, step_dir)
+    yield manager, step, step_dir
+  finally:
+    manager.close()
 
 
 def _check_format(manager: ocp.CheckpointManager, step: int, step_dir: epath.Path) -> None:

@@ -93,7 +93,7 @@ def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, 
   # ------------------------------------------------------------------------------------ setup
   workdir = Path(workdir)
   mesh = make_mesh(mesh_cfg)
-  checkpointer = Checkpointer(workdir / "checkpoints", save_interval=checkpoint_every)
+  checkpointer = Checkpointer(workdir, save_interval=checkpoint_every)
   say(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} "
       f"device(s), mesh {dict(mesh.shape)}; workdir {workdir}")
 
