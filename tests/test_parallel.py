@@ -7,7 +7,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxtalk.errors import UserError
-from jaxtalk.parallel import batch_sharding, global_batch, make_mesh, param_shardings
+from jaxtalk.parallel import (batch_sharding, global_batch, make_mesh, param_shardings,
+                              strip_partitioning)
 
 RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("vocab", "tensor"),
          ("kv", None))
@@ -79,6 +80,16 @@ def test_param_shardings_follow_rules():
       "mesh_named": P("tensor", None),
   }
   assert all(s.mesh == mesh for s in jax.tree.leaves(param_shardings(abstract, mesh, RULES)))
+
+
+def test_strip_partitioning_adds_no_constraint_under_a_global_mesh():
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  abstract = jax.eval_shape(_Annotated().init, jax.random.key(0), jnp.zeros(()))["params"]
+  # flax's own unbox would apply a sharding constraint here, which fails on abstract values.
+  with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+    plain = strip_partitioning(abstract)
+  assert plain["kernel"] == jax.ShapeDtypeStruct((8, 16), jnp.float32)
+  assert plain["plain"] == jax.ShapeDtypeStruct((4, 4), jnp.float32)
 
 
 def test_rules_as_json_lists_and_partial_axis_fallback():

@@ -52,6 +52,8 @@ def toy_init_fn(hidden=16):
 def toy_loss(params, batch, rng):
   # Input noise makes the loss depend on the step's RNG, so RNG handling is tested too.
   x = batch["x"] + 0.1 * jax.random.normal(rng, batch["x"].shape)
+  # A no-op outside a mesh context; inside train() it constrains by the rules, as model code may.
+  x = nn.with_logical_constraint(x, ("batch", None))
   mse = jnp.mean((ToyMLP().apply({"params": params}, x) - batch["y"]) ** 2)
   return mse, {"mse": mse}
 

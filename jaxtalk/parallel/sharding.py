@@ -65,7 +65,7 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
   Leaves boxed by `with_logical_partitioning` are split as `rules` say; logical names without a
   rule are replicated. Boxes from `with_partitioning` already name mesh axes. Unboxed leaves
   (optimizer step counters, RNG keys, parameters of modules without annotations) are replicated.
-  The result has the structure of `flax.linen.meta.unbox(abstract_tree)`.
+  The result has the structure of `strip_partitioning(abstract_tree)`.
   """
   table = _rule_table(rules)
 
@@ -80,6 +80,17 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
     return NamedSharding(mesh, _spec_for_dims(per_dim, leaf.value.shape, mesh))
 
   return jax.tree.map(sharding_of, abstract_tree,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def strip_partitioning(tree: Any) -> Any:
+  """The tree with every partitioning box replaced by its value.
+
+  Unlike `flax.linen.meta.unbox`, this never adds a sharding constraint (flax adds one whenever a
+  global mesh is set, which fails on abstract values and would bypass the divisibility fallback
+  above); shardings come from `param_shardings` instead.
+  """
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
                       is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 

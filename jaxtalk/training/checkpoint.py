@@ -18,13 +18,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
 import jaxtalk
 from jaxtalk.errors import UserError
+from jaxtalk.parallel.sharding import strip_partitioning
 
 FORMAT_VERSION = 1
 
@@ -109,7 +109,7 @@ def load_params(checkpoint_dir: str | epath.PathLike, abstract_params: Any, *,
     use_ema: the EMA weights (what sampling should use) rather than the raw trained weights.
   """
   key = "ema_params" if use_ema else "params"
-  abstract_params = nn.meta.unbox(abstract_params)
+  abstract_params = strip_partitioning(abstract_params)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   target = {key: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu),
                               abstract_params)}

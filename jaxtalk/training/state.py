@@ -10,12 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtalk.parallel.sharding import Rules, param_shardings
+from jaxtalk.parallel.sharding import Rules, param_shardings, strip_partitioning
 
 # rng -> parameter pytree, as returned by `model.init(rng, ...)["params"]`; leaves may carry
 # logical axis names (`nn.with_logical_partitioning`).
@@ -53,14 +52,14 @@ def abstract_train_state(init_fn: InitFn, optimizer: optax.GradientTransformatio
   Resuming from a checkpoint needs only these, so a resumed run never pays for a fresh init.
   """
   boxed = jax.eval_shape(_boxed_state_fn(init_fn, optimizer), rng)
-  return nn.meta.unbox(boxed), param_shardings(boxed, mesh, rules)
+  return strip_partitioning(boxed), param_shardings(boxed, mesh, rules)
 
 
 def init_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
                      state_shardings: TrainState, rng: jax.Array) -> TrainState:
   """Materialises a fresh state (step 0, EMA = params) directly in `state_shardings`."""
   boxed_init = _boxed_state_fn(init_fn, optimizer)
-  return jax.jit(lambda r: nn.meta.unbox(boxed_init(r)), out_shardings=state_shardings)(rng)
+  return jax.jit(lambda r: strip_partitioning(boxed_init(r)), out_shardings=state_shardings)(rng)
 
 
 def create_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
