@@ -36,7 +36,8 @@ def test_mesh_on_given_devices():
 
 
 @pytest.mark.parametrize("sizes, message", [
-    ({"data": 3}, "multiple of 3"),
+    ({"data": -1, "tensor": 3}, "needs a multiple of 3 devices"),
+    ({"data": 3}, "uses 3 devices but 8 are available"),
     ({"data": 2, "fsdp": 2}, "uses 4 devices"),
     ({"data": -1, "fsdp": -1}, "more than one"),
     ({"pipeline": 2}, "unknown mesh axis"),

@@ -39,7 +39,7 @@ def make_mesh(axis_sizes: Mapping[str, int],
     raise UserError(f"mesh {sizes} has an axis size below 1; use positive sizes or -1")
 
   fixed = math.prod(size for size in shape if size != -1)
-  if len(devices) % fixed:
+  if -1 in shape and len(devices) % fixed:
     raise UserError(f"mesh {sizes} needs a multiple of {fixed} devices but {len(devices)} are "
                     f"available; change the mesh sizes in the config")
   shape = [len(devices) // fixed if size == -1 else size for size in shape]
