@@ -175,7 +175,7 @@ def test_seed_ranges_of_splits_never_overlap():
   largest = generate._SEED_SPAN - 1
   for split in generate.SPLITS:
     for seed, index in ((0, 0), (largest, largest)):
-      seeds = generate._clip_seeds(split, seed, index)
+      seeds = generate.clip_seeds(split, seed, index)
       assert generate.split_of_seeds(seeds["identity_seed"], seeds["utterance_seed"]) == split
   assert generate.split_of_seeds(-1, 0) == "custom"
 

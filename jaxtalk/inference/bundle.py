@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import atomic_output_path
+from jaxtalk.parallel.sharding import strip_partitioning
 from jaxtalk.stages import motion_stage, renderer_stage
 from jaxtalk.stages.common import stage_dir
 from jaxtalk.training.checkpoint import load_params
@@ -32,7 +33,7 @@ def abstract_params(config):
   """Shapes of every model's parameters for this config, computed without allocating them."""
   stage1 = jax.eval_shape(renderer_stage.init_fn(config), jax.random.key(0))
   stage2 = jax.eval_shape(motion_stage.init_fn(config), jax.random.key(0))
-  return {**stage1, **stage2}
+  return strip_partitioning({**stage1, **stage2})
 
 
 def export_bundle(workdir, out_dir, config) -> Path:

@@ -22,6 +22,10 @@ def atomic_output_path(path: str):
   base, suffix = os.path.splitext(os.path.basename(path))
   fd, temp_path = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
   os.close(fd)
+  # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(temp_path, 0o666 & ~umask)
   try:
     yield temp_path
     os.replace(temp_path, path)

@@ -67,14 +67,14 @@ def make_clip(seed: int, *, seconds: float, image_size: int, identity_seed: int,
                     fps=motion.FPS, sample_rate=speech.SAMPLE_RATE, motion=clip_motion, identity=identity)
 
 
-def _clip_seeds(split: str, seed: int, index: int) -> dict[str, int]:
+def clip_seeds(split: str, seed: int, index: int) -> dict[str, int]:
   first = _SPLIT_BASES[split] + seed * _SEED_SPAN
   return {"seed": first + index, "identity_seed": first + index // CLIPS_PER_IDENTITY,
           "utterance_seed": first + index}
 
 
 def _make_indexed_clip(index: int, *, split: str, seed: int, seconds: float, image_size: int) -> clips.Clip:
-  return make_clip(**_clip_seeds(split, seed, index), seconds=seconds, image_size=image_size)
+  return make_clip(**clip_seeds(split, seed, index), seconds=seconds, image_size=image_size)
 
 
 def generate_split(out_dir: str, split: str, num_clips: int, seconds: float, image_size: int, seed: int,
