@@ -1,0 +1,1 @@
+"""Diffusion objectives and samplers shared by the renderer and the motion transformer."""

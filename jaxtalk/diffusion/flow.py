@@ -1,0 +1,128 @@
+"""Rectified flow (flow matching with straight paths): training targets and ODE samplers.
+
+Convention, used by every model in jaxtalk:
+
+    x_t = (1 - t) * noise + t * data,     t in [0, 1]
+    t = 0 is pure noise, t = 1 is data; the model predicts the velocity dx_t/dt = data - noise.
+
+Sampling integrates dx/dt = v(x, t) from t = 0 (a Gaussian draw) to t = 1. Time arrays broadcast
+against the data from the leading axes: t of shape [B] noises a batch [B, ...] one level per
+example, t of shape [B, T] noises a sequence [B, T, D] one level per frame (diffusion forcing).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _expand(t: jax.Array, ndim: int) -> jax.Array:
+  """Append trailing axes to `t` so it broadcasts against an array with `ndim` axes."""
+  t = jnp.asarray(t)
+  return t.reshape(t.shape + (1,) * (ndim - t.ndim))
+
+
+def interpolate(data: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
+  """The point x_t on the straight path from `noise` (t = 0) to `data` (t = 1)."""
+  t = _expand(t, data.ndim).astype(data.dtype)
+  return (1 - t) * noise + t * data
+
+
+def velocity_target(data: jax.Array, noise: jax.Array) -> jax.Array:
+  """What the model learns to predict at every t: the constant path velocity data - noise."""
+  return data - noise
+
+
+def sample_time(rng: jax.Array, shape: tuple[int, ...], schedule: str = "logit_normal", *,
+                mean: float = 0.0, std: float = 1.0) -> jax.Array:
+  """Training flow times in (0, 1).
+
+  "logit_normal": sigmoid of N(mean, std^2), as in SD3; it spends most samples at intermediate t,
+  where the velocity is hardest to predict, and few near the trivial ends. "uniform": U(0, 1).
+  """
+  if schedule == "logit_normal":
+    return jax.nn.sigmoid(mean + std * jax.random.normal(rng, shape))
+  if schedule == "uniform":
+    return jax.random.uniform(rng, shape)
+  raise ValueError(f"unknown time schedule {schedule!r}; use 'logit_normal' or 'uniform'")
+
+
+def flow_matching_loss(pred_velocity: jax.Array, data: jax.Array, noise: jax.Array,
+                       weights: jax.Array | None = None) -> jax.Array:
+  """Mean squared error between predicted and target velocity, in float32.
+
+  `weights` (broadcastable to the data, e.g. [B, T, 1] per frame) gives the weighted mean
+  sum(w * err) / sum(w), so a 0/1 mask averages over the kept elements only.
+  """
+  error = jnp.square(pred_velocity.astype(jnp.float32)
+                     - velocity_target(data, noise).astype(jnp.float32))
+  if weights is None:
+    return jnp.mean(error)
+  weights = jnp.broadcast_to(jnp.asarray(weights, jnp.float32), error.shape)
+  return jnp.sum(weights * error) / jnp.maximum(jnp.sum(weights), 1e-8)
+
+
+def time_grid(num_steps: int, shift: float = 1.0) -> jax.Array:
+  """`num_steps + 1` increasing sampling times from 0 (noise) to 1 (data).
+
+  `shift` > 1 moves steps towards the noise end with SD3's map on the noise level s = 1 - t,
+  s -> shift * s / (1 + (shift - 1) * s); large images (whose coarse structure is decided at high
+  noise) want it, shift = 1 keeps the grid uniform.
+  """
+  noise_level = 1.0 - jnp.linspace(0.0, 1.0, num_steps + 1, dtype=jnp.float32)
+  noise_level = shift * noise_level / (1.0 + (shift - 1.0) * noise_level)
+  return 1.0 - noise_level
+
+
+def _batch_time(t: jax.Array, noise: jax.Array) -> jax.Array:
+  """Scalar time -> one per example, the form the models take."""
+  return jnp.full(noise.shape[:1], t, jnp.float32)
+
+
+def _schedule(num_steps: int, shift: float, t_schedule: jax.Array | None) -> jax.Array:
+  if t_schedule is None:
+    return time_grid(num_steps, shift)
+  t_schedule = jnp.asarray(t_schedule, jnp.float32)
+  if t_schedule.shape != (num_steps + 1,):
+    raise ValueError(f"t_schedule must have num_steps + 1 = {num_steps + 1} times, "
+                     f"got shape {t_schedule.shape}")
+  return t_schedule
+
+
+def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, *, shift: float = 1.0,
+                 t_schedule: jax.Array | None = None) -> jax.Array:
+  """Integrate dx/dt = velocity_fn(x, t) from `noise` at t = 0 to t = 1 with Euler steps.
+
+  `velocity_fn` gets x and t of shape [batch] (= noise.shape[:1]). The steps follow
+  `time_grid(num_steps, shift)` unless `t_schedule` (num_steps + 1 increasing times) is given.
+  One `lax.fori_loop`, so the model is traced once whatever `num_steps`.
+  """
+  times = _schedule(num_steps, shift, t_schedule)
+
+  def step(i, x):
+    t, t_next = times[i], times[i + 1]
+    return x + (t_next - t).astype(x.dtype) * velocity_fn(x, _batch_time(t, noise)).astype(x.dtype)
+
+  return jax.lax.fori_loop(0, num_steps, step, noise)
+
+
+def heun_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, *, shift: float = 1.0,
+                t_schedule: jax.Array | None = None) -> jax.Array:
+  """Like `euler_sample` but with Heun's second-order steps (two velocity calls per step).
+
+  The velocity is evaluated at t = 1 in the last correction, which flow matching defines (it is
+  data - noise on the path), unlike noise-prediction samplers that must skip it.
+  """
+  times = _schedule(num_steps, shift, t_schedule)
+
+  def step(i, x):
+    t, t_next = times[i], times[i + 1]
+    dt = (t_next - t).astype(x.dtype)
+    v = velocity_fn(x, _batch_time(t, noise)).astype(x.dtype)
+    v_next = velocity_fn(x + dt * v, _batch_time(t_next, noise)).astype(x.dtype)
+    return x + dt * 0.5 * (v + v_next)
+
+  return jax.lax.fori_loop(0, num_steps, step, noise)

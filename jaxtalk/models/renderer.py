@@ -1,0 +1,110 @@
+"""Rendering diffusion model: reference image + motion tokens -> the frame, by flow matching.
+
+A compact U-Net predicts the flow velocity of the target frame (see `jaxtalk.diffusion.flow`).
+Its input is the noisy frame concatenated with the reference image, so appearance can be copied
+straight through the high-resolution skip connections; the motion tokens say how to move it.
+They enter twice: pooled into the conditioning vector that scales and shifts every residual block
+(AdaGN, together with the flow time), and as keys/values that the lowest-resolution image tokens
+cross-attend to, which lets each image location pick the motion it needs (mouth vs. head pose).
+
+The first layer folds `patch_size` x `patch_size` pixels into channels (space-to-depth) and the
+last unfolds them, which divides the cost of the full-resolution levels by `patch_size**2`
+without losing information; that is what makes the demo model train on a laptop CPU.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtalk.models.layers import (ConditionedTransformerBlock, ResBlock, conv, dense,
+                                   depth_to_space, group_norm, partitioned, space_to_depth,
+                                   timestep_embedding)
+
+
+class Renderer(nn.Module):
+  """Velocity of the target frame: (x_t, t, reference, motion) -> [B, H, W, 3].
+
+  Level i of the U-Net runs at resolution H / (patch_size * 2**i) with
+  `base_channels * channel_mults[i]` channels and `blocks_per_level` residual blocks on each of
+  the down and up paths; the lowest level also has one transformer block (self-attention over its
+  image tokens, cross-attention to the motion tokens). The output conv starts at zero, so the
+  untrained model predicts zero velocity.
+  """
+  base_channels: int = 32
+  channel_mults: tuple[int, ...] = (1, 2, 2)
+  blocks_per_level: int = 1
+  patch_size: int = 2
+  attention_heads: int = 4
+  cond_dim: int = 128
+  max_groups: int = 8
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_t: jax.Array, t: jax.Array, reference: jax.Array,
+               motion: jax.Array) -> jax.Array:
+    """x_t, reference [B, H, W, 3] in image scale; t [B] flow time; motion [B, N, Dm]."""
+    batch, height, width, out_channels = x_t.shape
+    factor = self.patch_size * 2 ** (len(self.channel_mults) - 1)
+    if height % factor or width % factor:
+      raise ValueError(f"Renderer needs image sides divisible by {factor} (patch_size * 2**levels), "
+                       f"got {height}x{width}")
+    cond = self._conditioning(t, motion)
+    block = lambda channels, name: ResBlock(channels, self.max_groups, self.dtype, name=name)
+
+    h = jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype)
+    h = conv(self.base_channels, dtype=self.dtype, name="stem")(space_to_depth(h, self.patch_size))
+    skips = []
+    for level, mult in enumerate(self.channel_mults):
+      channels = self.base_channels * mult
+      if level:
+        h = conv(channels, strides=2, dtype=self.dtype, name=f"down_{level}")(h)
+      for i in range(self.blocks_per_level):
+        h = block(channels, f"down_{level}_block_{i}")(h, cond)
+      skips.append(h)
+
+    h = self._attend(h, cond, motion)
+
+    for level in reversed(range(len(self.channel_mults))):
+      channels = self.base_channels * self.channel_mults[level]
+      h = jnp.concatenate([h, skips.pop()], axis=-1)
+      for i in range(self.blocks_per_level):
+        h = block(channels, f"up_{level}_block_{i}")(h, cond)
+      if level:
+        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+        h = conv(self.base_channels * self.channel_mults[level - 1], dtype=self.dtype,
+                 name=f"up_{level}")(h)
+
+    h = nn.silu(group_norm(h.shape[-1], self.max_groups, dtype=self.dtype, name="out_norm")(h))
+    h = conv(out_channels * self.patch_size ** 2, dtype=self.dtype, zero=True, name="out")(h)
+    return depth_to_space(h, self.patch_size).astype(jnp.float32)
+
+  def _conditioning(self, t: jax.Array, motion: jax.Array) -> jax.Array:
+    """One vector per example from flow time and the whole motion latent: [B, cond_dim]."""
+    time = timestep_embedding(t, self.base_channels)
+    time = dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="time_in")(time)
+    time = dense(self.cond_dim, ("embed", "embed"), dtype=self.dtype, name="time_out")(nn.silu(time))
+    flat_motion = motion.reshape(motion.shape[0], -1).astype(self.dtype)
+    return time + dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="motion_in")(flat_motion)
+
+  def _attend(self, h: jax.Array, cond: jax.Array, motion: jax.Array) -> jax.Array:
+    """Transformer block over the lowest-resolution grid, cross-attending to the motion tokens.
+
+    The image tokens get no position embedding: the zero-padded convs below them already encode
+    where each one is, and leaving it out keeps the model free of a fixed resolution.
+    """
+    batch, height, width, channels = h.shape
+    num_tokens = motion.shape[1]
+    context = dense(channels, (None, "embed"), dtype=self.dtype, name="motion_tokens")(
+        motion.astype(self.dtype))
+    token_position = self.param("motion_token_position",
+                                partitioned(nn.initializers.normal(0.02), (None, "embed")),
+                                (num_tokens, channels))
+    context = nn.with_logical_constraint(context + token_position.astype(self.dtype),
+                                         ("batch", "length", "embed"))
+    tokens = nn.with_logical_constraint(h.reshape(batch, height * width, channels),
+                                        ("batch", "length", "embed"))
+    tokens = ConditionedTransformerBlock(self.attention_heads, channels // self.attention_heads,
+                                         mlp_ratio=2.0, dtype=self.dtype, name="attention")(
+        tokens, cond, context)
+    return tokens.reshape(batch, height, width, channels)

@@ -1,0 +1,128 @@
+"""Rectified-flow utilities: path, targets, time sampling, loss and the ODE samplers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtalk.diffusion import flow
+
+
+def test_interpolate_goes_from_noise_at_t0_to_data_at_t1():
+  data = jnp.full((2, 3, 4), 2.0)
+  noise = jnp.full((2, 3, 4), -1.0)
+  np.testing.assert_allclose(flow.interpolate(data, noise, jnp.zeros(2)), noise)
+  np.testing.assert_allclose(flow.interpolate(data, noise, jnp.ones(2)), data)
+  np.testing.assert_allclose(flow.interpolate(data, noise, jnp.array([0.25, 0.5]))[:, 0, 0], [-0.25, 0.5])
+
+
+def test_time_with_more_axes_sets_one_level_per_frame():
+  data, noise = jnp.ones((2, 3, 4)), jnp.zeros((2, 3, 4))
+  t = jnp.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.25]])
+  np.testing.assert_allclose(flow.interpolate(data, noise, t), jnp.broadcast_to(t[..., None], (2, 3, 4)))
+
+
+def test_velocity_target_is_the_time_derivative_of_the_path():
+  rng_data, rng_noise = jax.random.split(jax.random.key(0))
+  data, noise = jax.random.normal(rng_data, (3, 5)), jax.random.normal(rng_noise, (3, 5))
+  t = jnp.array([0.1, 0.5, 0.9])
+  _, dx_dt = jax.jvp(lambda tt: flow.interpolate(data, noise, tt), (t,), (jnp.ones(3),))
+  np.testing.assert_allclose(dx_dt, flow.velocity_target(data, noise), rtol=1e-6)
+
+
+def test_sample_time_schedules():
+  logit_normal = flow.sample_time(jax.random.key(1), (20_000,))
+  uniform = flow.sample_time(jax.random.key(1), (20_000,), "uniform")
+  for t in (logit_normal, uniform):
+    assert t.shape == (20_000,)
+    assert float(t.min()) > 0 and float(t.max()) < 1
+  assert abs(float(jnp.mean(uniform)) - 0.5) < 0.01
+  logits = jnp.log(logit_normal) - jnp.log1p(-logit_normal)
+  assert abs(float(jnp.mean(logits))) < 0.03 and abs(float(jnp.std(logits)) - 1.0) < 0.03
+  shifted = flow.sample_time(jax.random.key(1), (20_000,), mean=1.0, std=0.5)
+  assert abs(float(jnp.median(shifted)) - float(jax.nn.sigmoid(1.0))) < 0.01
+  with pytest.raises(ValueError, match="unknown time schedule"):
+    flow.sample_time(jax.random.key(1), (3,), "cosine")
+
+
+def test_loss_is_the_mse_to_the_velocity_target_and_weights_average_kept_elements():
+  data = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+  noise = jnp.zeros_like(data)
+  assert float(flow.flow_matching_loss(data, data, noise)) == 0.0
+  pred = data + jnp.array([[1.0, 1.0], [3.0, 3.0]])
+  assert float(flow.flow_matching_loss(pred, data, noise)) == pytest.approx(5.0)
+  keep_first_row = jnp.array([[1.0], [0.0]])
+  assert float(flow.flow_matching_loss(pred, data, noise, keep_first_row)) == pytest.approx(1.0)
+  assert flow.flow_matching_loss(pred.astype(jnp.bfloat16), data, noise).dtype == jnp.float32
+
+
+def test_time_grid_runs_from_noise_to_data_and_shift_crowds_steps_near_noise():
+  uniform = flow.time_grid(4)
+  np.testing.assert_allclose(uniform, [0.0, 0.25, 0.5, 0.75, 1.0], atol=1e-7)
+  shifted = flow.time_grid(4, shift=3.0)
+  assert float(shifted[0]) == 0.0 and float(shifted[-1]) == 1.0
+  assert bool(jnp.all(jnp.diff(shifted) > 0))
+  assert bool(jnp.all(shifted[1:-1] < uniform[1:-1]))
+  # SD3's map on the noise level s = 1 - t: s=0.5 -> 3 * 0.5 / (1 + 2 * 0.5) = 0.75.
+  assert float(shifted[2]) == pytest.approx(0.25)
+
+
+def _gaussian_flow(mean, std):
+  """Exact velocity field and end point of the flow from N(0, 1) to N(mean, std^2).
+
+  x_t has law N(t * mean, sigma_t^2), sigma_t^2 = (1 - t)^2 + t^2 std^2; the flow keeps each
+  sample's standardised coordinate, so noise z ends at mean + std * z.
+  """
+  def velocity(x, t):
+    t = t[:, None]
+    sigma = jnp.sqrt((1 - t) ** 2 + (t * std) ** 2)
+    dsigma = (t * std ** 2 - (1 - t)) / sigma
+    return mean + dsigma / sigma * (x - t * mean)
+  return velocity, lambda z: mean + std * z
+
+
+@pytest.mark.parametrize("sampler, order", [(flow.euler_sample, 1), (flow.heun_sample, 2)])
+def test_samplers_converge_to_the_exact_flow_of_a_gaussian_at_their_order(sampler, order):
+  velocity, exact = _gaussian_flow(mean=3.0, std=0.2)
+  noise = jax.random.normal(jax.random.key(2), (16, 4))
+  errors = [float(jnp.max(jnp.abs(sampler(velocity, noise, n) - exact(noise)))) for n in (16, 32, 64)]
+  assert errors[2] < 0.03
+  for coarse, fine in zip(errors, errors[1:]):  # halving the step divides the error by ~2**order
+    assert coarse / fine > 0.85 * 2 ** order
+
+
+def test_heun_beats_euler_at_the_same_number_of_steps():
+  velocity, exact = _gaussian_flow(mean=-1.0, std=0.5)
+  noise = jax.random.normal(jax.random.key(3), (16, 4))
+  euler = jnp.max(jnp.abs(flow.euler_sample(velocity, noise, 10) - exact(noise)))
+  heun = jnp.max(jnp.abs(flow.heun_sample(velocity, noise, 10) - exact(noise)))
+  assert float(heun) < 0.1 * float(euler)
+
+
+def test_euler_lands_exactly_on_a_single_data_point_with_any_schedule():
+  # With one data point c the field is (c - x) / (1 - t): the last Euler step lands on c.
+  target = jnp.array([0.5, -2.0, 1.0])
+  velocity = lambda x, t: (target - x) / (1 - t[:, None])
+  noise = jax.random.normal(jax.random.key(4), (2, 3))
+  np.testing.assert_allclose(flow.euler_sample(velocity, noise, 5, shift=3.0), jnp.broadcast_to(target, (2, 3)),
+                             rtol=1e-5, atol=1e-5)
+  schedule = jnp.array([0.0, 0.1, 0.15, 0.7, 1.0])
+  np.testing.assert_allclose(flow.euler_sample(velocity, noise, 4, t_schedule=schedule),
+                             jnp.broadcast_to(target, (2, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_samplers_trace_the_model_once_whatever_the_number_of_steps():
+  calls = []
+  def velocity(x, t):
+    calls.append(t.shape)
+    return -x
+  noise = jnp.ones((3, 2))
+  jax.jit(lambda z: flow.euler_sample(velocity, z, 50))(noise)
+  assert calls == [(3,)]
+  calls.clear()
+  jax.jit(lambda z: flow.heun_sample(velocity, z, 50))(noise)
+  assert calls == [(3,), (3,)]
+
+
+def test_a_schedule_of_the_wrong_length_is_rejected():
+  with pytest.raises(ValueError, match="num_steps \\+ 1"):
+    flow.euler_sample(lambda x, t: x, jnp.ones((1, 2)), 3, t_schedule=jnp.linspace(0, 1, 3))
