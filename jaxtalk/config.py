@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
       dim=128, depth=4, heads=4, mlp_ratio=4.0, chunk_size=4, window_chunks=6, audio_window=3,
       rope_fraction=0.5))
 
-  c.renderer_train = _train(batch_size=16, num_steps=4000, learning_rate=1e-3, warmup_steps=100)
+  c.renderer_train = _train(batch_size=16, num_steps=3500, learning_rate=1e-3, warmup_steps=100)
+  c.renderer_train.ema_decay = 0.998  # short demo runs: the EMA must forget the init within them
   c.renderer_train.time_schedule = "logit_normal"
   c.renderer_train.appearance_jitter = 0.15  # colour jitter of the driving frame: keeps identity out
   c.motion_train = _train(batch_size=16, num_steps=2000, learning_rate=1e-3, warmup_steps=100)

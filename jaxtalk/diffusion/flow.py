@@ -36,6 +36,19 @@ def velocity_target(data: jax.Array, noise: jax.Array) -> jax.Array:
   return data - noise
 
 
+def velocity_from_data(data_pred: jax.Array, x_t: jax.Array, t: jax.Array,
+                       min_gap: float = 0.05) -> jax.Array:
+  """The velocity implied by a prediction of the clean data: (data - x_t) / (1 - t).
+
+  For models that predict the clean sample ("x-prediction") rather than the velocity. A clean
+  image is smooth and low-dimensional, so it passes through a narrow network (large patches, few
+  channels) that cannot carry the per-pixel noise a velocity contains (Li & He, "Back to Basics:
+  Let Denoising Generative Models Denoise", 2025). `min_gap` keeps 1 - t away from zero.
+  """
+  gap = jnp.maximum(1.0 - _expand(t, x_t.ndim), min_gap).astype(x_t.dtype)
+  return (data_pred.astype(x_t.dtype) - x_t) / gap
+
+
 def sample_time(rng: jax.Array, shape: tuple[int, ...], schedule: str = "logit_normal", *,
                 mean: float = 0.0, std: float = 1.0) -> jax.Array:
   """Training flow times in (0, 1).

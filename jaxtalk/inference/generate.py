@@ -93,8 +93,8 @@ class TalkingHead:
     batch = latents.shape[0]
     reference = jnp.broadcast_to(image_to_model(portrait), (batch,) + portrait.shape)
     tokens = latents.reshape(batch, self.motion_encoder.num_tokens, self.motion_encoder.token_dim)
-    velocity = lambda x, t: self.renderer.apply({"params": params["renderer"]}, x, t,
-                                                reference, tokens)
+    velocity = lambda x, t: flow.velocity_from_data(
+        self.renderer.apply({"params": params["renderer"]}, x, t, reference, tokens), x, t)
     images = flow.euler_sample(velocity, jnp.broadcast_to(noise, reference.shape), steps)
     return model_to_image(images)
 

@@ -1,6 +1,7 @@
 """Rendering diffusion model: reference image + motion tokens -> the frame, by flow matching.
 
-A compact U-Net predicts the flow velocity of the target frame (see `jaxtalk.diffusion.flow`).
+A compact U-Net predicts the clean target frame; the flow velocity follows from it (see
+`jaxtalk.diffusion.flow.velocity_from_data` and the stage-1 loss).
 Its input is the noisy frame concatenated with the reference image, so appearance can be copied
 straight through the high-resolution skip connections; the motion tokens say how to move it.
 They enter twice: pooled into the conditioning vector that scales and shifts every residual block
@@ -23,13 +24,13 @@ from jaxtalk.models.layers import (ConditionedTransformerBlock, ResBlock, conv, 
 
 
 class Renderer(nn.Module):
-  """Velocity of the target frame: (x_t, t, reference, motion) -> [B, H, W, 3].
+  """Clean target frame: (x_t, t, reference, motion) -> [B, H, W, 3].
 
   Level i of the U-Net runs at resolution H / (patch_size * 2**i) with
   `base_channels * channel_mults[i]` channels and `blocks_per_level` residual blocks on each of
   the down and up paths; the lowest level also has one transformer block (self-attention over its
   image tokens, cross-attention to the motion tokens). The output conv starts at zero, so the
-  untrained model predicts zero velocity.
+  untrained model predicts a zero (mid-grey) frame.
   """
   base_channels: int = 32
   channel_mults: tuple[int, ...] = (1, 2, 2)
