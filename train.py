@@ -51,6 +51,8 @@ def main(argv):
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:  # the loop saved a checkpoint before re-raising it
+    sys.exit(130)
 
 
 if __name__ == "__main__":

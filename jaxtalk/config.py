@@ -53,7 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.renderer_train.ema_decay = 0.998  # short demo runs: the EMA must forget the init within them
   c.renderer_train.time_schedule = "logit_normal"
   c.renderer_train.appearance_jitter = 0.15  # colour jitter of the driving frame: keeps identity out
-  c.motion_train = _train(batch_size=16, num_steps=2000, learning_rate=1e-3, warmup_steps=100)
+  c.motion_train = _train(batch_size=16, num_steps=3000, learning_rate=1e-3, warmup_steps=100)
+  c.motion_train.ema_decay = 0.998
   c.motion_train.window_frames = 32
   c.motion_train.audio_dropout = 0.1  # drop the audio of this fraction of examples (for guidance)
 
