@@ -1,0 +1,141 @@
+"""Benchmark: every measurement runs on a tiny model and reports positive, consistent timings."""
+import contextlib
+import io
+import json
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxtalk.bench import __main__ as bench_main
+from jaxtalk.bench.machine import describe_machine
+from jaxtalk.bench.model import DEMO_CONFIG, load_config_file, random_params
+from jaxtalk.bench.report import format_report
+from jaxtalk.bench.sampling import synthtalk_inputs
+from jaxtalk.bench.timing import measure
+from jaxtalk.bench.training import synthetic_batch
+from jaxtalk.inference.bundle import abstract_params
+from jaxtalk.inference.generate import TalkingHead
+from jaxtalk.stages.motion_stage import audio_margin_frames
+
+
+def tiny_config():
+  """The demo config with every model shrunk to its fewest layers, at 16x16, and tiny batches:
+  compiling, not running, is what takes the time here."""
+  config = load_config_file(DEMO_CONFIG)
+  config.data.image_size = 16
+  config.audio.update(dim=16, n_mels=20, layers=1)
+  config.motion_encoder.update(num_tokens=2, token_dim=4, base_channels=8, max_channels=16, pool_heads=2)
+  config.renderer.update(base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2,
+                         cond_dim=32)
+  config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, window_chunks=2, audio_window=2)
+  config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=8)
+  config.renderer_train.batch_size = 2
+  config.motion_train.update(batch_size=2, window_frames=8)
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = tiny_config()
+  return config, TalkingHead(config, random_params(config))
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny, tmp_path_factory):
+  """One run of the command on the tiny model (every program compiles once), its JSON and output."""
+  config, model = tiny
+  out = tmp_path_factory.mktemp("bench") / "bench.json"
+  capture = io.StringIO()
+  # The command's loader is what would read a bundle or the demo config; here it gives the tiny model.
+  with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(capture):
+    patch.setattr(bench_main, "load_model", lambda checkpoint: (config, model.params, "tiny model"))
+    assert bench_main.main(["--seconds", "0.8", "--lengths", "0.48", "--json", str(out)]) == 0
+  return json.loads(out.read_text()), capture.getvalue()
+
+
+def test_measure_separates_compilation_from_running():
+  calls = []
+
+  def fn():
+    time.sleep(0.01 if calls else 0.2)  # the first call is slow, like a compiling one
+    calls.append(1)
+    return np.zeros(1)
+  timing, _ = measure(fn, repeats=2)
+  assert len(calls) == 3
+  assert 0.01 <= timing.seconds < 0.15 and timing.compile_seconds >= 0.05
+
+
+def test_random_params_have_the_bundle_layout(tiny):
+  config, model = tiny
+  expected = abstract_params(config)
+  assert jax.tree.structure(model.params) == jax.tree.structure(expected)
+  for param, shape in zip(jax.tree.leaves(model.params), jax.tree.leaves(expected)):
+    assert param.shape == shape.shape and np.isfinite(param).all()
+
+
+def test_without_a_bundle_the_demo_config_gets_random_weights(tmp_path, monkeypatch):
+  monkeypatch.setattr(bench_main, "DEMO_MODEL", tmp_path / "no-demo-model")
+  config, params, description = bench_main.load_model(None)
+  assert config.data.image_size == load_config_file(DEMO_CONFIG).data.image_size
+  assert "random weights" in description and "no-demo-model" in description
+  assert jax.tree.structure(params) == jax.tree.structure(abstract_params(config))
+
+
+def test_synthtalk_inputs_have_the_requested_length(tiny):
+  config, _ = tiny
+  portrait, waveform = synthtalk_inputs(config, seconds=0.8)
+  assert portrait.shape == (16, 16, 3) and portrait.dtype == np.uint8
+  assert waveform.shape == (20 * 640,) and np.abs(waveform).max() > 0
+
+
+def test_sampling_speed(bench_run):
+  speed = bench_run[0]["sampling"]
+  assert speed["frames"] == 20 and speed["audio_seconds"] == pytest.approx(0.8)
+  assert speed["motion_seconds"] > 0 and speed["render_seconds"] > 0
+  assert speed["motion_compile_seconds"] >= 0 and speed["render_compile_seconds"] >= 0
+  assert speed["rtf_total"] == pytest.approx(speed["rtf_motion"] + speed["rtf_render"])
+  assert speed["frames_per_second"] == pytest.approx(20 / (0.8 * speed["rtf_total"]))
+
+
+def test_first_frame_latency(bench_run):
+  assert bench_run[0]["first_frame_latency_seconds"] > 0
+
+
+def test_train_steps(bench_run):
+  steps = bench_run[0]["train_step"]
+  assert steps["renderer"]["batch"] == "2 frames" and steps["motion"]["batch"] == "2 x 8 frames"
+  for step in steps.values():
+    assert step["seconds"] > 0 and step["compile_seconds"] >= 0
+
+
+def test_synthetic_batches_have_training_shapes(tiny):
+  config, model = tiny
+  assert synthetic_batch(config, "renderer")["frames"].shape == (2, 1, 16, 16, 3)
+  motion = synthetic_batch(config, "motion")
+  assert motion["latents"].shape == (2, 8, model.motion_model.latent_dim)
+  assert motion["audio"].shape == (2, (8 + 2 * audio_margin_frames(config)) * 640)
+
+
+def test_kv_cache_and_recompute_samplers_agree_and_are_timed(bench_run):
+  rows = bench_run[0]["samplers"]
+  assert [r["frames"] for r in rows] == [12]
+  for row in rows:
+    assert row["kv_cache_seconds"] > 0 and row["recompute_seconds"] > 0
+    assert row["recompute_over_kv_cache"] == pytest.approx(row["recompute_seconds"] / row["kv_cache_seconds"])
+    assert row["max_abs_difference"] < 1e-3  # both samplers computed the same latents
+
+
+def test_report_states_the_machine_and_every_measurement(bench_run):
+  results, printed = bench_run
+  assert results["machine"] == {**describe_machine(), "date": results["machine"]["date"]}
+  assert printed.startswith(format_report(results))
+  for words in ("tiny model", "RTF", "frames/s", "first-frame latency", "train step, renderer",
+                "train step, motion", "KV cache, 0.48 s", "recompute, 0.48 s", results["machine"]["cpu"]):
+    assert words in printed
+
+
+def test_bench_reports_a_missing_checkpoint(tmp_path, capsys):
+  assert bench_main.main(["--checkpoint", str(tmp_path / "missing")]) == 2
+  assert "does not exist" in capsys.readouterr().err
