@@ -1,7 +1,6 @@
 """SynthTalk evaluation: the metrics measure what they claim, and the command runs end to end."""
 import json
 
-import flax.serialization
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -29,14 +28,6 @@ def tiny_config():
   config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, window_chunks=2, audio_window=2)
   config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=16)
   return config
-
-
-def write_bundle(out_dir, config, params):
-  """The two files of a bundle, in the format `bundle.export_bundle` writes and `load_bundle` reads."""
-  out_dir.mkdir()
-  (out_dir / bundle.PARAMS_FILE).write_bytes(flax.serialization.msgpack_serialize(params))
-  meta = {"bundle_version": bundle.BUNDLE_VERSION, "config": config.to_dict()}
-  (out_dir / bundle.CONFIG_FILE).write_text(json.dumps(meta, default=list))
 
 
 def smooth_series(rng, length):
@@ -94,7 +85,7 @@ def test_even_batch_covers_frames_in_as_few_batches():
 def bundle_and_data(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval")
   config = tiny_config()
-  write_bundle(root / "model", config, random_params(config))
+  bundle.save_bundle(root / "model", config, random_params(config))
   for split, clips in (("train", 3), ("eval", 2)):
     generate_split(str(root / "data"), split, clips, CLIP_SECONDS, 16, seed=0, workers=1)
   return root

@@ -41,10 +41,14 @@ def export_bundle(workdir, out_dir, config) -> Path:
   shapes = abstract_params(config)
   stage1 = load_params(stage_dir(workdir, "renderer"), {k: shapes[k] for k in ("motion_encoder", "renderer")})
   stage2 = load_params(stage_dir(workdir, "motion"), {k: shapes[k] for k in ("audio_encoder", "motion")})
-  params = jax.device_get({**stage1, **stage2})
+  return save_bundle(out_dir, config, {**stage1, **stage2})
+
+
+def save_bundle(out_dir, config, params) -> Path:
+  """Writes `params` (motion_encoder, renderer, audio_encoder, motion) and `config` as a bundle."""
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  _write_atomic(out_dir / PARAMS_FILE, flax.serialization.msgpack_serialize(params))
+  _write_atomic(out_dir / PARAMS_FILE, flax.serialization.msgpack_serialize(jax.device_get(params)))
   meta = {"bundle_version": BUNDLE_VERSION, "config": config.to_dict()}
   _write_atomic(out_dir / CONFIG_FILE, json.dumps(meta, indent=1, default=list).encode())
   return out_dir
