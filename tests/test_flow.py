@@ -29,6 +29,21 @@ def test_velocity_target_is_the_time_derivative_of_the_path():
   np.testing.assert_allclose(dx_dt, flow.velocity_target(data, noise), rtol=1e-6)
 
 
+def test_velocity_from_a_perfect_data_prediction_is_the_target_away_from_t1():
+  rng_data, rng_noise = jax.random.split(jax.random.key(5))
+  data, noise = jax.random.normal(rng_data, (3, 4)), jax.random.normal(rng_noise, (3, 4))
+  t = jnp.array([0.0, 0.5, 0.9])
+  x_t = flow.interpolate(data, noise, t)
+  np.testing.assert_allclose(flow.velocity_from_data(data, x_t, t), flow.velocity_target(data, noise),
+                             rtol=1e-4, atol=1e-4)
+  # Near t = 1 the gap 1 - t is floored at min_gap, so an error in the prediction is amplified
+  # at most 1 / min_gap times.
+  t_end = jnp.full((3,), 0.999)
+  x_end = flow.interpolate(data, noise, t_end)
+  np.testing.assert_allclose(flow.velocity_from_data(data + 0.01, x_end, t_end, min_gap=0.05),
+                             (data + 0.01 - x_end) / 0.05, rtol=1e-5)
+
+
 def test_sample_time_schedules():
   logit_normal = flow.sample_time(jax.random.key(1), (20_000,))
   uniform = flow.sample_time(jax.random.key(1), (20_000,), "uniform")

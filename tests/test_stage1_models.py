@@ -1,4 +1,6 @@
 """Stage-1 models: motion encoder and renderer shapes, init behaviour, sharding metadata, learning."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,21 +13,32 @@ from jaxtalk.models.motion_encoder import MotionEncoder
 from jaxtalk.models.renderer import Renderer
 
 # Small enough that compiling them, which dominates these tests on CPU, stays short.
-TINY_ENCODER = dict(num_tokens=2, token_dim=4, grid_size=4, patch_size=2, base_channels=8,
-                    max_channels=16, pool_heads=2)
-TINY_RENDERER = dict(base_channels=16, channel_mults=(1, 2), patch_size=2, attention_heads=2,
+TINY_ENCODER = dict(num_tokens=2, token_dim=4, grid_size=4, patch_size=4, base_channels=16,
+                    pool_heads=2)
+TINY_RENDERER = dict(base_channels=16, channel_mults=(1,), patch_size=2, attention_heads=2,
                      cond_dim=32)
+
+
+# Compiling, not running, is what these tests spend their time on; LLVM's optimisations do not pay
+# off for a few hundred steps of a tiny model.
+quick_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _key(seed):
+  # XLA on CPU compiles the default (partitionable threefry) generator slowly for 4-D shapes such
+  # as conv kernels; "rbg" keys compile fast and are as good for tests.
+  return jax.random.key(seed, impl="rbg")
 
 
 def _images(rng, batch, size):
   return jax.random.uniform(rng, (batch, size, size, 3), minval=-1.0, maxval=1.0)
 
 
-@jax.jit
+@quick_jit
 def _init_tiny(image):
   """Variables of the tiny encoder and renderer (one compiled program: eager init is slow)."""
   encoder, renderer = MotionEncoder(**TINY_ENCODER), Renderer(**TINY_RENDERER)
-  enc_rng, ren_rng = jax.random.split(jax.random.key(0))
+  enc_rng, ren_rng = jax.random.split(_key(0))
   enc_vars = encoder.init(enc_rng, image)
   motion = encoder.apply(enc_vars, image)
   ren_vars = renderer.init(ren_rng, image, jnp.zeros(image.shape[:1]), image, motion)
@@ -55,23 +68,23 @@ def test_sizes_the_networks_cannot_tile_are_rejected():
                    jnp.zeros(1), image, jnp.zeros((1, 4, 8)))
 
 
-def test_untrained_renderer_predicts_zero_velocity_and_latents_have_unit_scale():
+def test_untrained_renderer_outputs_zero_and_latents_have_unit_scale():
   encoder, renderer = MotionEncoder(**TINY_ENCODER), Renderer(**TINY_RENDERER)
-  image = _images(jax.random.key(1), 4, 16)
+  image = _images(_key(1), 4, 16)
   enc_vars, ren_vars = _init_tiny(image)
 
-  @jax.jit
+  @quick_jit
   def forward(enc_vars, ren_vars, image):
     motion = encoder.apply(enc_vars, image)
     return motion, renderer.apply(ren_vars, image, jnp.full((4,), 0.3), image, motion)
 
-  motion, velocity = forward(enc_vars, ren_vars, image)
+  motion, frame = forward(enc_vars, ren_vars, image)
   assert motion.shape == (4, 2, 4)
   flat = motion.reshape(4, -1)
   np.testing.assert_allclose(jnp.mean(flat, -1), 0.0, atol=1e-5)
   np.testing.assert_allclose(jnp.var(flat, -1), 1.0, rtol=1e-3)
-  assert velocity.shape == image.shape
-  assert float(jnp.max(jnp.abs(velocity))) == 0.0
+  assert frame.shape == image.shape
+  assert float(jnp.max(jnp.abs(frame))) == 0.0
 
 
 def test_every_parameter_is_float32_and_carries_logical_axis_names():
@@ -84,17 +97,20 @@ def test_every_parameter_is_float32_and_carries_logical_axis_names():
 
 
 def _train_step(encoder, renderer, optimizer):
-  """One joint flow-matching step of encoder + renderer on (target, reference) images."""
+  """One joint step of encoder + renderer, as stage 1 trains them: the renderer predicts the clean
+  frame and the loss is on the velocity that prediction implies."""
   def loss_fn(params, target, reference, rng):
     noise_rng, time_rng = jax.random.split(rng)
     motion = encoder.apply({"params": params["encoder"]}, target)
     noise = jax.random.normal(noise_rng, target.shape)
-    t = flow.sample_time(time_rng, target.shape[:1])
-    velocity = renderer.apply({"params": params["renderer"]}, flow.interpolate(target, noise, t), t,
-                              reference, motion)
-    return flow.flow_matching_loss(velocity, target, noise)
+    # Times biased towards noise: there x_t shows little of the target and the motion tokens must
+    # say which frame to draw (at the default mean 0 the renderer learns to read x_t first).
+    t = flow.sample_time(time_rng, target.shape[:1], mean=-1.0)
+    x_t = flow.interpolate(target, noise, t)
+    frame = renderer.apply({"params": params["renderer"]}, x_t, t, reference, motion)
+    return flow.flow_matching_loss(flow.velocity_from_data(frame, x_t, t), target, noise)
 
-  @jax.jit
+  @quick_jit
   def step(params, opt_state, target, reference, rng):
     loss, grads = jax.value_and_grad(loss_fn)(params, target, reference, rng)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -103,26 +119,39 @@ def _train_step(encoder, renderer, optimizer):
   return step
 
 
-def test_training_reaches_every_parameter_and_overfits_a_few_frames():
+def test_training_reaches_every_parameter_and_learns_to_draw_what_the_motion_says():
   encoder, renderer = MotionEncoder(**TINY_ENCODER), Renderer(**TINY_RENDERER)
   # Four frames of one "identity" that differ only in a moving bright square: the renderer sees the
   # same reference for all of them, so only the motion tokens can tell it which frame to draw.
-  base = _images(jax.random.key(2), 1, 16) * 0.3
+  base = _images(_key(2), 1, 16) * 0.3
   targets = jnp.concatenate([base.at[:, 4 * i:4 * i + 4, 6:10].set(1.0) for i in range(4)])
   references = jnp.broadcast_to(base, targets.shape)
   enc_vars, ren_vars = _init_tiny(targets)
   params = nn.unbox({"encoder": enc_vars["params"], "renderer": ren_vars["params"]})
-  optimizer = optax.adam(3e-3)
+  optimizer = optax.flatten(optax.adam(3e-3))  # one fused update: shorter to compile
   opt_state = optimizer.init(params)
   step = _train_step(encoder, renderer, optimizer)
 
   losses = []
-  for i in range(150):
-    params, opt_state, loss, grads = step(params, opt_state, targets, references, jax.random.key(i))
+  for i in range(200):
+    params, opt_state, loss, grads = step(params, opt_state, targets, references, _key(i))
     losses.append(float(loss))
     if i == 3:  # zero-init layers open one after another; a few steps in, every gradient is live
       dead = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
               if not bool(jnp.any(g != 0))]
       assert not dead, dead
-  first, last = np.mean(losses[:15]), np.mean(losses[-15:])
-  assert last < 0.5 * first, (first, last)
+  first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+  assert last < 0.2 * first, (first, last)
+
+  @quick_jit
+  def frame_error_from_noise(params, motion_source):
+    """Error of the frame predicted from (almost) pure noise given the motion of `motion_source`."""
+    motion = encoder.apply({"params": params["encoder"]}, motion_source)
+    t = jnp.full(targets.shape[:1], 0.02)
+    x_t = flow.interpolate(targets, jax.random.normal(_key(999), targets.shape), t)
+    frame = renderer.apply({"params": params["renderer"]}, x_t, t, references, motion)
+    return jnp.mean(jnp.square(frame - targets))
+
+  own_motion = float(frame_error_from_noise(params, targets))
+  other_motion = float(frame_error_from_noise(params, jnp.roll(targets, 1, axis=0)))
+  assert own_motion < 0.3 * other_motion, (own_motion, other_motion)

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 from jaxtalk.kernels import FullMask, Mask, attention
 
 Axes = Sequence[str | None]
-QKTransform = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def partitioned(init: Callable, axes: Axes) -> Callable:
@@ -58,7 +57,7 @@ def layer_norm(*, affine: bool = True, dtype=jnp.float32, name: str | None = Non
 
 def group_norm(channels: int, max_groups: int = 8, *, dtype=jnp.float32,
                name: str | None = None) -> nn.GroupNorm:
-  """GroupNorm with the largest group count <= `max_groups` that divides `channels`."""
+  """GroupNorm with gcd(channels, max_groups) groups, so any channel count works."""
   return nn.GroupNorm(num_groups=math.gcd(channels, max_groups), dtype=dtype, name=name,
                       scale_init=partitioned(nn.initializers.ones_init(), ("conv_out",)),
                       bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)))
@@ -129,37 +128,31 @@ class Modulation(nn.Module):
 
 
 class Mlp(nn.Module):
-  """Two dense layers with a GELU between; output width is the input width unless `out_dim`."""
+  """Two dense layers with a GELU between; the output has the input's width."""
   hidden_dim: int
-  out_dim: int | None = None
-  zero_output: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     h = nn.gelu(dense(self.hidden_dim, ("embed", "mlp"), dtype=self.dtype, name="fc_in")(x))
-    return dense(self.out_dim or x.shape[-1], ("mlp", "embed"), dtype=self.dtype,
-                 zero=self.zero_output, name="fc_out")(h)
+    return dense(x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="fc_out")(h)
 
 
 class MultiHeadAttention(nn.Module):
   """Self- or cross-attention through `jaxtalk.kernels.attention`.
 
-  `qk_transform(q, k) -> (q, k)`, applied to the projected [B, L, heads, head_dim] queries and keys
-  before attention, is where a caller inserts position information such as rotary embeddings.
   `zero_output` starts the output projection at zero so a residual attention branch begins as a
   no-op.
   """
   num_heads: int
   head_dim: int
-  out_dim: int | None = None
   zero_output: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array | None = None, *, mask: Mask | None = None,
-               qk_transform: QKTransform | None = None) -> jax.Array:
-    """x [B, Lq, Dq] attends to context [B, Lk, Dk] (x itself when None) -> [B, Lq, out_dim|Dq]."""
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, *,
+               mask: Mask | None = None) -> jax.Array:
+    """x [B, Lq, Dq] attends to context [B, Lk, Dk] (x itself when None) -> [B, Lq, Dq]."""
     context = x if context is None else context
 
     # Flat [in, heads * head_dim] kernels, heads-major so "heads" sharding splits whole heads:
@@ -172,11 +165,9 @@ class MultiHeadAttention(nn.Module):
     q = project("query", x, "embed")
     k = project("key", context, "embed")
     v = project("value", context, "embed")
-    if qk_transform is not None:
-      q, k = qk_transform(q, k)
     out = attention(q, k, v, mask if mask is not None else FullMask())
     out = out.reshape(*out.shape[:-2], self.num_heads * self.head_dim)
-    return dense(self.out_dim or x.shape[-1], ("heads", "embed"), dtype=self.dtype,
+    return dense(x.shape[-1], ("heads", "embed"), dtype=self.dtype,
                  zero=self.zero_output, name="out")(out)
 
 

@@ -2,8 +2,9 @@
 
 A compact U-Net predicts the clean target frame; the flow velocity follows from it (see
 `jaxtalk.diffusion.flow.velocity_from_data` and the stage-1 loss).
-Its input is the noisy frame concatenated with the reference image, so appearance can be copied
-straight through the high-resolution skip connections; the motion tokens say how to move it.
+Its input is the noisy frame concatenated with the reference image, and a linear bypass from those
+input pixels to the output copies appearance from the first steps of training; the motion tokens
+say what to change.
 They enter twice: pooled into the conditioning vector that scales and shifts every residual block
 (AdaGN, together with the flow time), and as keys/values that the lowest-resolution image tokens
 cross-attend to, which lets each image location pick the motion it needs (mouth vs. head pose).
@@ -18,9 +19,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.layers import (ConditionedTransformerBlock, ResBlock, conv, dense,
-                                   depth_to_space, group_norm, partitioned, space_to_depth,
-                                   timestep_embedding)
+from jaxtalk.models.layers import (ConditionedTransformerBlock, Modulation, ResBlock, conv, dense,
+                                   depth_to_space, group_norm, modulate, partitioned,
+                                   space_to_depth, timestep_embedding)
 
 
 class Renderer(nn.Module):
@@ -53,8 +54,9 @@ class Renderer(nn.Module):
     cond = self._conditioning(t, motion)
     block = lambda channels, name: ResBlock(channels, self.max_groups, self.dtype, name=name)
 
-    h = jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype)
-    h = conv(self.base_channels, dtype=self.dtype, name="stem")(space_to_depth(h, self.patch_size))
+    pixels = space_to_depth(jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype),
+                            self.patch_size)
+    h = conv(self.base_channels, dtype=self.dtype, name="stem")(pixels)
     skips = []
     for level, mult in enumerate(self.channel_mults):
       channels = self.base_channels * mult
@@ -77,8 +79,23 @@ class Renderer(nn.Module):
                  name=f"up_{level}")(h)
 
     h = nn.silu(group_norm(h.shape[-1], self.max_groups, dtype=self.dtype, name="out_norm")(h))
-    h = conv(out_channels * self.patch_size ** 2, dtype=self.dtype, zero=True, name="out")(h)
+    out_features = out_channels * self.patch_size ** 2
+    h = conv(out_features, dtype=self.dtype, zero=True, name="out")(h)
+    h = h + self._bypass(pixels, cond, out_features)
     return depth_to_space(h, self.patch_size).astype(jnp.float32)
+
+  def _bypass(self, pixels: jax.Array, cond: jax.Array, features: int) -> jax.Array:
+    """A direct linear path from the input pixels to the output, its gain set by the conditioning.
+
+    Wherever the target matches the reference, the clean frame is a per-pixel linear function of
+    the inputs: the reference, blended with x_t as t nears 1 (hence the time-dependent gain).
+    Learned through every U-Net level that takes thousands of steps; on this path it takes tens,
+    and the U-Net is left to learn what moves. Zero-initialised, so the untrained model still
+    outputs zero.
+    """
+    (gain,) = Modulation(features, 1, self.dtype, name="bypass_gain")(cond)
+    linear = conv(features, kernel_size=1, dtype=self.dtype, zero=True, name="bypass")(pixels)
+    return modulate(linear, jnp.zeros_like(gain), gain)
 
   def _conditioning(self, t: jax.Array, motion: jax.Array) -> jax.Array:
     """One vector per example from flow time and the whole motion latent: [B, cond_dim]."""
