@@ -96,6 +96,37 @@ def test_every_parameter_is_float32_and_carries_logical_axis_names():
       assert len(leaf.names) == leaf.value.ndim and leaf.value.dtype == jnp.float32
 
 
+def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
+  image = _images(_key(3), 4, 16)
+
+  @quick_jit
+  def randomised(params):
+    """Every (often zero-initialised) parameter replaced by noise, so that no branch is a no-op."""
+    leaves, tree = jax.tree.flatten(nn.unbox(params))
+    keys = jax.random.split(_key(4), len(leaves))
+    return jax.tree.unflatten(tree, [0.2 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+
+  params = randomised(_init_tiny(image))
+
+  def forward(dtype):
+    encoder = MotionEncoder(**TINY_ENCODER, dtype=dtype)
+    renderer = Renderer(**TINY_RENDERER, dtype=dtype)
+
+    @quick_jit
+    def run(params):
+      motion = encoder.apply(params[0], image)
+      return motion, renderer.apply(params[1], image, jnp.full((4,), 0.4), image, motion)
+    return run(params)
+
+  motion32, frame32 = forward(jnp.float32)
+  motion16, frame16 = forward(jnp.bfloat16)
+  assert motion16.dtype == frame16.dtype == jnp.float32
+  scale = float(jnp.std(frame32))
+  assert scale > 0.1
+  assert float(jnp.max(jnp.abs(motion16 - motion32))) < 0.03 * float(jnp.max(jnp.abs(motion32)))
+  assert float(jnp.sqrt(jnp.mean(jnp.square(frame16 - frame32)))) < 0.02 * scale
+
+
 def _train_step(encoder, renderer, optimizer):
   """One joint step of encoder + renderer, as stage 1 trains them: the renderer predicts the clean
   frame and the loss is on the velocity that prediction implies."""
