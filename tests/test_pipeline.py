@@ -74,6 +74,7 @@ def test_windows_line_up_with_audio_motion_and_padding(shards):
       reference_frame = int(batch["reference"][b, 0, 0, 0]) - frame_value(clip, 0)
       assert 0 <= reference_frame < NUM_FRAMES
       assert np.all(batch["reference"][b] == frame_value(clip, reference_frame))
+      assert batch["reference_index"][b] == reference_frame
       for k in range(window + 2 * margin):
         frame = start - margin + k
         samples = batch["audio"][b, k * SPF : (k + 1) * SPF]
@@ -147,7 +148,7 @@ def test_clips_without_ground_truth_have_no_motion(tmp_path):
   paths = clips.write_shards((make_clip(c, with_motion=False) for c in range(2)), str(tmp_path), "train")
   ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0)
   batch = next(iter(ds))
-  assert set(batch) == {"frames", "reference", "audio", "clip_index", "start"}
+  assert set(batch) == {"frames", "reference", "reference_index", "audio", "clip_index", "start"}
 
 
 def test_mixing_clips_with_and_without_motion_is_a_user_error(tmp_path):
