@@ -27,13 +27,13 @@ class MotionEncoder(nn.Module):
   it reaches `grid_size` x `grid_size` (channels doubling from `base_channels` up to
   `max_channels`, one residual block per level), `num_tokens` learned queries attention-pool the
   grid and a dense layer squeezes each to `token_dim` numbers. Works at any square side that is
-  `patch_size * grid_size` times a power of two.
+  `patch_size * grid_size` times a power of two. The defaults are the 64x64 CPU demo size.
   """
   num_tokens: int = 4
   token_dim: int = 8
   grid_size: int = 8
-  patch_size: int = 1
-  base_channels: int = 16
+  patch_size: int = 4
+  base_channels: int = 32
   max_channels: int = 64
   pool_heads: int = 4
   dtype: jnp.dtype = jnp.float32

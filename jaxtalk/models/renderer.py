@@ -31,12 +31,12 @@ class Renderer(nn.Module):
   `base_channels * channel_mults[i]` channels and `blocks_per_level` residual blocks on each of
   the down and up paths; the lowest level also has one transformer block (self-attention over its
   image tokens, cross-attention to the motion tokens). The output conv starts at zero, so the
-  untrained model predicts a zero (mid-grey) frame.
+  untrained model predicts a zero (mid-grey) frame. The defaults are the 64x64 CPU demo size.
   """
   base_channels: int = 32
   channel_mults: tuple[int, ...] = (1, 2, 2)
   blocks_per_level: int = 1
-  patch_size: int = 2
+  patch_size: int = 4
   attention_heads: int = 4
   cond_dim: int = 128
   max_groups: int = 8
