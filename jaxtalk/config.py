@@ -41,7 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Model sections hold exactly the fields of their Flax module (jaxtalk/models/build.py).
   c.motion_encoder = ml_collections.ConfigDict(dict(
-      num_tokens=4, token_dim=8, grid_size=8, base_channels=16, max_channels=64, pool_heads=4))
+      num_tokens=4, token_dim=8, grid_size=8, patch_size=1, base_channels=16, max_channels=64,
+      pool_heads=4))
   c.renderer = ml_collections.ConfigDict(dict(
       base_channels=32, channel_mults=(1, 2, 2), blocks_per_level=1, patch_size=4,
       attention_heads=4, cond_dim=128))
