@@ -1,4 +1,4 @@
-"""The bundled demo: 64x64 SynthTalk faces, small enough to train on a laptop CPU in ~30 minutes.
+"""The bundled demo: 64x64 SynthTalk faces, small enough to train on a 2-core CPU in under an hour.
 
   python -m jaxtalk.data.synthtalk --out data/synthtalk
   python train.py --config configs/demo.py --workdir runs/demo

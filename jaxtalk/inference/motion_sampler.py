@@ -22,6 +22,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.diffusion.flow import time_grid
 from jaxtalk.models.motion_transformer import MotionTransformer
 
 
@@ -43,11 +44,6 @@ class RollingSchedule:
   def slot_steps(self, iteration):
     """Steps already taken by each window slot (oldest first) at an iteration within a shift."""
     return (self.window - 1 - jnp.arange(self.window)) * self.steps_per_shift + iteration
-
-
-def time_grid(steps: int) -> jax.Array:
-  """Flow times visited by each chunk: 0 (noise) .. 1 (data)."""
-  return jnp.linspace(0.0, 1.0, steps + 1)
 
 
 def chunk_noise(rng, chunk_index, shape):
