@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from jaxtalk.errors import UserError
+from jaxtalk.errors import UserError, run_reporting_user_errors
 
 DEMO = resources.files("jaxtalk") / "assets" / "demo"
 
@@ -35,13 +35,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  try:
-    make_video(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return run_reporting_user_errors(make_video, parse_args(argv))
 
 
 def make_video(args):

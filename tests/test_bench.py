@@ -18,22 +18,7 @@ from jaxtalk.bench.training import synthetic_batch
 from jaxtalk.inference.bundle import abstract_params
 from jaxtalk.inference.generate import TalkingHead
 from jaxtalk.stages.motion_stage import audio_margin_frames
-
-
-def tiny_config():
-  """The demo config with every model shrunk to its fewest layers, at 16x16, and tiny batches:
-  compiling, not running, is what takes the time here."""
-  config = load_config_file(DEMO_CONFIG)
-  config.data.image_size = 16
-  config.audio.update(dim=16, n_mels=20, layers=1)
-  config.motion_encoder.update(num_tokens=2, token_dim=4, base_channels=8, max_channels=16, pool_heads=2)
-  config.renderer.update(base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2,
-                         cond_dim=32)
-  config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, window_chunks=2, audio_window=2)
-  config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=8)
-  config.renderer_train.batch_size = 2
-  config.motion_train.update(batch_size=2, window_frames=8)
-  return config
+from tiny_configs import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -5,29 +5,16 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxtalk.bench.model import DEMO_CONFIG, load_config_file, random_params
+from jaxtalk.bench.model import random_params
 from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.eval.__main__ import main
 from jaxtalk.eval.metrics import lip_sync_scores, pearson, psnr, sync_offset
 from jaxtalk.eval.probe import fit_probe
 from jaxtalk.eval.synthtalk_eval import LIP_SYNC_ROWS, even_batch
 from jaxtalk.inference import bundle
+from tiny_configs import tiny_config
 
 CLIP_SECONDS = 1.6  # 40 frames: room for the +-10 frame offset search
-
-
-def tiny_config():
-  """The demo config with every model shrunk to its fewest layers, at 16x16: compiling, not
-  running, is what takes the time here."""
-  config = load_config_file(DEMO_CONFIG)
-  config.data.image_size = 16
-  config.audio.update(dim=16, n_mels=20, layers=1)
-  config.motion_encoder.update(num_tokens=2, token_dim=4, base_channels=8, max_channels=16, pool_heads=2)
-  config.renderer.update(base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2,
-                         cond_dim=32)
-  config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, window_chunks=2, audio_window=2)
-  config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=16)
-  return config
 
 
 def smooth_series(rng, length):

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from importlib import resources
 from pathlib import Path
 
-from jaxtalk.errors import UserError
+from jaxtalk.errors import UserError, run_reporting_user_errors
 
 DEMO_MODEL = Path(str(resources.files("jaxtalk") / "assets" / "demo" / "model"))
 
@@ -56,7 +55,7 @@ def run(args) -> dict:
                                       synthtalk_inputs)
   from jaxtalk.bench.training import batch_label, train_step_time
   from jaxtalk.inference.generate import SampleOptions, TalkingHead
-  from jaxtalk.media import atomic_output_path
+  from jaxtalk.media import write_json
   say = lambda message: print(message, file=sys.stderr, flush=True)
 
   model = TalkingHead(config, params)
@@ -77,20 +76,13 @@ def run(args) -> dict:
 
   print(format_report(results))
   if args.json:
-    with atomic_output_path(args.json) as tmp:
-      with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(args.json, results)
     print(f"wrote {args.json}")
   return results
 
 
 def main(argv=None) -> int:
-  try:
-    run(parse_args(argv))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return run_reporting_user_errors(run, parse_args(argv))
 
 
 if __name__ == "__main__":

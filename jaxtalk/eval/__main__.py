@@ -8,11 +8,10 @@ Prints a table; with --json also writes every number (the file appears only once
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from importlib import resources
 
-from jaxtalk.errors import UserError
+from jaxtalk.errors import UserError, run_reporting_user_errors
 
 DEMO_MODEL = resources.files("jaxtalk") / "assets" / "demo" / "model"
 
@@ -43,27 +42,20 @@ def run(args) -> dict:
 
   from jaxtalk.eval.synthtalk_eval import evaluate, format_report
   from jaxtalk.inference.generate import TalkingHead
-  from jaxtalk.media import atomic_output_path
+  from jaxtalk.media import write_json
   with tqdm(total=args.clips, unit="clip", desc="evaluating", file=sys.stderr) as bar:
     results = evaluate(TalkingHead(config, params), args.data, num_clips=args.clips,
                        probe_clips=args.probe_clips, seed=args.seed, progress=bar.update)
   results = {"checkpoint": str(args.checkpoint), "data": str(args.data), **results}
   print(format_report(results))
   if args.json:
-    with atomic_output_path(args.json) as tmp:
-      with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(args.json, results)
     print(f"wrote {args.json}")
   return results
 
 
 def main(argv=None) -> int:
-  try:
-    run(parse_args(argv))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return run_reporting_user_errors(run, parse_args(argv))
 
 
 if __name__ == "__main__":

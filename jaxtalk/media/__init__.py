@@ -4,6 +4,7 @@ Everything here talks to files through soundfile, imageio and the ffmpeg binary 
 ships, so no system ffmpeg or network access is needed.
 """
 import contextlib
+import json
 import os
 import tempfile
 
@@ -32,3 +33,10 @@ def atomic_output_path(path: str):
   finally:
     if os.path.exists(temp_path):
       os.remove(temp_path)
+
+
+def write_json(path: str, data) -> None:
+  """Writes `data` as indented JSON, atomically (see `atomic_output_path`)."""
+  with atomic_output_path(path) as temp_path:
+    with open(temp_path, "w") as f:
+      json.dump(data, f, indent=1)

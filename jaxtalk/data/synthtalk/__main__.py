@@ -5,7 +5,7 @@ import sys
 import time
 
 from jaxtalk.data.synthtalk import generate
-from jaxtalk.errors import UserError
+from jaxtalk.errors import run_reporting_user_errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,18 +18,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workers", type=int, default=2, help="processes rendering clips in parallel")
   args = parser.parse_args(argv)
-  try:
-    for split, num_clips in (("train", args.train_clips), ("eval", args.eval_clips)):
-      start = time.perf_counter()
-      paths = generate.generate_split(args.out, split, num_clips, args.seconds, args.image_size, args.seed,
-                                      workers=args.workers)
-      print(f"{split}: {num_clips} clips of {args.seconds:g} s at {args.image_size}x{args.image_size} -> "
-            f"{len(paths)} shards in {args.out} ({time.perf_counter() - start:.1f} s)")
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return run_reporting_user_errors(_write_splits, args)
 
+
+def _write_splits(args) -> None:
+  for split, num_clips in (("train", args.train_clips), ("eval", args.eval_clips)):
+    start = time.perf_counter()
+    paths = generate.generate_split(args.out, split, num_clips, args.seconds, args.image_size, args.seed,
+                                    workers=args.workers)
+    print(f"{split}: {num_clips} clips of {args.seconds:g} s at {args.image_size}x{args.image_size} -> "
+          f"{len(paths)} shards in {args.out} ({time.perf_counter() - start:.1f} s)")
 
 if __name__ == "__main__":
   sys.exit(main())
