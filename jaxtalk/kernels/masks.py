@@ -2,8 +2,14 @@
 
 A mask is a small pytree (static structure + traced offsets) so that one mask type serves training
 (whole sequences) and the rolling sampler (a window of queries against a cache of keys, with offsets
-that change every step inside a `lax` loop). `dense()` materialises the boolean matrix for the plain
-`jnp` reference; kernels read the structure to skip blocks the mask cannot reach.
+that change every step inside a `lax` loop). Each mask answers two questions:
+
+- `dense()` materialises the boolean matrix for the plain `jnp` reference, the source of truth;
+- `intervals()` gives, per query row, the visible keys as two disjoint half-open index ranges. Every
+  mask here sees a contiguous run of keys plus at most a prefix (the sink), so two ranges describe
+  it exactly in O(length) instead of O(length^2). Kernels derive from them which key blocks a query
+  block can reach (`block_map.py`) and rebuild the mask of a partially visible block in registers.
+  They are computed with `jnp`, so traced offsets work.
 
 Positions: for sequence masks a token's *frame index* is `offset + (index - prefix)`. Negative frame
 indices mark slots that do not exist yet (an empty KV cache at the start of sampling) and are never
@@ -22,6 +28,22 @@ def _key_padding(kv_lengths, k_len):
   return (jnp.arange(k_len)[None, :] < kv_lengths[:, None])[:, None, None, :]
 
 
+def _key_limit(kv_lengths, k_len):
+  """Exclusive bound of the keys that exist: [B, 1] with per-example lengths, else a scalar."""
+  return k_len if kv_lengths is None else jnp.minimum(kv_lengths, k_len)[:, None]
+
+
+def _stack_intervals(lo0, hi0, lo1, hi1, limit, q_rows):
+  """Clip two [.., Q] key ranges to [0, limit), empty ones to lo == hi -> int32 [B|1, Q, 4]."""
+  def clip(lo, hi):
+    lo = jnp.maximum(jnp.broadcast_to(lo, (q_rows,)), 0)
+    hi = jnp.minimum(hi, limit)
+    return lo, jnp.maximum(hi, lo)
+  parts = jnp.broadcast_arrays(*clip(lo0, hi0), *clip(lo1, hi1))
+  out = jnp.stack(parts, axis=-1).astype(jnp.int32)
+  return out if out.ndim == 3 else out[None]
+
+
 def _combine(visible, kv_lengths, k_len):
   """Broadcast a [Q, K] mask to [B|1, 1, Q, K] and apply key padding."""
   visible = visible[None, None]
@@ -36,6 +58,10 @@ class FullMask:
 
   def dense(self, q_len: int, k_len: int) -> jnp.ndarray:
     return _combine(jnp.ones((q_len, k_len), bool), self.kv_lengths, k_len)
+
+  def intervals(self, q_rows: int, k_len: int) -> jnp.ndarray:
+    limit = _key_limit(self.kv_lengths, k_len)
+    return _stack_intervals(0, limit, 0, 0, limit, q_rows)
 
 
 @struct.dataclass
@@ -69,6 +95,19 @@ class BlockCausalMask:
     visible = jnp.where(k_is_prefix[None, :], True, frame_visible & ~q_is_prefix[:, None])
     return _combine(visible, self.kv_lengths, k_len)
 
+  def intervals(self, q_rows: int, k_len: int) -> jnp.ndarray:
+    """Range 0: the prefix keys. Range 1: the frames of the chunks a query sees."""
+    qi = jnp.arange(q_rows)
+    q_chunk = (self.q_offset + qi - self.q_prefix) // self.chunk_size
+    first_frame = 0 if self.window_chunks is None else jnp.maximum(
+        (q_chunk - self.window_chunks) * self.chunk_size, 0)
+    end_frame = (q_chunk + 1) * self.chunk_size
+    to_key = self.k_prefix - self.k_offset  # key index of frame f is f + to_key
+    lo = jnp.maximum(first_frame + to_key, self.k_prefix)
+    hi = jnp.where(qi < self.q_prefix, lo, end_frame + to_key)
+    limit = _key_limit(self.kv_lengths, k_len)
+    return _stack_intervals(0, jnp.minimum(self.k_prefix, k_len), lo, hi, limit, q_rows)
+
 
 @struct.dataclass
 class AudioWindowMask:
@@ -90,6 +129,11 @@ class AudioWindowMask:
     audio_index = self.k_offset + jnp.arange(k_len)
     visible = jnp.abs(audio_index[None, :] - centre[:, None]) <= self.window
     return _combine(visible, self.kv_lengths, k_len)
+
+  def intervals(self, q_rows: int, k_len: int) -> jnp.ndarray:
+    centre = ((self.q_offset + jnp.arange(q_rows)) * self.rate_num) // self.rate_den - self.k_offset
+    limit = _key_limit(self.kv_lengths, k_len)
+    return _stack_intervals(centre - self.window, centre + self.window + 1, 0, 0, limit, q_rows)
 
 
 Mask = FullMask | BlockCausalMask | AudioWindowMask
