@@ -1,5 +1,5 @@
-"""Attention: one entry point, mask objects, and (later) fast kernels behind it."""
-from jaxtalk.kernels.attention import attention
+"""Attention: one entry point, mask objects, and the kernels behind it (see `attention.py`)."""
+from jaxtalk.kernels.attention import IMPLEMENTATIONS, attention
 from jaxtalk.kernels.masks import AudioWindowMask, BlockCausalMask, FullMask, Mask
 
-__all__ = ["attention", "AudioWindowMask", "BlockCausalMask", "FullMask", "Mask"]
+__all__ = ["IMPLEMENTATIONS", "attention", "AudioWindowMask", "BlockCausalMask", "FullMask", "Mask"]
