@@ -65,7 +65,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 
 @functools.cache
-def _windowed_dft_basis(n_fft: int, win_length: int) -> tuple[np.ndarray, np.ndarray]:
+def windowed_dft_basis(n_fft: int, win_length: int) -> tuple[np.ndarray, np.ndarray]:
   """Hann-windowed cosine and sine bases over the window's span, each float32 [win_length, n_fft // 2 + 1].
 
   Sample j of the window is sample j + (n_fft - win_length) // 2 of the DFT frame; the zero padding
@@ -99,7 +99,7 @@ def log_mel(audio: jax.Array, *, sample_rate: int = 16000, n_fft: int = 512, win
   padded = jnp.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(left, right)])
   starts = np.arange(num_frames) * hop_length
   frames = padded[..., starts[:, None] + np.arange(win_length)]  # [..., frames, win_length]
-  cos_basis, sin_basis = _windowed_dft_basis(n_fft, win_length)
+  cos_basis, sin_basis = windowed_dft_basis(n_fft, win_length)
   highest = jax.lax.Precision.HIGHEST
   real = jnp.matmul(frames, cos_basis, precision=highest)
   imag = jnp.matmul(frames, sin_basis, precision=highest)
