@@ -37,7 +37,18 @@ def base_config() -> ml_collections.ConfigDict:
       train_dir="data/synthtalk",  # ArrayRecord shards (python -m jaxtalk.data.synthtalk / ingest)
       image_size=64, fps=25, sample_rate=16000, windows_per_clip=4))
 
-  c.audio = ml_collections.ConfigDict(dict(encoder="mel", dim=128, n_mels=80, layers=3))
+  c.audio = ml_collections.ConfigDict(dict(
+      encoder="mel",  # "mel" (trained from scratch) or a pretrained "wav2vec2", "hubert", "whisper"
+      dim=128,  # feature width the motion model sees
+      n_mels=80, layers=3,  # mel encoder
+      # Pretrained encoders (jaxtalk/audio/pretrained): a local Hugging Face folder, never downloaded.
+      checkpoint="",  # folder with config.json + model.safetensors
+      layer=-1,  # hidden state fed to the motion model (0: before the first layer, -1: the output) ...
+      weighted_layers=False,  # ... or a learned softmax-weighted sum of all of them
+      trainable=False,  # fine-tune the pretrained weights too (default: only layer weights + projection)
+      window_seconds=20.0, context_seconds=1.0,  # long audio: windows, and context kept on each side
+      architecture={},  # filled in from the checkpoint by training, so bundles need no folder
+  ))
 
   # Model sections hold exactly the fields of their Flax module (jaxtalk/models/build.py).
   c.motion_encoder = ml_collections.ConfigDict(dict(

@@ -3,6 +3,9 @@
 The interface every encoder (this small trainable one, or an imported pretrained speech model) keeps:
 `encoder.apply(params, waveform [B, N]) -> [B, N // samples_per_frame, dim]`, feature i describing
 video frame i. The motion transformer only sees this.
+
+`audio.encoder` picks one: "mel" (below) or a pretrained "wav2vec2", "hubert" or "whisper" read
+from the local Hugging Face folder `audio.checkpoint` (`jaxtalk.audio.pretrained`).
 """
 from __future__ import annotations
 
@@ -10,6 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxtalk.audio.mel import log_mel
+from jaxtalk.audio.pretrained.features import BACKBONE, PretrainedAudioEncoder
+from jaxtalk.audio.pretrained.importer import read_checkpoint, read_spec
+from jaxtalk.audio.pretrained.spec import Spec, spec_from_dict, spec_to_dict
+from jaxtalk.errors import UserError
 
 MEL_HOP = 160  # 10 ms at 16 kHz
 
@@ -49,9 +56,74 @@ class MelAudioEncoder(nn.Module):
     return nn.LayerNorm(dtype=self.dtype, name="out_norm")(x)
 
 
+PRETRAINED = ("wav2vec2", "hubert", "whisper")
+
+
 def make_audio_encoder(audio_cfg, data_cfg, dtype=jnp.float32) -> nn.Module:
-  """The encoder a config names. Pretrained encoders plug in here."""
-  if audio_cfg.encoder != "mel":
-    raise ValueError(f"unknown audio encoder {audio_cfg.encoder!r}; this build has: mel")
-  return MelAudioEncoder(dim=audio_cfg.dim, n_mels=audio_cfg.n_mels, layers=audio_cfg.layers,
-                         sample_rate=data_cfg.sample_rate, fps=data_cfg.fps, dtype=dtype)
+  """The encoder a config names."""
+  if audio_cfg.encoder == "mel":
+    return MelAudioEncoder(dim=audio_cfg.dim, n_mels=audio_cfg.n_mels, layers=audio_cfg.layers,
+                           sample_rate=data_cfg.sample_rate, fps=data_cfg.fps, dtype=dtype)
+  return PretrainedAudioEncoder(
+      spec=pretrained_spec(audio_cfg), dim=audio_cfg.dim, layer=audio_cfg.layer,
+      weighted_layers=audio_cfg.weighted_layers, trainable=audio_cfg.trainable,
+      window_seconds=audio_cfg.window_seconds, context_seconds=audio_cfg.context_seconds,
+      sample_rate=data_cfg.sample_rate, fps=data_cfg.fps, dtype=dtype)
+
+
+def margin_frames(audio_cfg, data_cfg) -> int:
+  """Frames of audio beyond each end of a window the encoder should hear, so that edge frames are
+  encoded as they would be mid-clip: the mel encoder's receptive field, or a pretrained encoder's
+  `context_seconds` (its attention reaches the whole input)."""
+  if audio_cfg.encoder == "mel":
+    return 2 * audio_cfg.layers
+  return round(audio_cfg.context_seconds * data_cfg.fps)
+
+
+def is_frozen(audio_cfg, path: tuple[str, ...]) -> bool:
+  """Whether the encoder parameter at `path` stays as imported: the backbone, unless audio.trainable."""
+  return audio_cfg.encoder != "mel" and not audio_cfg.trainable and path[:1] == (BACKBONE,)
+
+
+def pretrained_spec(audio_cfg) -> Spec:
+  """The architecture a run recorded in audio.architecture, else the one in audio.checkpoint."""
+  _check_encoder_name(audio_cfg)
+  if audio_cfg.architecture:
+    spec = spec_from_dict(audio_cfg.architecture)
+  else:
+    spec = read_spec(_checkpoint_folder(audio_cfg))
+  return _checked_kind(audio_cfg, spec)
+
+
+def import_pretrained(audio_cfg) -> dict | None:
+  """The backbone params of audio.checkpoint (None for the mel encoder), recording its architecture
+  in audio.architecture so that checkpoints and bundles of the run rebuild it without the folder."""
+  if audio_cfg.encoder == "mel":
+    return None
+  _check_encoder_name(audio_cfg)
+  spec, params = read_checkpoint(_checkpoint_folder(audio_cfg))
+  recorded = audio_cfg.architecture
+  if recorded and spec_from_dict(recorded) != spec:
+    raise UserError(f"audio.checkpoint {audio_cfg.checkpoint} is not the model this run started with "
+                    f"(its architecture differs from audio.architecture)")
+  audio_cfg.architecture = spec_to_dict(_checked_kind(audio_cfg, spec))
+  return params
+
+
+def _check_encoder_name(audio_cfg):
+  if audio_cfg.encoder not in PRETRAINED:
+    raise UserError(f"unknown audio.encoder {audio_cfg.encoder!r}; use mel, {', '.join(PRETRAINED)}")
+
+
+def _checkpoint_folder(audio_cfg) -> str:
+  if not audio_cfg.checkpoint:
+    raise UserError(f"audio.encoder is {audio_cfg.encoder}: set audio.checkpoint to a local Hugging Face "
+                    f"folder (config.json + model.safetensors)")
+  return audio_cfg.checkpoint
+
+
+def _checked_kind(audio_cfg, spec: Spec) -> Spec:
+  if spec.kind != audio_cfg.encoder:
+    raise UserError(f"audio.encoder is {audio_cfg.encoder} but {audio_cfg.checkpoint or 'audio.architecture'} "
+                    f"holds a {spec.kind} model")
+  return spec

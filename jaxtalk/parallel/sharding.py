@@ -72,6 +72,8 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
   def sharding_of(leaf):
     if not isinstance(leaf, nn.Partitioned):
       return NamedSharding(mesh, PartitionSpec())
+    if not hasattr(leaf.value, "shape"):
+      return leaf.value  # an empty node (optax's state of a frozen parameter): nothing to shard
     if isinstance(leaf, nn.LogicallyPartitioned):
       per_dim = [table.get(name, ()) if name is not None else () for name in leaf.names]
     else:

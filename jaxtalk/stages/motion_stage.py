@@ -8,10 +8,12 @@ of examples loses its audio, which classifier-free guidance needs at sampling ti
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.audio import encoder as audio_encoders
 from jaxtalk.audio.encoder import make_audio_encoder
 from jaxtalk.data.clips import read_clips
 from jaxtalk.data.pipeline import window_dataset
@@ -25,8 +27,9 @@ from jaxtalk.training.progress import say
 
 def audio_margin_frames(config) -> int:
   """Audio context beyond each end of a window: what the cross-attention window plus the audio
-  encoder's receptive field reach, so frames at the window edge hear what they would mid-clip."""
-  return config.motion.audio_window + 2 * config.audio.layers
+  encoder's receptive field (or a pretrained one's context) reach, so frames at the window edge
+  hear what they would mid-clip."""
+  return config.motion.audio_window + audio_encoders.margin_frames(config.audio, config.data)
 
 
 def encode_frames(encoder, encoder_params, frames):
@@ -76,7 +79,8 @@ def with_latents(table, window_frames: int):
   return transform
 
 
-def init_fn(config):
+def init_fn(config, pretrained_audio=None):
+  """rng -> fresh params; `pretrained_audio` (imported backbone weights) replaces the random ones."""
   audio_encoder, motion = make_audio_encoder(config.audio, config.data), build.motion_transformer(config)
   frames, margin = config.motion_train.window_frames, audio_margin_frames(config)
   spf = config.data.sample_rate // config.data.fps
@@ -85,6 +89,11 @@ def init_fn(config):
     audio_rng, motion_rng = jax.random.split(rng)
     waveform = jnp.zeros((1, (frames + 2 * margin) * spf))
     audio_params = audio_encoder.init(audio_rng, waveform)["params"]
+    if pretrained_audio is not None:
+      backbone = audio_encoders.BACKBONE
+      audio_params[backbone] = jax.tree.map(lambda box, value: box.replace_boxed(jnp.asarray(value)),
+                                            audio_params[backbone], pretrained_audio,
+                                            is_leaf=lambda x: isinstance(x, nn.Partitioned))
     features = jnp.zeros((1, frames + 2 * margin, config.audio.dim))
     latents = jnp.zeros((1, frames, motion.latent_dim))
     motion_params = motion.init(motion_rng, latents, jnp.zeros((1, frames)), features,
@@ -127,8 +136,17 @@ def dataset(config, latent_table, shard_index=0, shard_count=1):
   return windows.map(with_latents(latent_table, config.motion_train.window_frames))
 
 
+def frozen_param(config, path) -> bool:
+  """Whether the parameter at `path` stays as initialised: the pretrained audio encoder, unless trainable."""
+  return path[0] == "audio_encoder" and audio_encoders.is_frozen(config.audio, path[1:])
+
+
 def train(config, workdir):
+  """Trains stage 2. A pretrained audio encoder is imported first, which records its architecture
+  in `config.audio.architecture` (the run's checkpoints and bundle then rebuild it on their own)."""
+  pretrained_audio = audio_encoders.import_pretrained(config.audio)
   say("encoding the training clips with the frozen stage-1 motion encoder")
   table = encode_clips(config, frozen_encoder_params(config, workdir), train_paths(config))
-  return run_stage(config, workdir, "motion", init_fn(config), loss_fn(config),
-                   dataset(config, table, jax.process_index(), jax.process_count()))
+  return run_stage(config, workdir, "motion", init_fn(config, pretrained_audio), loss_fn(config),
+                   dataset(config, table, jax.process_index(), jax.process_count()),
+                   frozen=lambda path: frozen_param(config, path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,8 @@ class _StopRequest:
 def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, loss_fn: LossFn,
           dataset: Iterable[Any], num_steps: int, optimizer_cfg: Any, mesh_cfg: Any, rules: Rules,
           seed: int = 0, log_every: int = 50, checkpoint_every: int = 1000,
-          ema_decay: float = 0.999) -> TrainState:
+          ema_decay: float = 0.999,
+          frozen: Callable[[tuple[str, ...]], bool] | None = None) -> TrainState:
   """Trains until `num_steps` updates have been applied, resuming from `workdir` if possible.
 
   Args:
@@ -85,6 +86,8 @@ def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, 
     seed: seeds parameter init and the per-step RNG (data order is the dataset's business).
     log_every, checkpoint_every: in steps.
     ema_decay: per-step decay of the EMA parameters.
+    frozen: optional predicate on a parameter's path; those parameters keep their initial values
+      (see `make_optimizer`).
 
   Returns:
     The final TrainState. If stopped by Ctrl-C or SIGTERM it saves a checkpoint and then raises
@@ -98,7 +101,7 @@ def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, 
       f"device(s), mesh {dict(mesh.shape)}; workdir {workdir}")
 
   # ------------------------------------------------------------------------------------ model
-  optimizer = make_optimizer(optimizer_cfg)
+  optimizer = make_optimizer(optimizer_cfg, frozen)
   rng = jax.random.key(seed)
   abstract_state, state_shardings = abstract_train_state(init_fn, optimizer, mesh, rules, rng)
   num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state.params))

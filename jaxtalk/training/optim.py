@@ -1,6 +1,7 @@
 """The optimizer of both training stages: clipped AdamW with warmup and cosine decay; and EMA."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,13 +23,16 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg: Any) -> optax.GradientTransformation:
+def make_optimizer(cfg: Any, frozen: Callable[[tuple[str, ...]], bool] | None = None) -> optax.GradientTransformation:
   """AdamW with global-norm clipping and a warmup-cosine schedule.
 
   Args:
     cfg: a ConfigDict (or any object with these attributes): learning_rate, warmup_steps,
       num_steps, end_learning_rate_factor, weight_decay, grad_clip (max global gradient norm);
       optionally b1, b2 (Adam betas, default 0.9, 0.999).
+    frozen: optional predicate on a parameter's path (its dict keys); those parameters are never
+      updated (not even by weight decay) and get no optimizer state, so a frozen pretrained
+      encoder costs no Adam moments.
 
   Only the learning rate lives in the optimizer state (`inject_hyperparams`), so the train step
   can report the rate it actually used; the other hyperparameters stay constants of the code and
@@ -37,7 +41,18 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
   adamw = optax.inject_hyperparams(lambda learning_rate: optax.adamw(
       learning_rate, b1=getattr(cfg, "b1", 0.9), b2=getattr(cfg, "b2", 0.999),
       weight_decay=cfg.weight_decay, mask=_decay_mask))(learning_rate=learning_rate_schedule(cfg))
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+  optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+  if frozen is None:
+    return optimizer
+  return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()},
+                               lambda params: _labels(params, frozen))
+
+
+def _labels(params, frozen):
+  def label(path, _):
+    keys = tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+    return "frozen" if frozen(keys) else "train"
+  return jax.tree_util.tree_map_with_path(label, params)
 
 
 def current_learning_rate(opt_state: optax.OptState) -> jax.Array | None:

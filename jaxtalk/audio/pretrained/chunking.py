@@ -1,0 +1,114 @@
+"""Long audio through encoders that see a bounded window: overlapping chunks, and streaming.
+
+Offline (`encode_in_windows`): the encoder-frame axis is cut into chunks; each chunk is encoded in
+a window with `context` frames on both sides (shifted inward at the ends of the file, so every
+window has one shape and all run as one batch), and only the chunk's own frames are kept. Whisper
+always uses its 30-second window; wav2vec2 / HuBERT use a configurable one. The kept frames match a
+single pass exactly when the window covers the file, and otherwise within what attention to audio
+beyond the context contributes (measured in tests/test_pretrained_audio_chunks.py).
+
+Streaming (`AudioStream`): audio arrives chunk by chunk; each push encodes the new audio with the
+last `context_frames` video frames of audio carried before it, and returns the features of the
+frames that have `lookahead_frames` of audio after them.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.audio.pretrained.spec import Spec, WhisperSpec
+
+
+def window_layout(num_frames: int, window_frames: int, context_frames: int):
+  """Static layout: (first frame of every window, and per output frame its window and its index in it).
+
+  Chunks of `window_frames - 2 * context_frames` frames; each window starts `context_frames` before
+  its chunk, clamped into [0, num_frames - window_frames].
+  """
+  chunk = window_frames - 2 * context_frames
+  if chunk < 1:
+    raise ValueError(f"a window of {window_frames} frames leaves no room for {context_frames} frames of context each side")
+  num_windows = -(-num_frames // chunk)
+  starts = np.clip(np.arange(num_windows) * chunk - context_frames, 0, max(num_frames - window_frames, 0))
+  frame = np.arange(num_frames)
+  which = frame // chunk
+  return starts, which, frame - starts[which]
+
+
+def encode_in_windows(backbone, spec: Spec, waveform: jax.Array, layers: tuple[int, ...],
+                      window_frames: int, context_frames: int) -> jax.Array:
+  """Hidden states `layers` of `backbone` for waveform [B, N], window by window -> [len(layers), B, T, D].
+
+  `window_frames` is ignored for Whisper, whose window is fixed; audio shorter than Whisper's
+  window is padded with silence, as its feature extractor does.
+  """
+  batch, samples = waveform.shape
+  stride = spec.frame_stride
+  num_frames = spec.num_frames(samples)
+  if isinstance(spec, WhisperSpec):
+    window_samples, window_frames = spec.window, spec.window // stride
+    if samples < window_samples:
+      waveform = jnp.pad(waveform, ((0, 0), (0, window_samples - samples)))
+  else:
+    window_samples = spec.window_samples(window_frames)
+  if waveform.shape[1] <= window_samples:
+    states = backbone(waveform[:, :window_samples])
+    return jnp.stack([states[i][:, :num_frames] for i in layers])
+
+  starts, which, local = window_layout(num_frames, window_frames, context_frames)
+  windows = waveform[:, starts[:, None] * stride + np.arange(window_samples)]  # [B, W, samples]
+  states = backbone(windows.reshape(-1, window_samples))
+  picked = [states[i].reshape(batch, len(starts), -1, states[i].shape[-1])[:, which, local] for i in layers]
+  return jnp.stack(picked)
+
+
+def resample_to_video_frames(features: jax.Array, spec: Spec, num_video_frames: int,
+                             samples_per_frame: int) -> jax.Array:
+  """[..., T, D] encoder frames -> [..., num_video_frames, D], linearly interpolated at the centre
+  of each video frame (wav2vec2 at 25 fps: between its frames 2i and 2i + 1, 0.38 of the way)."""
+  centres = (np.arange(num_video_frames) + 0.5) * samples_per_frame
+  position = np.clip((centres - spec.frame_centre) / spec.frame_stride, 0, features.shape[-2] - 1)
+  low = np.floor(position).astype(np.int32)
+  high = np.minimum(low + 1, features.shape[-2] - 1)
+  weight = jnp.asarray((position - low)[:, None], features.dtype)
+  return features[..., low, :] * (1 - weight) + features[..., high, :] * weight
+
+
+class AudioStream:
+  """Frame-aligned features of audio that arrives chunk by chunk, for any jaxtalk audio encoder.
+
+  `push(chunk [B, n * samples_per_frame])` returns the features [B, k, dim] of the next k video
+  frames that are final: those followed by `lookahead_frames` frames of audio. `flush()` returns
+  the rest at the end of the audio. Each encoder call sees the new audio plus the carried
+  `context_frames` frames before it, so its cost does not grow with the stream's length.
+  """
+
+  def __init__(self, encoder, params, *, samples_per_frame: int, context_frames: int, lookahead_frames: int = 0):
+    self._encode = jax.jit(lambda audio: encoder.apply(params, audio))
+    self._spf, self._dim = samples_per_frame, encoder.dim
+    self._context, self._lookahead = context_frames, lookahead_frames
+    self._audio = None  # carried audio: [context | not yet emitted], a whole number of frames
+    self._carried_context = 0  # frames of context at the front of self._audio
+
+  def push(self, chunk) -> np.ndarray:
+    chunk = np.asarray(chunk, np.float32)
+    if chunk.shape[-1] % self._spf:
+      raise ValueError(f"push whole video frames of {self._spf} samples, got {chunk.shape[-1]} samples")
+    self._audio = chunk if self._audio is None else np.concatenate([self._audio, chunk], axis=-1)
+    return self._emit(self._audio.shape[-1] // self._spf - self._carried_context - self._lookahead)
+
+  def flush(self) -> np.ndarray:
+    return self._emit(0 if self._audio is None else self._audio.shape[-1] // self._spf - self._carried_context)
+
+  def _emit(self, count: int) -> np.ndarray:
+    if self._audio is None or count <= 0:
+      batch = 0 if self._audio is None else self._audio.shape[0]
+      return np.zeros((batch, 0, self._dim), np.float32)
+    features = np.asarray(self._encode(self._audio))
+    ready = features[:, self._carried_context:self._carried_context + count]
+    end = self._carried_context + count
+    keep_from = max(end - self._context, 0)
+    self._audio = self._audio[:, keep_from * self._spf:]
+    self._carried_context = end - keep_from
+    return ready
