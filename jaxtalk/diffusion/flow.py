@@ -70,8 +70,12 @@ def flow_matching_loss(pred_velocity: jax.Array, data: jax.Array, noise: jax.Arr
   `weights` (broadcastable to the data, e.g. [B, T, 1] per frame) gives the weighted mean
   sum(w * err) / sum(w), so a 0/1 mask averages over the kept elements only.
   """
-  error = jnp.square(pred_velocity.astype(jnp.float32)
-                     - velocity_target(data, noise).astype(jnp.float32))
+  return weighted_mse(pred_velocity, velocity_target(data, noise), weights)
+
+
+def weighted_mse(pred: jax.Array, target: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """Mean squared error in float32; with `weights`, sum(w * err) / sum(w) (see flow_matching_loss)."""
+  error = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
   if weights is None:
     return jnp.mean(error)
   weights = jnp.broadcast_to(jnp.asarray(weights, jnp.float32), error.shape)
