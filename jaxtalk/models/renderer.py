@@ -103,7 +103,8 @@ class Renderer(nn.Module):
     time = dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="time_in")(time)
     time = dense(self.cond_dim, ("embed", "embed"), dtype=self.dtype, name="time_out")(nn.silu(time))
     flat_motion = motion.reshape(motion.shape[0], -1).astype(self.dtype)
-    return time + dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="motion_in")(flat_motion)
+    return time + dense(self.cond_dim, (None, "embed"), dtype=self.dtype, zero=True,
+                        name="motion_in")(flat_motion)
 
   def _attend(self, h: jax.Array, cond: jax.Array, motion: jax.Array) -> jax.Array:
     """Transformer block over the lowest-resolution grid, cross-attending to the motion tokens.
