@@ -103,6 +103,8 @@ class Renderer(nn.Module):
     time = dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="time_in")(time)
     time = dense(self.cond_dim, ("embed", "embed"), dtype=self.dtype, name="time_out")(nn.silu(time))
     flat_motion = motion.reshape(motion.shape[0], -1).astype(self.dtype)
+    # Zero-initialised, so an untrained latent does not perturb the time conditioning: the motion
+    # enters as it is found useful, like the adaLN-zero modulations it feeds.
     return time + dense(self.cond_dim, (None, "embed"), dtype=self.dtype, zero=True,
                         name="motion_in")(flat_motion)
 
