@@ -66,8 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.renderer_train.time_schedule = "logit_normal"
   c.renderer_train.time_logit_mean = -1.0  # flow times lean to noise, where only motion tells the frame
   c.renderer_train.change_boost = 4.0  # extra loss weight of pixels that differ from the reference
-  # Colour jitter of the driving frames, to keep identity out of the motion latent; off for the
-  # demo, where the bottleneck does that and jitter noise sped up the latent's collapse.
+  # Colour jitter of the driving frames, to keep identity out of the motion latent. Off for the
+  # demo: its bottleneck keeps identity out, and the demo model was trained without it.
   c.renderer_train.appearance_jitter = 0.0
   c.renderer_train.latent_spread = 0.5  # least std of a latent dim between frames of one clip
   c.motion_train = _train(batch_size=16, num_steps=3000, learning_rate=1e-3, warmup_steps=100)

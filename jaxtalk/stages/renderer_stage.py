@@ -1,8 +1,8 @@
 """Stage 1: motion encoder + rendering diffusion model, trained jointly with flow matching.
 
 From one clip the batch holds a target frame and a reference frame. The motion encoder reads the
-target (optionally colour-jittered, `appearance_jitter`) and emits a
-few motion tokens; the renderer learns to denoise the target given the reference and those tokens.
+target (colour-jittered if `appearance_jitter` > 0) and emits a few motion tokens; the renderer
+learns to denoise the target given the reference and those tokens.
 The renderer predicts the clean frame: with 4x4 patches and 32 channels at the top level, the
 network is too narrow to carry a noise image, which a velocity prediction would need.
 
@@ -28,6 +28,8 @@ from jaxtalk.stages.common import image_to_model, run_stage, train_paths
 
 def appearance_jitter(images, rng, strength: float):
   """Per-example random channel gains and brightness shift: changes look, not motion."""
+  if not strength:
+    return images
   gain_rng, shift_rng = jax.random.split(rng)
   batch = images.shape[0]
   gains = 1.0 + strength * jax.random.uniform(gain_rng, (batch, 1, 1, 3), minval=-1, maxval=1)
