@@ -8,6 +8,7 @@
 "all" (both in turn). Each stage resumes from its latest checkpoint in `<workdir>/<stage>`; after the
 motion stage the EMA weights of all models are exported as a sampling bundle to `<workdir>/bundle`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,7 +33,9 @@ def run(config, workdir) -> None:
   from jaxtalk.training.progress import say
 
   if config.stage not in (*STAGE_TRAINERS, "all"):
-    raise UserError(f"config.stage is {config.stage!r}; use one of {', '.join(STAGE_TRAINERS)} or all")
+    raise UserError(
+      f"config.stage is {config.stage!r}; use one of {', '.join(STAGE_TRAINERS)} or all"
+    )
   stages = list(STAGE_TRAINERS) if config.stage == "all" else [config.stage]
   for stage in stages:
     say(f"=== stage: {stage} ===")

@@ -3,6 +3,7 @@ data parallelism over the rest (on a v5p-256: data=32, fsdp=4, tensor=2).
 
   python train.py --config configs/pod512.py --workdir gs://bucket/runs/pod512   # on every host
 """
+
 from jaxtalk.config import base_config
 
 
@@ -14,14 +15,32 @@ def get_config():
   config.data.image_size = 512
   config.audio.update(dim=768, layers=6)
   config.motion_encoder.update(num_tokens=8, token_dim=16, base_channels=32, max_channels=512)
-  config.renderer.update(base_channels=192, channel_mults=(1, 2, 3, 4, 4), blocks_per_level=2,
-                         patch_size=2, attention_heads=12, cond_dim=768)
+  config.renderer.update(
+    base_channels=192,
+    channel_mults=(1, 2, 3, 4, 4),
+    blocks_per_level=2,
+    patch_size=2,
+    attention_heads=12,
+    cond_dim=768,
+  )
   config.motion.update(dim=1024, depth=24, heads=16, window_chunks=8)
-  config.renderer_train.update(batch_size=512, num_steps=500_000, learning_rate=1e-4,
-                               warmup_steps=5_000, checkpoint_every=2_000, log_every=100)
-  config.motion_train.update(batch_size=1024, num_steps=300_000, learning_rate=1e-4,
-                             warmup_steps=5_000, window_frames=96, checkpoint_every=2_000,
-                             log_every=100)
+  config.renderer_train.update(
+    batch_size=512,
+    num_steps=500_000,
+    learning_rate=1e-4,
+    warmup_steps=5_000,
+    checkpoint_every=2_000,
+    log_every=100,
+  )
+  config.motion_train.update(
+    batch_size=1024,
+    num_steps=300_000,
+    learning_rate=1e-4,
+    warmup_steps=5_000,
+    window_frames=96,
+    checkpoint_every=2_000,
+    log_every=100,
+  )
   config.sample.update(render_steps=16, motion_steps=12, motion_window=3, batch_frames=8)
   config.mesh.update(data=-1, fsdp=4, tensor=2)
   return config

@@ -13,6 +13,7 @@ def run_reporting_user_errors(fn, *args) -> int:
   """Runs a command-line entry point: 0 on success; a UserError becomes one `error:` line on
   stderr and exit status 2, with no traceback."""
   import sys
+
   try:
     fn(*args)
   except UserError as e:

@@ -3,6 +3,7 @@
 This must run before jax is imported anywhere (jax reads XLA_FLAGS once, at backend start), so
 sharding code is exercised on a real multi-device mesh even on a laptop.
 """
+
 import os
 
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count=8"

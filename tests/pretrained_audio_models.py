@@ -5,27 +5,56 @@ folder is written in well under a second. Every parameter gets noise added befor
 reference initialises biases to 0 and norm scales to 1, which would hide a bias or scale imported
 into the wrong place.
 """
+
 import torch
 import transformers
 
 torch.set_num_threads(1)
 
-_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+_WAV2VEC2 = dict(
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  intermediate_size=48,
+  conv_dim=(16,) * 7,
+  num_conv_pos_embeddings=16,
+  num_conv_pos_embedding_groups=4,
+)
 _STABLE = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
 
 VARIANTS = {
-    "wav2vec2-base": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model, _WAV2VEC2),
-    "wav2vec2-large": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model, {**_WAV2VEC2, **_STABLE}),
-    "hubert-base": (transformers.HubertConfig, transformers.HubertModel, _WAV2VEC2),
-    "hubert-large": (transformers.HubertConfig, transformers.HubertModel, {**_WAV2VEC2, **_STABLE}),
-    # max_source_positions=50: a 1-second window instead of 30 s.
-    "whisper": (transformers.WhisperConfig, transformers.WhisperModel,
-                dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=48,
-                     decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=48, vocab_size=64,
-                     max_source_positions=50, max_target_positions=16, num_mel_bins=80, pad_token_id=1,
-                     bos_token_id=2, eos_token_id=3, decoder_start_token_id=2, begin_suppress_tokens=None,
-                     suppress_tokens=None)),
+  "wav2vec2-base": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model, _WAV2VEC2),
+  "wav2vec2-large": (
+    transformers.Wav2Vec2Config,
+    transformers.Wav2Vec2Model,
+    {**_WAV2VEC2, **_STABLE},
+  ),
+  "hubert-base": (transformers.HubertConfig, transformers.HubertModel, _WAV2VEC2),
+  "hubert-large": (transformers.HubertConfig, transformers.HubertModel, {**_WAV2VEC2, **_STABLE}),
+  # max_source_positions=50: a 1-second window instead of 30 s.
+  "whisper": (
+    transformers.WhisperConfig,
+    transformers.WhisperModel,
+    dict(
+      d_model=32,
+      encoder_layers=2,
+      encoder_attention_heads=4,
+      encoder_ffn_dim=48,
+      decoder_layers=1,
+      decoder_attention_heads=4,
+      decoder_ffn_dim=48,
+      vocab_size=64,
+      max_source_positions=50,
+      max_target_positions=16,
+      num_mel_bins=80,
+      pad_token_id=1,
+      bos_token_id=2,
+      eos_token_id=3,
+      decoder_start_token_id=2,
+      begin_suppress_tokens=None,
+      suppress_tokens=None,
+    ),
+  ),
 }
 
 
@@ -50,8 +79,9 @@ def reference_hidden_states(model, waveform):
   with torch.no_grad():
     if isinstance(model, transformers.WhisperModel):
       extractor = transformers.WhisperFeatureExtractor(
-          feature_size=model.config.num_mel_bins,
-          chunk_length=model.config.max_source_positions * 2 * 160 // 16000)
+        feature_size=model.config.num_mel_bins,
+        chunk_length=model.config.max_source_positions * 2 * 160 // 16000,
+      )
       mel = extractor(list(waveform), sampling_rate=16000, return_tensors="pt").input_features
       out = model.encoder(mel, output_hidden_states=True)
     else:

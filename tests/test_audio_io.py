@@ -6,8 +6,8 @@ import subprocess
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from scipy import signal
 import soundfile
+from scipy import signal
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import audio_io
@@ -19,7 +19,9 @@ def tone(seconds, sample_rate, freq=440.0, amplitude=0.5):
 
 
 def ffmpeg(*args):
-  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True)
+  subprocess.run(
+    [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True
+  )
 
 
 @pytest.fixture
@@ -95,18 +97,29 @@ def test_missing_and_unreadable_files(tmp_path):
 
 def test_video_without_audio_stream(tmp_path):
   path = str(tmp_path / "silent_film.mp4")
-  ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-t", "0.4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-         path)
+  ffmpeg(
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc=size=32x32:rate=25",
+    "-t",
+    "0.4",
+    "-c:v",
+    "libx264",
+    "-pix_fmt",
+    "yuv420p",
+    path,
+  )
   with pytest.raises(UserError, match="no audio stream"):
     audio_io.load_audio(path)
 
 
 def test_empty_short_and_silent_audio(tmp_path):
   cases = {
-      "empty.wav": (np.zeros(0, np.float32), "no audio samples"),
-      "short.wav": (tone(600 / 16000, 16000), "shorter than one video frame"),
-      "silent.wav": (np.zeros(16000, np.float32), "silent"),
-      "hiss.wav": (tone(1.0, 16000, amplitude=5e-5), "silent"),
+    "empty.wav": (np.zeros(0, np.float32), "no audio samples"),
+    "short.wav": (tone(600 / 16000, 16000), "shorter than one video frame"),
+    "silent.wav": (np.zeros(16000, np.float32), "silent"),
+    "hiss.wav": (tone(1.0, 16000, amplitude=5e-5), "silent"),
   }
   for name, (samples, message) in cases.items():
     path = str(tmp_path / name)

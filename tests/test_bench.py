@@ -1,4 +1,5 @@
 """Benchmark: every measurement runs on a tiny model and reports positive, consistent timings."""
+
 import contextlib
 import io
 import json
@@ -7,6 +8,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from tiny_configs import tiny_config
 
 from jaxtalk.bench import __main__ as bench_main
 from jaxtalk.bench.machine import describe_machine
@@ -18,7 +20,6 @@ from jaxtalk.bench.training import synthetic_batch
 from jaxtalk.inference.bundle import abstract_params
 from jaxtalk.inference.generate import TalkingHead
 from jaxtalk.stages.motion_stage import audio_margin_frames
-from tiny_configs import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def test_measure_separates_compilation_from_running():
     time.sleep(0.01 if calls else 0.2)  # the first call is slow, like a compiling one
     calls.append(1)
     return np.zeros(1)
+
   timing, _ = measure(fn, repeats=2)
   assert len(calls) == 3
   assert 0.01 <= timing.seconds < 0.15 and timing.compile_seconds >= 0.05
@@ -108,7 +110,9 @@ def test_kv_cache_and_recompute_samplers_agree_and_are_timed(bench_run):
   assert [r["frames"] for r in rows] == [12]
   for row in rows:
     assert row["kv_cache_seconds"] > 0 and row["recompute_seconds"] > 0
-    assert row["recompute_over_kv_cache"] == pytest.approx(row["recompute_seconds"] / row["kv_cache_seconds"])
+    assert row["recompute_over_kv_cache"] == pytest.approx(
+      row["recompute_seconds"] / row["kv_cache_seconds"]
+    )
     assert row["max_abs_difference"] < 1e-3  # both samplers computed the same latents
 
 
@@ -116,8 +120,17 @@ def test_report_states_the_machine_and_every_measurement(bench_run):
   results, printed = bench_run
   assert results["machine"] == {**describe_machine(), "date": results["machine"]["date"]}
   assert printed.startswith(format_report(results))
-  for words in ("tiny model", "RTF", "frames/s", "first-frame latency", "train step, renderer",
-                "train step, motion", "KV cache, 0.48 s", "recompute, 0.48 s", results["machine"]["cpu"]):
+  for words in (
+    "tiny model",
+    "RTF",
+    "frames/s",
+    "first-frame latency",
+    "train step, renderer",
+    "train step, motion",
+    "KV cache, 0.48 s",
+    "recompute, 0.48 s",
+    results["machine"]["cpu"],
+  ):
     assert words in printed
 
 

@@ -2,10 +2,11 @@
 
 import dataclasses
 import os
+from pathlib import Path
 
-from array_record.python import array_record_module
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 
 from jaxtalk.data import clips
 from jaxtalk.errors import UserError
@@ -13,14 +14,21 @@ from jaxtalk.errors import UserError
 SPF = 640  # audio samples per frame at 16 kHz and 25 fps
 
 
-def make_clip(index: int, num_frames: int = 6, size: int = 8, with_truth: bool = True) -> clips.Clip:
+def make_clip(
+  index: int, num_frames: int = 6, size: int = 8, with_truth: bool = True
+) -> clips.Clip:
   rng = np.random.default_rng(index)
   return clips.Clip(
-      frames=rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8),
-      audio=rng.uniform(-1, 1, num_frames * SPF).astype(np.float32),
-      meta={"clip_id": f"clip{index}", "identity_id": index % 2, "emotion": "happy", "split": "train"},
-      motion=rng.normal(size=(num_frames, 5)).astype(np.float32) if with_truth else None,
-      identity=rng.normal(size=(7,)).astype(np.float32) if with_truth else None,
+    frames=rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8),
+    audio=rng.uniform(-1, 1, num_frames * SPF).astype(np.float32),
+    meta={
+      "clip_id": f"clip{index}",
+      "identity_id": index % 2,
+      "emotion": "happy",
+      "split": "train",
+    },
+    motion=rng.normal(size=(num_frames, 5)).astype(np.float32) if with_truth else None,
+    identity=rng.normal(size=(7,)).astype(np.float32) if with_truth else None,
   )
 
 
@@ -48,7 +56,9 @@ def test_encode_decode_round_trip(with_truth):
   assert decoded.audio[0] == 1.0 and decoded.audio[1] == -1.0
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (dict(frames=np.zeros((6, 8, 8, 3), np.float32)), "uint8"),
     (dict(frames=np.zeros((6, 8, 9, 3), np.uint8)), "shape"),
     (dict(frames=np.zeros((0, 8, 8, 3), np.uint8)), "shape"),
@@ -60,7 +70,8 @@ def test_encode_decode_round_trip(with_truth):
     (dict(motion=np.zeros((5, 5), np.float32)), "one row per frame"),
     (dict(identity=np.zeros((7,), np.float64)), "identity"),
     (dict(fps=0), "fps"),
-])
+  ],
+)
 def test_encode_rejects_malformed_clip(change, message):
   with pytest.raises(ValueError, match=message):
     clips.encode_clip(dataclasses.replace(make_clip(0), **change))
@@ -83,7 +94,10 @@ def test_write_and_read_shards(tmp_path):
   originals = [make_clip(i) for i in range(5)]
   paths = clips.write_shards(iter(originals), str(tmp_path), "train", clips_per_shard=2)
   assert [os.path.basename(p) for p in paths] == [
-      "train-00000.array_record", "train-00001.array_record", "train-00002.array_record"]
+    "train-00000.array_record",
+    "train-00001.array_record",
+    "train-00002.array_record",
+  ]
   assert sorted(os.listdir(tmp_path)) == [os.path.basename(p) for p in paths]  # no temp files left
   clips.write_shards([make_clip(9)], str(tmp_path), "val")
   assert clips.shard_paths(str(tmp_path), "train") == paths
@@ -120,7 +134,7 @@ def test_shard_paths_explains_missing_data(tmp_path):
 
 def test_corrupt_shard_raises_user_error_naming_the_file(tmp_path):
   (path,) = clips.write_shards([make_clip(i, size=16) for i in range(2)], str(tmp_path), "train")
-  data = bytearray(open(path, "rb").read())
+  data = bytearray(Path(path).read_bytes())
   data[1000:1064] = bytes(64)  # inside the first clip's chunk
   with open(path, "wb") as f:
     f.write(data)

@@ -1,4 +1,5 @@
 """Every config builds abstractly (no memory) and derives valid shardings on the 8-device mesh."""
+
 import importlib.util
 import math
 from pathlib import Path
@@ -33,10 +34,15 @@ def test_config_builds_and_shards(path, stage):
   mesh = make_mesh(config.mesh.to_dict())
   assert mesh.devices.size == 8
   train_cfg = getattr(config, f"{stage_name}_train")
-  state, shardings = abstract_train_state(stage.init_fn(config), make_optimizer(train_cfg), mesh,
-                                          tuple(config.axis_rules), jax.random.key(0))
+  state, shardings = abstract_train_state(
+    stage.init_fn(config),
+    make_optimizer(train_cfg),
+    mesh,
+    tuple(config.axis_rules),
+    jax.random.key(0),
+  )
   leaves = jax.tree.leaves(state.params)
-  assert leaves and all(isinstance(l, jax.ShapeDtypeStruct) for l in leaves)
+  assert leaves and all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves)
   param_shardings = jax.tree.leaves(shardings.params)
   for leaf, sharding in zip(leaves, param_shardings):
     # A valid sharding splits every dim into equal parts.
@@ -44,5 +50,5 @@ def test_config_builds_and_shards(path, stage):
       assert dim % parts == 0
   if math.prod(mesh.shape[a] for a in ("fsdp", "tensor")) > 1:
     # Large configs must actually split their big matrices, not replicate everything.
-    big = [s for l, s in zip(leaves, param_shardings) if math.prod(l.shape) >= 1 << 18]
+    big = [s for leaf, s in zip(leaves, param_shardings) if math.prod(leaf.shape) >= 1 << 18]
     assert big and all(not s.is_fully_replicated for s in big)

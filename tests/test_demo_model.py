@@ -3,6 +3,7 @@
 A regression guard for the shipped weights: a retrained bundle whose motion ignores the audio (or
 whose renderer ignores the motion) leaves the mouth still and fails here.
 """
+
 from importlib import resources
 
 import numpy as np
@@ -25,6 +26,6 @@ def test_demo_mouth_darkens_when_the_speech_is_loud():
   frames = model.generate(portrait, waveform, SampleOptions.from_config(model.config.sample))
 
   spf = model.samples_per_frame
-  loudness = np.sqrt(np.mean(waveform[:len(frames) * spf].reshape(len(frames), spf) ** 2, axis=1))
+  loudness = np.sqrt(np.mean(waveform[: len(frames) * spf].reshape(len(frames), spf) ** 2, axis=1))
   mouth_darkness = -frames[:, MOUTH[0], MOUTH[1]].astype(np.float64).mean(axis=(1, 2, 3))
   assert pearson(mouth_darkness, loudness) > 0.3

@@ -1,4 +1,5 @@
 """A tiny train-then-sample run through the real entry points, and sample.py's handling of bad input."""
+
 import json
 import subprocess
 import sys
@@ -25,7 +26,9 @@ def tiny_config(data_dir):
   config.renderer.update(base_channels=8, channel_mults=(1, 2), attention_heads=2, cond_dim=32)
   config.motion.update(dim=32, depth=1, heads=2, chunk_size=2, window_chunks=2, audio_window=2)
   config.renderer_train.update(batch_size=8, num_steps=2, log_every=1, warmup_steps=1)
-  config.motion_train.update(batch_size=8, num_steps=2, log_every=1, warmup_steps=1, window_frames=8)
+  config.motion_train.update(
+    batch_size=8, num_steps=2, log_every=1, warmup_steps=1, window_frames=8
+  )
   config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=8)
   return config
 
@@ -52,15 +55,19 @@ def test_train_writes_checkpoints_logs_and_bundle(trained):
 def test_sample_writes_video_with_one_frame_per_40ms(trained, tmp_path):
   _, bundle = trained
   image = tmp_path / "face.png"
-  from skimage import data
   import imageio.v3 as iio
+  from skimage import data
+
   iio.imwrite(image, data.astronaut())
   audio = tmp_path / "speech.wav"
   t = np.arange(int(1.23 * 44100)) / 44100
-  soundfile.write(audio, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, 1) * 0.3, 44100)  # stereo 44.1k
+  soundfile.write(
+    audio, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, 1) * 0.3, 44100
+  )  # stereo 44.1k
   out = tmp_path / "out.mp4"
-  code = sample.main(["--image", str(image), "--audio", str(audio), "--out", str(out),
-                      "--checkpoint", str(bundle)])
+  code = sample.main(
+    ["--image", str(image), "--audio", str(audio), "--out", str(out), "--checkpoint", str(bundle)]
+  )
   assert code == 0
   info = probe_video(str(out))
   assert info.num_frames == 30  # floor(1.23 s * 25)
@@ -76,33 +83,40 @@ def _bad_input_cases(tmp_path, bundle):
   corrupt.write_bytes(b"RIFF....WAVEfmt garbage")
   tiny_image = tmp_path / "tiny.png"
   import imageio.v3 as iio
+
   iio.imwrite(tiny_image, np.zeros((12, 10, 3), np.uint8))
   broken_bundle = tmp_path / "broken"
   broken_bundle.mkdir()
   (broken_bundle / "config.json").write_text((bundle / "config.json").read_text())
   (broken_bundle / "params.msgpack").write_bytes((bundle / "params.msgpack").read_bytes()[:500])
   return {
-      "missing image": (["--image", str(tmp_path / "nope.png")], "does not exist"),
-      "silent audio": (["--audio", str(silent)], "silent"),
-      "audio shorter than a frame": (["--audio", str(short)], "shorter than one video frame"),
-      "corrupt audio": (["--audio", str(corrupt)], str(corrupt)),
-      "tiny image": (["--image", str(tiny_image)], "at least 32"),
-      "missing checkpoint": (["--checkpoint", str(tmp_path / "none")], "does not exist"),
-      "truncated checkpoint": (["--checkpoint", str(broken_bundle)], "corrupt or truncated"),
-      "not mp4": (["--out", str(tmp_path / "x.avi")], ".mp4"),
+    "missing image": (["--image", str(tmp_path / "nope.png")], "does not exist"),
+    "silent audio": (["--audio", str(silent)], "silent"),
+    "audio shorter than a frame": (["--audio", str(short)], "shorter than one video frame"),
+    "corrupt audio": (["--audio", str(corrupt)], str(corrupt)),
+    "tiny image": (["--image", str(tiny_image)], "at least 32"),
+    "missing checkpoint": (["--checkpoint", str(tmp_path / "none")], "does not exist"),
+    "truncated checkpoint": (["--checkpoint", str(broken_bundle)], "corrupt or truncated"),
+    "not mp4": (["--out", str(tmp_path / "x.avi")], ".mp4"),
   }
 
 
 def test_bad_inputs_give_one_line_errors_and_no_output(trained, tmp_path, capsys):
   _, bundle = trained
-  from skimage import data
   import imageio.v3 as iio
+  from skimage import data
+
   image, audio = tmp_path / "face.png", tmp_path / "speech.wav"
   iio.imwrite(image, data.astronaut())
   soundfile.write(audio, 0.3 * np.sin(np.arange(16000) / 10), 16000)
   for name, (args, message) in _bad_input_cases(tmp_path, bundle).items():
     out = tmp_path / "out.mp4"
-    base = {"--image": str(image), "--audio": str(audio), "--out": str(out), "--checkpoint": str(bundle)}
+    base = {
+      "--image": str(image),
+      "--audio": str(audio),
+      "--out": str(out),
+      "--checkpoint": str(bundle),
+    }
     base.update(dict(zip(args[::2], args[1::2])))
     code = sample.main([x for kv in base.items() for x in kv])
     err = capsys.readouterr().err.strip()
@@ -126,9 +140,20 @@ def test_bundle_of_another_config_is_rejected(trained, tmp_path, capsys):
 
 def test_train_cli_reports_missing_data_in_one_line(tmp_path):
   result = subprocess.run(
-      [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "demo.py"),
-       "--workdir", str(tmp_path / "w"), f"--config.data.train_dir={tmp_path / 'nothing'}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
+    [
+      sys.executable,
+      str(ROOT / "train.py"),
+      "--config",
+      str(ROOT / "configs" / "demo.py"),
+      "--workdir",
+      str(tmp_path / "w"),
+      f"--config.data.train_dir={tmp_path / 'nothing'}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith("error: ")
   assert "Traceback" not in result.stderr

@@ -1,9 +1,11 @@
 """SynthTalk evaluation: the metrics measure what they claim, and the command runs end to end."""
+
 import json
 
 import numpy as np
 import pytest
 import scipy.ndimage
+from tiny_configs import tiny_config
 
 from jaxtalk.bench.model import random_params
 from jaxtalk.data.synthtalk.generate import generate_split
@@ -12,7 +14,6 @@ from jaxtalk.eval.metrics import lip_sync_scores, pearson, psnr, sync_offset
 from jaxtalk.eval.probe import fit_probe
 from jaxtalk.eval.synthtalk_eval import LIP_SYNC_ROWS, even_batch
 from jaxtalk.inference import bundle
-from tiny_configs import tiny_config
 
 CLIP_SECONDS = 1.6  # 40 frames: room for the +-10 frame offset search
 
@@ -52,7 +53,7 @@ def test_psnr_and_scores_on_known_values():
   frames = np.zeros((2, 4, 4, 3), np.uint8)
   noisy = frames.copy()
   noisy[0] = 10  # mse 100 -> 10 log10(255^2 / 100)
-  np.testing.assert_allclose(psnr(noisy, frames)[0], 10 * np.log10(255.0 ** 2 / 100))
+  np.testing.assert_allclose(psnr(noisy, frames)[0], 10 * np.log10(255.0**2 / 100))
   assert np.isfinite(psnr(frames, frames)).all()
   truth = np.linspace(0, 1, 30)
   scores = lip_sync_scores([truth + 0.1], [truth])
@@ -81,8 +82,23 @@ def bundle_and_data(tmp_path_factory):
 def test_eval_command_end_to_end(bundle_and_data, capsys):
   root = bundle_and_data
   out = root / "scores.json"
-  assert main(["--checkpoint", str(root / "model"), "--data", str(root / "data"), "--clips", "2",
-               "--probe-clips", "3", "--json", str(out)]) == 0
+  assert (
+    main(
+      [
+        "--checkpoint",
+        str(root / "model"),
+        "--data",
+        str(root / "data"),
+        "--clips",
+        "2",
+        "--probe-clips",
+        "3",
+        "--json",
+        str(out),
+      ]
+    )
+    == 0
+  )
   results = json.loads(out.read_text())
   assert results["clips"] == 2 and results["frames"] == 80
   assert results["probe"]["train_clips"] == 3 and results["probe"]["train_frames"] == 120

@@ -1,4 +1,5 @@
 """Rectified-flow utilities: path, targets, time sampling, loss and the ODE samplers."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,13 +13,17 @@ def test_interpolate_goes_from_noise_at_t0_to_data_at_t1():
   noise = jnp.full((2, 3, 4), -1.0)
   np.testing.assert_allclose(flow.interpolate(data, noise, jnp.zeros(2)), noise)
   np.testing.assert_allclose(flow.interpolate(data, noise, jnp.ones(2)), data)
-  np.testing.assert_allclose(flow.interpolate(data, noise, jnp.array([0.25, 0.5]))[:, 0, 0], [-0.25, 0.5])
+  np.testing.assert_allclose(
+    flow.interpolate(data, noise, jnp.array([0.25, 0.5]))[:, 0, 0], [-0.25, 0.5]
+  )
 
 
 def test_time_with_more_axes_sets_one_level_per_frame():
   data, noise = jnp.ones((2, 3, 4)), jnp.zeros((2, 3, 4))
   t = jnp.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.25]])
-  np.testing.assert_allclose(flow.interpolate(data, noise, t), jnp.broadcast_to(t[..., None], (2, 3, 4)))
+  np.testing.assert_allclose(
+    flow.interpolate(data, noise, t), jnp.broadcast_to(t[..., None], (2, 3, 4))
+  )
 
 
 def test_velocity_target_is_the_time_derivative_of_the_path():
@@ -34,14 +39,18 @@ def test_velocity_from_a_perfect_data_prediction_is_the_target_away_from_t1():
   data, noise = jax.random.normal(rng_data, (3, 4)), jax.random.normal(rng_noise, (3, 4))
   t = jnp.array([0.0, 0.5, 0.9])
   x_t = flow.interpolate(data, noise, t)
-  np.testing.assert_allclose(flow.velocity_from_data(data, x_t, t), flow.velocity_target(data, noise),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    flow.velocity_from_data(data, x_t, t), flow.velocity_target(data, noise), rtol=1e-4, atol=1e-4
+  )
   # Near t = 1 the gap 1 - t is floored at min_gap, so an error in the prediction is amplified
   # at most 1 / min_gap times.
   t_end = jnp.full((3,), 0.999)
   x_end = flow.interpolate(data, noise, t_end)
-  np.testing.assert_allclose(flow.velocity_from_data(data + 0.01, x_end, t_end, min_gap=0.05),
-                             (data + 0.01 - x_end) / 0.05, rtol=1e-5)
+  np.testing.assert_allclose(
+    flow.velocity_from_data(data + 0.01, x_end, t_end, min_gap=0.05),
+    (data + 0.01 - x_end) / 0.05,
+    rtol=1e-5,
+  )
 
 
 def test_sample_time_schedules():
@@ -87,11 +96,13 @@ def _gaussian_flow(mean, std):
   x_t has law N(t * mean, sigma_t^2), sigma_t^2 = (1 - t)^2 + t^2 std^2; the flow keeps each
   sample's standardised coordinate, so noise z ends at mean + std * z.
   """
+
   def velocity(x, t):
     t = t[:, None]
     sigma = jnp.sqrt((1 - t) ** 2 + (t * std) ** 2)
-    dsigma = (t * std ** 2 - (1 - t)) / sigma
+    dsigma = (t * std**2 - (1 - t)) / sigma
     return mean + dsigma / sigma * (x - t * mean)
+
   return velocity, lambda z: mean + std * z
 
 
@@ -99,10 +110,12 @@ def _gaussian_flow(mean, std):
 def test_samplers_converge_to_the_exact_flow_of_a_gaussian_at_their_order(sampler, order):
   velocity, exact = _gaussian_flow(mean=3.0, std=0.2)
   noise = jax.random.normal(jax.random.key(2), (16, 4))
-  errors = [float(jnp.max(jnp.abs(sampler(velocity, noise, n) - exact(noise)))) for n in (16, 32, 64)]
+  errors = [
+    float(jnp.max(jnp.abs(sampler(velocity, noise, n) - exact(noise)))) for n in (16, 32, 64)
+  ]
   assert errors[2] < 0.03
   for coarse, fine in zip(errors, errors[1:]):  # halving the step divides the error by ~2**order
-    assert coarse / fine > 0.85 * 2 ** order
+    assert coarse / fine > 0.85 * 2**order
 
 
 def test_heun_beats_euler_at_the_same_number_of_steps():
@@ -118,18 +131,28 @@ def test_euler_lands_exactly_on_a_single_data_point_with_any_schedule():
   target = jnp.array([0.5, -2.0, 1.0])
   velocity = lambda x, t: (target - x) / (1 - t[:, None])
   noise = jax.random.normal(jax.random.key(4), (2, 3))
-  np.testing.assert_allclose(flow.euler_sample(velocity, noise, 5, shift=3.0), jnp.broadcast_to(target, (2, 3)),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    flow.euler_sample(velocity, noise, 5, shift=3.0),
+    jnp.broadcast_to(target, (2, 3)),
+    rtol=1e-5,
+    atol=1e-5,
+  )
   schedule = jnp.array([0.0, 0.1, 0.15, 0.7, 1.0])
-  np.testing.assert_allclose(flow.euler_sample(velocity, noise, 4, t_schedule=schedule),
-                             jnp.broadcast_to(target, (2, 3)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    flow.euler_sample(velocity, noise, 4, t_schedule=schedule),
+    jnp.broadcast_to(target, (2, 3)),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 def test_samplers_trace_the_model_once_whatever_the_number_of_steps():
   calls = []
+
   def velocity(x, t):
     calls.append(t.shape)
     return -x
+
   noise = jnp.ones((3, 2))
   jax.jit(lambda z: flow.euler_sample(velocity, z, 50))(noise)
   assert calls == [(3,)]

@@ -5,10 +5,10 @@ import tracemalloc
 
 import imageio.v3 as iio
 import numpy as np
-from PIL import Image
 import pytest
-from skimage import data
 import tifffile
+from PIL import Image
+from skimage import data
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import face_detect, image_io
@@ -37,15 +37,23 @@ def test_no_face_in_noise_flat_or_tiny_images():
   rng = np.random.default_rng(0)
   assert face_detect.detect_face(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) is None
   assert face_detect.detect_face(np.full((240, 320, 3), 128, np.uint8)) is None
-  assert face_detect.detect_face(data.astronaut()[::32, ::32]) is None  # 16 px: smaller than the cascade
+  assert (
+    face_detect.detect_face(data.astronaut()[::32, ::32]) is None
+  )  # 16 px: smaller than the cascade
 
 
 def test_face_crop_box_shifts_inside_and_pads_only_when_too_big():
-  shifted = face_detect.face_crop_box(Box(x=0, y=20, width=40, height=40), image_height=200, image_width=300)
-  assert shifted == Box(x=0, y=8, width=64, height=64)  # centred on the face vertically, moved right to fit
+  shifted = face_detect.face_crop_box(
+    Box(x=0, y=20, width=40, height=40), image_height=200, image_width=300
+  )
+  assert shifted == Box(
+    x=0, y=8, width=64, height=64
+  )  # centred on the face vertically, moved right to fit
 
   image = np.arange(60 * 100 * 3, dtype=np.int64).reshape(60, 100, 3)
-  box = face_detect.face_crop_box(Box(x=40, y=10, width=50, height=50), image_height=60, image_width=100)
+  box = face_detect.face_crop_box(
+    Box(x=40, y=10, width=50, height=50), image_height=60, image_width=100
+  )
   assert box == Box(x=20, y=-10, width=80, height=80)  # taller than the image: centred, sticks out
   crop = face_detect.crop_square(image, box)
   assert crop.shape == (80, 80, 3)
@@ -83,20 +91,39 @@ def flat(mode_pixels, path, **save_args):
   return path
 
 
-@pytest.mark.parametrize("name, make, expected_rgb", [
+@pytest.mark.parametrize(
+  "name, make, expected_rgb",
+  [
     ("gray.png", lambda p: flat(np.full((40, 50), 90, np.uint8), p), (90, 90, 90)),
     ("clear.png", lambda p: flat(np.zeros((40, 50, 4), np.uint8), p), (255, 255, 255)),
-    ("half.png", lambda p: flat(np.dstack([np.full((40, 50, 3), (0, 0, 200), np.uint8),
-                                           np.full((40, 50), 128, np.uint8)]), p), (127, 127, 227)),
+    (
+      "half.png",
+      lambda p: flat(
+        np.dstack([np.full((40, 50, 3), (0, 0, 200), np.uint8), np.full((40, 50), 128, np.uint8)]),
+        p,
+      ),
+      (127, 127, 227),
+    ),
     ("gray_alpha.png", lambda p: flat(np.zeros((40, 50, 2), np.uint8), p), (255, 255, 255)),
     ("deep.png", lambda p: flat(np.full((40, 50), 32896, np.uint16), p), (128, 128, 128)),
-    ("palette.png", lambda p: Image.new("RGB", (50, 40), (10, 200, 30)).convert("P").save(p) or p, (10, 200, 30)),
+    (
+      "palette.png",
+      lambda p: Image.new("RGB", (50, 40), (10, 200, 30)).convert("P").save(p) or p,
+      (10, 200, 30),
+    ),
     ("bits.png", lambda p: Image.new("1", (50, 40), 1).save(p) or p, (255, 255, 255)),
-    ("print.jpg", lambda p: Image.new("RGB", (50, 40), (200, 30, 30)).convert("CMYK").save(p, quality=95) or p,
-     (200, 30, 30)),
-    ("float.tif", lambda p: tifffile.imwrite(p, np.full((40, 50, 3), 0.25, np.float32), photometric="rgb") or p,
-     (64, 64, 64)),
-])
+    (
+      "print.jpg",
+      lambda p: Image.new("RGB", (50, 40), (200, 30, 30)).convert("CMYK").save(p, quality=95) or p,
+      (200, 30, 30),
+    ),
+    (
+      "float.tif",
+      lambda p: tifffile.imwrite(p, np.full((40, 50, 3), 0.25, np.float32), photometric="rgb") or p,
+      (64, 64, 64),
+    ),
+  ],
+)
 def test_pixel_formats_become_8_bit_rgb(tmp_path, name, make, expected_rgb):
   portrait = image_io.load_portrait(make(str(tmp_path / name)), 32)
   assert portrait.shape == (32, 32, 3) and portrait.dtype == np.uint8
@@ -119,7 +146,9 @@ def test_very_large_image_is_shrunk_before_decoding_costs_pile_up(tmp_path):
   height, width = 6000, 8000
   ramp = np.linspace(0, 255, width, dtype=np.uint8)
   path = str(tmp_path / "huge.jpg")
-  Image.fromarray(np.broadcast_to(ramp[None, :, None], (height, width, 3)).copy()).save(path, quality=80)
+  Image.fromarray(np.broadcast_to(ramp[None, :, None], (height, width, 3)).copy()).save(
+    path, quality=80
+  )
   tracemalloc.start()
   try:
     start = time.perf_counter()

@@ -5,18 +5,20 @@ import subprocess
 
 import imageio_ffmpeg
 import numpy as np
-from PIL import Image
 import pytest
+import soundfile
+from PIL import Image
 from scipy import signal
 from skimage import data
-import soundfile
 
 from jaxtalk.data import clips, ingest
 from jaxtalk.media import video_io
 
 SOURCE_FPS, SECONDS, CANVAS = 30, 2.0, (240, 320)
 PORTRAIT_PX = 200  # the astronaut photo is scaled to this size on the canvas
-FACE_IN_PHOTO = np.array([220.0, 120.0]) * PORTRAIT_PX / 512  # face centre (x, y) in the scaled photo
+FACE_IN_PHOTO = (
+  np.array([220.0, 120.0]) * PORTRAIT_PX / 512
+)  # face centre (x, y) in the scaled photo
 
 
 def photo_offset(t):
@@ -29,13 +31,15 @@ def astronaut_frames():
   frames = np.full((round(SECONDS * SOURCE_FPS), *CANVAS, 3), 90, np.uint8)
   for t, frame in enumerate(frames):
     x, y = photo_offset(t)
-    frame[y:y + PORTRAIT_PX, x:x + PORTRAIT_PX] = photo
+    frame[y : y + PORTRAIT_PX, x : x + PORTRAIT_PX] = photo
   return frames
 
 
 def speech_like(sample_rate):
   t = np.arange(round(SECONDS * sample_rate)) / sample_rate
-  return (0.3 * np.sin(2 * np.pi * (150 + 300 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+  return (
+    0.3 * np.sin(2 * np.pi * (150 + 300 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+  ).astype(np.float32)
 
 
 def with_stereo_audio(video_path, out_path, tmp_path):
@@ -43,8 +47,25 @@ def with_stereo_audio(video_path, out_path, tmp_path):
   mono = speech_like(44100)
   wav = str(tmp_path / "stereo.wav")
   soundfile.write(wav, np.stack([mono, 0.5 * mono], axis=1), 44100)
-  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", video_path, "-i", wav,
-                  "-c:v", "copy", "-c:a", "aac", out_path], check=True)
+  subprocess.run(
+    [
+      imageio_ffmpeg.get_ffmpeg_exe(),
+      "-nostdin",
+      "-v",
+      "error",
+      "-y",
+      "-i",
+      video_path,
+      "-i",
+      wav,
+      "-c:v",
+      "copy",
+      "-c:a",
+      "aac",
+      out_path,
+    ],
+    check=True,
+  )
   os.remove(video_path)
   return signal.resample_poly(0.75 * mono, 160, 441)
 
@@ -67,8 +88,13 @@ def video_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ingested(video_folder, tmp_path_factory):
   logged = []
-  summary = ingest.ingest_folder(video_folder[0], str(tmp_path_factory.mktemp("shards")), image_size=64,
-                                 split="train", log=logged.append)
+  summary = ingest.ingest_folder(
+    video_folder[0],
+    str(tmp_path_factory.mktemp("shards")),
+    image_size=64,
+    split="train",
+    log=logged.append,
+  )
   return summary, logged
 
 
@@ -83,7 +109,9 @@ def test_ingests_the_talking_video_and_skips_the_others(video_folder, ingested):
   assert clip.frames.shape == (50, 64, 64, 3) and clip.audio.shape == (32000,)
   assert (clip.fps, clip.sample_rate) == (25, 16000)
   assert clip.meta["source"] == "video:talk.mp4" and clip.meta["split"] == "train"
-  assert np.corrcoef(clip.audio, expected_audio[:32000])[0, 1] > 0.95  # stereo mixed, resampled, in sync
+  assert (
+    np.corrcoef(clip.audio, expected_audio[:32000])[0, 1] > 0.95
+  )  # stereo mixed, resampled, in sync
 
   # One crop for the whole clip, centred on where the face is mid-clip, 1.6x the detected face.
   x, y, width, height = clip.meta["crop_box"]
@@ -101,8 +129,9 @@ def test_long_videos_are_cut_into_aligned_clips(video_folder, ingested, tmp_path
   only_talk = tmp_path / "videos"
   only_talk.mkdir()
   os.symlink(os.path.join(video_folder[0], "talk.mp4"), only_talk / "talk.mp4")
-  halves = ingest.ingest_folder(str(only_talk), str(tmp_path / "halves"), image_size=64, max_seconds=1.0,
-                                log=lambda line: None)
+  halves = ingest.ingest_folder(
+    str(only_talk), str(tmp_path / "halves"), image_size=64, max_seconds=1.0, log=lambda line: None
+  )
   (whole,) = clips.read_clips(ingested[0].shards)
   first, second = clips.read_clips(halves.shards)
   assert [first.meta["clip_id"], second.meta["clip_id"]] == ["talk.mp4-000", "talk.mp4-001"]

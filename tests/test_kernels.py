@@ -9,6 +9,7 @@ Tolerances, elementwise |kernel - reference| <= atol + rtol * |reference|:
 - bfloat16: 3e-2 / 3e-2 (both round the probabilities to bfloat16 before the value product,
   at different points of the online softmax).
 """
+
 import functools
 
 import jax
@@ -26,30 +27,51 @@ TOLERANCE = {jnp.float32: 1e-4, jnp.bfloat16: 3e-2}
 
 # Small blocks so a ~100-token sequence spans several of them. TPU key blocks are one lane tile.
 BACKENDS = {
-    "pallas_gpu": PallasGpu(block_q=32, block_k=16, block_q_bwd=16, block_k_bwd=32, interpret=True),
-    "pallas_tpu": PallasTpu(block_q=32, block_k=128, block_q_bwd=16, block_k_bwd=128, interpret=True),
+  "pallas_gpu": PallasGpu(block_q=32, block_k=16, block_q_bwd=16, block_k_bwd=32, interpret=True),
+  "pallas_tpu": PallasTpu(block_q=32, block_k=128, block_q_bwd=16, block_k_bwd=128, interpret=True),
 }
 
 # name: (mask, batch, q_len, k_len, heads, kv_heads, head_dim, dtype)
 CASES = {
-    "full_odd_lengths": (FullMask(), 1, 37, 141, 2, 2, 64, jnp.float32),
-    # Example 0 has no keys at all: its rows must come out as zeros, with zero gradients.
-    "full_key_padding": (FullMask(jnp.array([0, 29, 150])), 3, 45, 150, 2, 1, 128, jnp.bfloat16),
-    "block_causal_sink": (BlockCausalMask(8, q_prefix=1, k_prefix=1, window_chunks=3), 1, 97, 97,
-                          2, 2, 64, jnp.bfloat16),
-    "block_causal_gqa": (BlockCausalMask(5, window_chunks=None), 1, 70, 70, 4, 1, 128, jnp.float32),
-    "audio_window": (AudioWindowMask(4, rate_num=2), 1, 60, 135, 2, 2, 128, jnp.bfloat16),
-    "audio_window_padded": (AudioWindowMask(3, rate_num=5, rate_den=2, q_offset=3, k_offset=-2,
-                                            kv_lengths=jnp.array([90, 160])), 2, 50, 160, 2, 2, 64,
-                            jnp.float32),
+  "full_odd_lengths": (FullMask(), 1, 37, 141, 2, 2, 64, jnp.float32),
+  # Example 0 has no keys at all: its rows must come out as zeros, with zero gradients.
+  "full_key_padding": (FullMask(jnp.array([0, 29, 150])), 3, 45, 150, 2, 1, 128, jnp.bfloat16),
+  "block_causal_sink": (
+    BlockCausalMask(8, q_prefix=1, k_prefix=1, window_chunks=3),
+    1,
+    97,
+    97,
+    2,
+    2,
+    64,
+    jnp.bfloat16,
+  ),
+  "block_causal_gqa": (BlockCausalMask(5, window_chunks=None), 1, 70, 70, 4, 1, 128, jnp.float32),
+  "audio_window": (AudioWindowMask(4, rate_num=2), 1, 60, 135, 2, 2, 128, jnp.bfloat16),
+  "audio_window_padded": (
+    AudioWindowMask(
+      3, rate_num=5, rate_den=2, q_offset=3, k_offset=-2, kv_lengths=jnp.array([90, 160])
+    ),
+    2,
+    50,
+    160,
+    2,
+    2,
+    64,
+    jnp.float32,
+  ),
 }
 
 
 def _inputs(batch, q_len, k_len, heads, kv_heads, head_dim, dtype, seed=0):
   keys = jax.random.split(jax.random.key(seed), 4)
   normal = lambda key, length, h: jax.random.normal(key, (batch, length, h, head_dim)).astype(dtype)
-  return (normal(keys[0], q_len, heads), normal(keys[1], k_len, kv_heads),
-          normal(keys[2], k_len, kv_heads), normal(keys[3], q_len, heads))
+  return (
+    normal(keys[0], q_len, heads),
+    normal(keys[1], k_len, kv_heads),
+    normal(keys[2], k_len, kv_heads),
+    normal(keys[3], q_len, heads),
+  )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -62,8 +84,9 @@ def _assert_close(got, want, dtype):
   tol = TOLERANCE[dtype]
   for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
     assert g.dtype == w.dtype, name
-    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), atol=tol,
-                               rtol=tol, err_msg=name)
+    np.testing.assert_allclose(
+      np.asarray(g, np.float32), np.asarray(w, np.float32), atol=tol, rtol=tol, err_msg=name
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -72,8 +95,11 @@ def test_kernel_matches_reference(backend, case):
   mask, *shape, dtype = CASES[case]
   q, k, v, dout = _inputs(*shape, dtype)
   kernel = functools.partial(flash_attention, BACKENDS[backend])
-  _assert_close(_value_and_grads(kernel, q, k, v, dout, mask),
-                _value_and_grads(reference_attention, q, k, v, dout, mask), dtype)
+  _assert_close(
+    _value_and_grads(kernel, q, k, v, dout, mask),
+    _value_and_grads(reference_attention, q, k, v, dout, mask),
+    dtype,
+  )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -86,13 +112,16 @@ def test_kernel_follows_traced_offsets(backend):
   q, k, v, dout = _inputs(1, 8, 1 + 24 + 8, 2, 2, 64, jnp.float32, seed=1)
 
   def both(frame_offset):
-    mask = BlockCausalMask(4, k_prefix=1, window_chunks=6, q_offset=frame_offset,
-                           k_offset=frame_offset - 24)
-    got = _value_and_grads(functools.partial(flash_attention, BACKENDS[backend]), q, k, v,
-                           dout, mask)
+    mask = BlockCausalMask(
+      4, k_prefix=1, window_chunks=6, q_offset=frame_offset, k_offset=frame_offset - 24
+    )
+    got = _value_and_grads(
+      functools.partial(flash_attention, BACKENDS[backend]), q, k, v, dout, mask
+    )
     return got, _value_and_grads(reference_attention, q, k, v, dout, mask)
 
   def scan_body(_, frame_offset):
     return None, both(frame_offset)
+
   _, (got, want) = jax.lax.scan(scan_body, None, jnp.array([-8, 0, 16]))
   _assert_close(got, want, jnp.float32)

@@ -4,6 +4,7 @@ Interpret mode proves the maths; this proves that Triton (GPU) and Mosaic (TPU) 
 block shapes, the primitives used inside them, scalar prefetch. The final device compile (Triton's
 PTX, Mosaic's layouts) still happens only on the device.
 """
+
 import functools
 
 import jax
@@ -18,9 +19,9 @@ from jaxtalk.kernels.pallas_tpu import PallasTpu
 
 PLATFORMS = {"cuda": PallasGpu(), "tpu": PallasTpu()}
 MASKS = {
-    "full": FullMask(jnp.array([700, 1000])),
-    "block_causal": BlockCausalMask(16, q_prefix=1, k_prefix=1, window_chunks=8),
-    "audio_window": AudioWindowMask(8, rate_num=2),
+  "full": FullMask(jnp.array([700, 1000])),
+  "block_causal": BlockCausalMask(16, q_prefix=1, k_prefix=1, window_chunks=8),
+  "audio_window": AudioWindowMask(8, rate_num=2),
 }
 
 

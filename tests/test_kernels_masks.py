@@ -1,4 +1,5 @@
 """Mask key ranges and block maps against the dense masks they summarise."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,15 +9,23 @@ from jaxtalk.kernels.block_map import block_map
 from jaxtalk.kernels.masks import AudioWindowMask, BlockCausalMask, FullMask
 
 MASKS = {
-    "full": (FullMask(), 23, 31),
-    "full_padded": (FullMask(jnp.array([0, 17, 31])), 23, 31),
-    "block_causal_sink": (BlockCausalMask(4, q_prefix=1, k_prefix=1, window_chunks=2), 37, 37),
-    "block_causal_cache": (BlockCausalMask(3, k_prefix=2, window_chunks=3, q_offset=7, k_offset=-5,
-                                           kv_lengths=jnp.array([9, 40])), 19, 40),
-    "block_causal_unbounded": (BlockCausalMask(5, q_prefix=2, k_prefix=2, q_offset=-4,
-                                               k_offset=-4), 29, 29),
-    "audio_window": (AudioWindowMask(3, rate_num=5, rate_den=2, q_offset=2, k_offset=-3), 21, 64),
-    "audio_window_padded": (AudioWindowMask(2, kv_lengths=jnp.array([12, 30])), 30, 30),
+  "full": (FullMask(), 23, 31),
+  "full_padded": (FullMask(jnp.array([0, 17, 31])), 23, 31),
+  "block_causal_sink": (BlockCausalMask(4, q_prefix=1, k_prefix=1, window_chunks=2), 37, 37),
+  "block_causal_cache": (
+    BlockCausalMask(
+      3, k_prefix=2, window_chunks=3, q_offset=7, k_offset=-5, kv_lengths=jnp.array([9, 40])
+    ),
+    19,
+    40,
+  ),
+  "block_causal_unbounded": (
+    BlockCausalMask(5, q_prefix=2, k_prefix=2, q_offset=-4, k_offset=-4),
+    29,
+    29,
+  ),
+  "audio_window": (AudioWindowMask(3, rate_num=5, rate_den=2, q_offset=2, k_offset=-3), 21, 64),
+  "audio_window_padded": (AudioWindowMask(2, kv_lengths=jnp.array([12, 30])), 30, 30),
 }
 
 
@@ -36,9 +45,12 @@ def test_intervals_reproduce_the_dense_mask(name):
 
 def test_intervals_follow_traced_offsets():
   """The sampler moves its offsets inside lax loops; ranges must be computed from tracers."""
+
   def ranges(q_offset, k_offset):
-    return BlockCausalMask(4, k_prefix=1, window_chunks=2, q_offset=q_offset,
-                           k_offset=k_offset).intervals(8, 17)
+    return BlockCausalMask(
+      4, k_prefix=1, window_chunks=2, q_offset=q_offset, k_offset=k_offset
+    ).intervals(8, 17)
+
   for q_offset, k_offset in [(-8, -24), (0, -16), (12, -4)]:
     mask = BlockCausalMask(4, k_prefix=1, window_chunks=2, q_offset=q_offset, k_offset=k_offset)
     np.testing.assert_array_equal(jax.jit(ranges)(q_offset, k_offset), mask.intervals(8, 17))
@@ -60,9 +72,9 @@ def test_block_map_lists_exactly_the_reachable_blocks(name):
     blocks, num_partial, num_blocks = (np.asarray(x) for x in lists)
     for b in range(blocks.shape[0]):
       for outer in range(blocks.shape[1]):
-        visited = blocks[b, outer, :num_blocks[b, outer]]
+        visited = blocks[b, outer, : num_blocks[b, outer]]
         assert sorted(visited) == list(np.flatnonzero(want_reached[b, outer]))
-        assert set(visited[num_partial[b, outer]:]) == set(np.flatnonzero(want_full[b, outer]))
+        assert set(visited[num_partial[b, outer] :]) == set(np.flatnonzero(want_full[b, outer]))
 
 
 def test_audio_window_cost_is_linear_in_length():

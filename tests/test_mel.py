@@ -24,8 +24,10 @@ def reference_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
   freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
   bank = np.zeros((n_mels, len(freqs)))
   for i in range(n_mels):
-    lo, mid, hi = edges[i:i + 3]
-    bank[i] = np.interp(freqs, [lo, mid, hi], [0.0, 1.0, 0.0], left=0.0, right=0.0) * 2.0 / (hi - lo)
+    lo, mid, hi = edges[i : i + 3]
+    bank[i] = (
+      np.interp(freqs, [lo, mid, hi], [0.0, 1.0, 0.0], left=0.0, right=0.0) * 2.0 / (hi - lo)
+    )
   return bank
 
 
@@ -34,12 +36,12 @@ def reference_log_mel(audio, n_mels=N_MELS, fmax=8000.0):
   audio = np.asarray(audio, dtype=np.float64)
   window = np.zeros(N_FFT)
   offset = (N_FFT - WIN) // 2
-  window[offset:offset + WIN] = signal.get_window("hann", WIN)  # periodic Hann (fftbins=True)
+  window[offset : offset + WIN] = signal.get_window("hann", WIN)  # periodic Hann (fftbins=True)
   extended = np.concatenate([np.zeros(N_FFT), audio, np.zeros(N_FFT)])
   frames = []
   for k in range(len(audio) // HOP):
     start = k * HOP + HOP // 2 - N_FFT // 2 + N_FFT  # + N_FFT: offset of `audio` in `extended`
-    frames.append(extended[start:start + N_FFT] * window)
+    frames.append(extended[start : start + N_FFT] * window)
   frames = np.array(frames).reshape(-1, N_FFT)
   power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
   mels = power @ reference_filterbank(SR, N_FFT, n_mels, 0.0, fmax).T
@@ -70,7 +72,9 @@ def test_matches_numpy_reference_at_any_length(num_samples):
 def test_other_band_settings_match_reference():
   audio = speechy(4000, seed=2)[None]
   got = np.asarray(mel.log_mel(audio, n_mels=40, fmax=7600.0))
-  np.testing.assert_allclose(got[0], reference_log_mel(audio[0], n_mels=40, fmax=7600.0), atol=2e-5, rtol=0)
+  np.testing.assert_allclose(
+    got[0], reference_log_mel(audio[0], n_mels=40, fmax=7600.0), atol=2e-5, rtol=0
+  )
 
 
 def test_four_mel_frames_per_video_frame_and_jit():
@@ -95,7 +99,9 @@ def test_frame_is_centred_on_its_hop():
 def test_tone_peaks_in_its_band_and_silence_is_the_floor():
   t = np.arange(SR) / SR
   tone = np.float32(0.5 * np.sin(2 * np.pi * 1000.0 * t))[None]
-  centres = mel._mel_to_hz(np.linspace(mel._hz_to_mel(0.0), mel._hz_to_mel(8000.0), N_MELS + 2))[1:-1]
+  centres = mel._mel_to_hz(np.linspace(mel._hz_to_mel(0.0), mel._hz_to_mel(8000.0), N_MELS + 2))[
+    1:-1
+  ]
   peak_band = np.argmax(np.asarray(mel.log_mel(tone))[0, 50])
   assert abs(centres[peak_band] - 1000.0) <= np.diff(centres)[peak_band]
   silence = np.asarray(mel.log_mel(np.zeros((1, SR), np.float32)))

@@ -1,4 +1,5 @@
 """Stage 2's latent table: clips encoded once, in record order, batched across clip boundaries."""
+
 import jax
 import numpy as np
 
@@ -11,12 +12,19 @@ from jaxtalk.stages.motion_stage import encode_clips, encode_frames, with_latent
 def test_encode_clips_matches_frame_by_frame_encoding(tmp_path):
   config = demo.get_config()
   config.data.image_size = 16
-  config.motion_encoder.update(grid_size=4, base_channels=4, max_channels=8, num_tokens=2, token_dim=3)
+  config.motion_encoder.update(
+    grid_size=4, base_channels=4, max_channels=8, num_tokens=2, token_dim=3
+  )
   rng = np.random.default_rng(0)
   lengths = [5, 11, 3]
-  clips = [Clip(frames=rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
-                audio=np.zeros(n * 640, np.float32), meta={"clip_id": str(i)})
-           for i, n in enumerate(lengths)]
+  clips = [
+    Clip(
+      frames=rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
+      audio=np.zeros(n * 640, np.float32),
+      meta={"clip_id": str(i)},
+    )
+    for i, n in enumerate(lengths)
+  ]
   paths = write_shards(clips, str(tmp_path), "train", clips_per_shard=2)
   encoder = build.motion_encoder(config)
   params = encoder.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
@@ -25,8 +33,12 @@ def test_encode_clips_matches_frame_by_frame_encoding(tmp_path):
   for clip, latents in zip(clips, table):
     np.testing.assert_allclose(latents, encode_frames(encoder, params, clip.frames), atol=1e-5)
 
-  batch = {"clip_index": np.array([1, 0], np.int32), "start": np.array([6, 1], np.int32),
-           "reference_index": np.array([2, 4], np.int32), "audio": np.zeros((2, 8), np.float32)}
+  batch = {
+    "clip_index": np.array([1, 0], np.int32),
+    "start": np.array([6, 1], np.int32),
+    "reference_index": np.array([2, 4], np.int32),
+    "audio": np.zeros((2, 8), np.float32),
+  }
   out = with_latents(table, window_frames=3)(batch)
   np.testing.assert_array_equal(out["latents"][0], table[1][6:9])
   np.testing.assert_array_equal(out["reference_latent"][1], table[0][4])

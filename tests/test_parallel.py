@@ -1,4 +1,5 @@
 """Mesh construction and logical-axis shardings on the 8 simulated CPU devices."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,23 +8,36 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxtalk.errors import UserError
-from jaxtalk.parallel import (batch_sharding, global_batch, make_mesh, param_shardings,
-                              strip_partitioning)
+from jaxtalk.parallel import (
+  batch_sharding,
+  global_batch,
+  make_mesh,
+  param_shardings,
+  strip_partitioning,
+)
 
-RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("vocab", "tensor"),
-         ("kv", None))
+RULES = (
+  ("batch", ("data", "fsdp")),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("vocab", "tensor"),
+  ("kv", None),
+)
 
 
 def _mesh_shape(mesh):
   return tuple(mesh.shape[name] for name in ("data", "fsdp", "tensor"))
 
 
-@pytest.mark.parametrize("sizes, shape", [
+@pytest.mark.parametrize(
+  "sizes, shape",
+  [
     ({"data": -1, "fsdp": 1, "tensor": 1}, (8, 1, 1)),
     ({"data": 2, "fsdp": 2, "tensor": 2}, (2, 2, 2)),
     ({"data": -1, "tensor": 2}, (4, 1, 2)),
     ({"fsdp": -1}, (1, 8, 1)),
-])
+  ],
+)
 def test_mesh_sizes(sizes, shape):
   mesh = make_mesh(sizes)
   assert mesh.axis_names == ("data", "fsdp", "tensor")
@@ -35,14 +49,17 @@ def test_mesh_on_given_devices():
   assert _mesh_shape(make_mesh({"data": -1}, devices=jax.devices()[:1])) == (1, 1, 1)
 
 
-@pytest.mark.parametrize("sizes, message", [
+@pytest.mark.parametrize(
+  "sizes, message",
+  [
     ({"data": -1, "tensor": 3}, "needs a multiple of 3 devices"),
     ({"data": 3}, "uses 3 devices but 8 are available"),
     ({"data": 2, "fsdp": 2}, "uses 4 devices"),
     ({"data": -1, "fsdp": -1}, "more than one"),
     ({"pipeline": 2}, "unknown mesh axis"),
     ({"data": 0}, "below 1"),
-])
+  ],
+)
 def test_mesh_errors(sizes, message):
   with pytest.raises(UserError, match=message):
     make_mesh(sizes)
@@ -55,6 +72,7 @@ class _Annotated(nn.Module):
   def __call__(self, x):
     def param(name, shape, names):
       return self.param(name, nn.with_logical_partitioning(nn.initializers.zeros, names), shape)
+
     param("kernel", (8, 16), ("embed", "mlp"))
     param("bias", (16,), ("mlp",))
     param("odd_vocab", (3, 16), ("vocab", "embed"))  # 3 is not divisible by tensor=2
@@ -71,14 +89,14 @@ def test_param_shardings_follow_rules():
   abstract = jax.eval_shape(_Annotated().init, jax.random.key(0), jnp.zeros(()))["params"]
   specs = jax.tree.map(lambda s: s.spec, param_shardings(abstract, mesh, RULES))
   assert specs == {
-      "kernel": P("fsdp", "tensor"),
-      "bias": P("tensor"),
-      "odd_vocab": P(None, "fsdp"),
-      "both_tensor": P("tensor", None),
-      "unknown_and_none": P(None, None),
-      "kv_cache": P(None, None),
-      "plain": P(),
-      "mesh_named": P("tensor", None),
+    "kernel": P("fsdp", "tensor"),
+    "bias": P("tensor"),
+    "odd_vocab": P(None, "fsdp"),
+    "both_tensor": P("tensor", None),
+    "unknown_and_none": P(None, None),
+    "kv_cache": P(None, None),
+    "plain": P(),
+    "mesh_named": P("tensor", None),
   }
   assert all(s.mesh == mesh for s in jax.tree.leaves(param_shardings(abstract, mesh, RULES)))
 

@@ -1,13 +1,13 @@
 """Tests for the grain window pipeline: alignment, determinism, resume, host sharding."""
 
 import json
+from pathlib import Path
 
-from array_record.python import array_record_module
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 
-from jaxtalk.data import clips
-from jaxtalk.data import pipeline
+from jaxtalk.data import clips, pipeline
 from jaxtalk.errors import UserError
 
 NUM_CLIPS, NUM_FRAMES, SIZE, SPF, MOTION_DIM = 6, 12, 16, 640, 3
@@ -27,18 +27,24 @@ def motion_value(clip: int, frame: int) -> np.ndarray:
 
 
 def make_clip(clip: int, num_frames: int = NUM_FRAMES, with_motion: bool = True) -> clips.Clip:
-  frames = np.stack([np.full((SIZE, SIZE, 3), frame_value(clip, t), np.uint8) for t in range(num_frames)])
-  audio = np.concatenate([audio_value(clip, t, np.arange(SPF)) for t in range(num_frames)]).astype(np.float32)
+  frames = np.stack(
+    [np.full((SIZE, SIZE, 3), frame_value(clip, t), np.uint8) for t in range(num_frames)]
+  )
+  audio = np.concatenate([audio_value(clip, t, np.arange(SPF)) for t in range(num_frames)]).astype(
+    np.float32
+  )
   motion = np.stack([motion_value(clip, t) for t in range(num_frames)]).astype(np.float32)
-  return clips.Clip(frames=frames, audio=audio, meta={"clip_id": f"c{clip}"},
-                    motion=motion if with_motion else None)
+  return clips.Clip(
+    frames=frames, audio=audio, meta={"clip_id": f"c{clip}"}, motion=motion if with_motion else None
+  )
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
   out_dir = tmp_path_factory.mktemp("shards")
-  return clips.write_shards((make_clip(c) for c in range(NUM_CLIPS)), str(out_dir), "train",
-                            clips_per_shard=4)
+  return clips.write_shards(
+    (make_clip(c) for c in range(NUM_CLIPS)), str(out_dir), "train", clips_per_shard=4
+  )
 
 
 def take(iterator, n):
@@ -55,13 +61,23 @@ def assert_batches_equal(a, b):
 
 def test_windows_line_up_with_audio_motion_and_padding(shards):
   window, margin = 4, 3
-  ds = pipeline.window_dataset(shards, window_frames=window, audio_margin_frames=margin, batch_size=4, seed=0,
-                               windows_per_clip=4, num_epochs=2)
+  ds = pipeline.window_dataset(
+    shards,
+    window_frames=window,
+    audio_margin_frames=margin,
+    batch_size=4,
+    seed=0,
+    windows_per_clip=4,
+    num_epochs=2,
+  )
   starts = []
   for batch in ds:
     assert batch["frames"].dtype == np.uint8 and batch["frames"].shape == (4, window, SIZE, SIZE, 3)
     assert batch["reference"].shape == (4, SIZE, SIZE, 3)
-    assert batch["audio"].dtype == np.float32 and batch["audio"].shape == (4, (window + 2 * margin) * SPF)
+    assert batch["audio"].dtype == np.float32 and batch["audio"].shape == (
+      4,
+      (window + 2 * margin) * SPF,
+    )
     assert batch["motion"].dtype == np.float32 and batch["motion"].shape == (4, window, MOTION_DIM)
     assert batch["clip_index"].dtype == np.int32 and batch["start"].dtype == np.int32
     for b in range(4):
@@ -70,7 +86,9 @@ def test_windows_line_up_with_audio_motion_and_padding(shards):
       assert 0 <= start <= NUM_FRAMES - window
       for i in range(window):
         assert np.all(batch["frames"][b, i] == frame_value(clip, start + i))
-        np.testing.assert_array_equal(batch["motion"][b, i], motion_value(clip, start + i).astype(np.float32))
+        np.testing.assert_array_equal(
+          batch["motion"][b, i], motion_value(clip, start + i).astype(np.float32)
+        )
       reference_frame = int(batch["reference"][b, 0, 0, 0]) - frame_value(clip, 0)
       assert 0 <= reference_frame < NUM_FRAMES
       assert np.all(batch["reference"][b] == frame_value(clip, reference_frame))
@@ -78,15 +96,24 @@ def test_windows_line_up_with_audio_motion_and_padding(shards):
       for k in range(window + 2 * margin):
         frame = start - margin + k
         samples = batch["audio"][b, k * SPF : (k + 1) * SPF]
-        expected = audio_value(clip, frame, np.arange(SPF)) if 0 <= frame < NUM_FRAMES else np.zeros(SPF)
+        expected = (
+          audio_value(clip, frame, np.arange(SPF)) if 0 <= frame < NUM_FRAMES else np.zeros(SPF)
+        )
         np.testing.assert_allclose(samples, expected, atol=1e-4)
   # Both margins ran past the clip somewhere, so the zero padding was exercised at each end.
   assert min(starts) < margin and max(starts) > NUM_FRAMES - window - margin
 
 
 def test_each_epoch_visits_every_clip_windows_per_clip_times_in_a_new_order(shards):
-  ds = pipeline.window_dataset(shards, window_frames=4, audio_margin_frames=0, batch_size=1, seed=3,
-                               windows_per_clip=2, num_epochs=2)
+  ds = pipeline.window_dataset(
+    shards,
+    window_frames=4,
+    audio_margin_frames=0,
+    batch_size=1,
+    seed=3,
+    windows_per_clip=2,
+    num_epochs=2,
+  )
   order = [int(batch["clip_index"][0]) for batch in ds]
   first, second = order[: 2 * NUM_CLIPS], order[2 * NUM_CLIPS :]
   assert sorted(first) == sorted(second) == sorted(list(range(NUM_CLIPS)) * 2)
@@ -95,7 +122,9 @@ def test_each_epoch_visits_every_clip_windows_per_clip_times_in_a_new_order(shar
 
 def test_same_seed_same_batches_other_seed_other_batches(shards):
   def first_batches(seed):
-    ds = pipeline.window_dataset(shards, window_frames=4, audio_margin_frames=1, batch_size=2, seed=seed)
+    ds = pipeline.window_dataset(
+      shards, window_frames=4, audio_margin_frames=1, batch_size=2, seed=seed
+    )
     return take(iter(ds), 5)
 
   assert_batches_equal(first_batches(7), first_batches(7))
@@ -105,8 +134,9 @@ def test_same_seed_same_batches_other_seed_other_batches(shards):
 
 def test_resume_from_saved_state_gives_the_same_batches(shards):
   def make():
-    return pipeline.window_dataset(shards, window_frames=4, audio_margin_frames=1, batch_size=2, seed=11,
-                                   windows_per_clip=2)
+    return pipeline.window_dataset(
+      shards, window_frames=4, audio_margin_frames=1, batch_size=2, seed=11, windows_per_clip=2
+    )
 
   iterator = iter(make())
   take(iterator, 7)  # past the first epoch (6 batches), so the epoch-dependent shuffle is covered
@@ -118,8 +148,16 @@ def test_resume_from_saved_state_gives_the_same_batches(shards):
 
 def test_hosts_read_disjoint_slices_that_cover_all_clips(shards):
   def clips_of_host(index):
-    ds = pipeline.window_dataset(shards, window_frames=4, audio_margin_frames=0, batch_size=1, seed=5,
-                                 shard_index=index, shard_count=2, num_epochs=1)
+    ds = pipeline.window_dataset(
+      shards,
+      window_frames=4,
+      audio_margin_frames=0,
+      batch_size=1,
+      seed=5,
+      shard_index=index,
+      shard_count=2,
+      num_epochs=1,
+    )
     return {int(batch["clip_index"][0]) for batch in ds}
 
   host0, host1 = clips_of_host(0), clips_of_host(1)
@@ -129,30 +167,44 @@ def test_hosts_read_disjoint_slices_that_cover_all_clips(shards):
 
 def test_short_clips_are_skipped(tmp_path):
   lengths = [3, 12, 2, 12]
-  paths = clips.write_shards((make_clip(c, n) for c, n in enumerate(lengths)), str(tmp_path), "train")
-  ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=1, seed=0,
-                               windows_per_clip=3, num_epochs=1)
+  paths = clips.write_shards(
+    (make_clip(c, n) for c, n in enumerate(lengths)), str(tmp_path), "train"
+  )
+  ds = pipeline.window_dataset(
+    paths,
+    window_frames=4,
+    audio_margin_frames=0,
+    batch_size=1,
+    seed=0,
+    windows_per_clip=3,
+    num_epochs=1,
+  )
   assert sorted(int(batch["clip_index"][0]) for batch in ds) == [1, 1, 1, 3, 3, 3]
 
 
 @pytest.mark.parametrize("num_epochs", [None, 1])
 def test_only_short_clips_is_a_user_error(tmp_path, num_epochs):
   paths = clips.write_shards((make_clip(c, 3) for c in range(3)), str(tmp_path), "train")
-  ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0,
-                               num_epochs=num_epochs)
+  ds = pipeline.window_dataset(
+    paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0, num_epochs=num_epochs
+  )
   with pytest.raises(UserError, match="has the 4 frames a training window needs"):
     next(iter(ds))
 
 
 def test_clips_without_ground_truth_have_no_motion(tmp_path):
-  paths = clips.write_shards((make_clip(c, with_motion=False) for c in range(2)), str(tmp_path), "train")
+  paths = clips.write_shards(
+    (make_clip(c, with_motion=False) for c in range(2)), str(tmp_path), "train"
+  )
   ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0)
   batch = next(iter(ds))
   assert set(batch) == {"frames", "reference", "reference_index", "audio", "clip_index", "start"}
 
 
 def test_mixing_clips_with_and_without_motion_is_a_user_error(tmp_path):
-  paths = clips.write_shards([make_clip(0), make_clip(1, with_motion=False)], str(tmp_path), "train")
+  paths = clips.write_shards(
+    [make_clip(0), make_clip(1, with_motion=False)], str(tmp_path), "train"
+  )
   ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0)
   with pytest.raises(UserError, match="mix clips with and without ground-truth motion"):
     next(iter(ds))
@@ -167,11 +219,13 @@ def test_bad_shards_are_user_errors_naming_the_file(tmp_path):
   with pytest.raises(UserError, match=f"record 0 of clip shard {path} is corrupt"):
     next(iter(ds))
   (damaged,) = clips.write_shards([make_clip(0)], str(tmp_path / "damaged"), "train")
-  data = bytearray(open(damaged, "rb").read())
+  data = bytearray(Path(damaged).read_bytes())
   data[1000:1064] = bytes(64)  # inside the clip's chunk: its checksum no longer matches
   with open(damaged, "wb") as f:
     f.write(data)
-  ds = pipeline.window_dataset([damaged], window_frames=4, audio_margin_frames=0, batch_size=1, seed=0)
+  ds = pipeline.window_dataset(
+    [damaged], window_frames=4, audio_margin_frames=0, batch_size=1, seed=0
+  )
   with pytest.raises(UserError, match=f"record 0 of clip shard {damaged} is corrupt"):
     next(iter(ds))
   missing = str(tmp_path / "train-00001.array_record")

@@ -5,21 +5,24 @@ conv) around each frame, so chunked and streamed features must equal one pass ex
 context covers that. With attention the difference is what attention to audio beyond the context
 adds; random tiny models attend almost uniformly, the worst case, and the bound below is measured.
 """
+
 import jax
 import numpy as np
 import pytest
 import transformers
+from pretrained_audio_models import save_tiny_model
 
 from jaxtalk.audio.pretrained.chunking import AudioStream
 from jaxtalk.audio.pretrained.features import PretrainedAudioEncoder
 from jaxtalk.audio.pretrained.importer import read_checkpoint
-from pretrained_audio_models import save_tiny_model
 
 SPF = 640
 
 
 def _encoder(folder, variant, **fields):
-  save_tiny_model(variant, folder, **({"num_hidden_layers": 0} if fields.pop("local", False) else {}))
+  save_tiny_model(
+    variant, folder, **({"num_hidden_layers": 0} if fields.pop("local", False) else {})
+  )
   transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(folder)
   spec, backbone = read_checkpoint(folder)
   encoder = PretrainedAudioEncoder(spec=spec, dim=8, **fields)
@@ -45,7 +48,9 @@ def local_encoder(tmp_path_factory):
 def test_windows_with_enough_context_match_one_pass(local_encoder):
   encoder, params, waveform = local_encoder
   one_pass = _features(encoder, params, waveform)
-  windowed = _features(encoder.clone(window_seconds=0.6, context_seconds=0.2), params, waveform)  # 8 windows
+  windowed = _features(
+    encoder.clone(window_seconds=0.6, context_seconds=0.2), params, waveform
+  )  # 8 windows
   assert windowed.shape == one_pass.shape == (1, 40, 8)
   assert _relative_error(windowed, one_pass) < 1e-5
 
@@ -53,7 +58,7 @@ def test_windows_with_enough_context_match_one_pass(local_encoder):
 def test_streaming_with_context_and_lookahead_matches_one_pass(local_encoder):
   encoder, params, waveform = local_encoder
   stream = AudioStream(encoder, params, samples_per_frame=SPF, context_frames=8, lookahead_frames=8)
-  pieces = [stream.push(waveform[:, i:i + 8 * SPF]) for i in range(0, waveform.shape[1], 8 * SPF)]
+  pieces = [stream.push(waveform[:, i : i + 8 * SPF]) for i in range(0, waveform.shape[1], 8 * SPF)]
   streamed = np.concatenate(pieces + [stream.flush()], axis=1)
   assert streamed.shape == (1, 40, 8)
   assert _relative_error(streamed, _features(encoder, params, waveform)) < 1e-5
@@ -77,8 +82,10 @@ def test_whisper_pads_short_audio_and_windows_long_audio(tmp_path):
   params["params"]["backbone"] = backbone
 
   long = _features(encoder, params, waveform)  # 2.4 s: windows of 1 s, chunks of 0.6 s
-  first_window = _features(encoder, params, waveform[:, :25 * SPF])  # exactly one window, no padding
-  short = _features(encoder, params, waveform[:, :10 * SPF])  # padded to the window
+  first_window = _features(
+    encoder, params, waveform[:, : 25 * SPF]
+  )  # exactly one window, no padding
+  short = _features(encoder, params, waveform[:, : 10 * SPF])  # padded to the window
   assert long.shape == (1, 60, 8) and short.shape == (1, 10, 8)
   # The first chunk comes from the first window; a padded short input differs from it only
   # through what attention sees of the padding.

@@ -1,14 +1,15 @@
 """Bad audio checkpoint folders and configs give one-line UserErrors that say what is wrong."""
+
 import json
 
 import ml_collections
 import pytest
+from pretrained_audio_models import save_tiny_model
 
 from jaxtalk.audio.encoder import import_pretrained, make_audio_encoder
 from jaxtalk.audio.pretrained.importer import read_checkpoint
 from jaxtalk.config import base_config
 from jaxtalk.errors import UserError
-from pretrained_audio_models import save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,9 @@ def test_bad_folders(saved, tmp_path):
   bert = _copy(saved, tmp_path / "bert", config={"model_type": "bert"})
   assert "'bert' model" in _error(read_checkpoint, bert)
   wider = _copy(saved, tmp_path / "wider", config={"intermediate_size": 50})
-  assert "layers.0.feed_forward.intermediate_dense.bias has shape (48,)" in _error(read_checkpoint, wider)
+  assert "layers.0.feed_forward.intermediate_dense.bias has shape (48,)" in _error(
+    read_checkpoint, wider
+  )
   deeper = _copy(saved, tmp_path / "deeper", config={"num_hidden_layers": 3})
   assert "lacks tensor encoder.layers.2" in _error(read_checkpoint, deeper)
 

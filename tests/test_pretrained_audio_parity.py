@@ -4,14 +4,15 @@ Each case writes a tiny random Hugging Face model with `save_pretrained`, import
 compares all layers' hidden states on the same waveform. The waveform goes through the
 reference's own feature extractor on its side (Whisper's log-mel) and through ours on the other.
 """
+
 import numpy as np
 import pytest
 import transformers
+from pretrained_audio_models import VARIANTS, reference_hidden_states, save_tiny_model
 
 from jaxtalk.audio.pretrained.backbones import make_backbone
 from jaxtalk.audio.pretrained.importer import read_checkpoint
 from jaxtalk.audio.pretrained.whisper_mel import whisper_log_mel
-from pretrained_audio_models import VARIANTS, reference_hidden_states, save_tiny_model
 
 TOLERANCE = 2e-5  # max |ours - reference|, relative to the largest |reference| of the layer
 
@@ -19,7 +20,9 @@ TOLERANCE = 2e-5  # max |ours - reference|, relative to the largest |reference| 
 def _speech_like(batch, samples, seed=0):
   rng = np.random.default_rng(seed)
   t = np.arange(samples) / 16000
-  tone = np.sin(2 * np.pi * rng.uniform(100, 300, (batch, 1)) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+  tone = np.sin(2 * np.pi * rng.uniform(100, 300, (batch, 1)) * t) * (
+    0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+  )
   return (0.3 * tone + 0.05 * rng.standard_normal((batch, samples))).astype(np.float32)
 
 

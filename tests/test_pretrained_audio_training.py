@@ -1,8 +1,11 @@
 """Stage 2 with a frozen pretrained wav2vec2 from `audio.checkpoint`, then its bundle without the folder."""
+
 import shutil
 
 import jax
 import numpy as np
+from pretrained_audio_models import save_tiny_model
+from tiny_configs import tiny_config
 
 from jaxtalk.audio.encoder import make_audio_encoder
 from jaxtalk.audio.pretrained.importer import read_checkpoint
@@ -10,8 +13,6 @@ from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.inference.bundle import load_bundle, save_bundle
 from jaxtalk.parallel.sharding import strip_partitioning
 from jaxtalk.stages import motion_stage, renderer_stage
-from pretrained_audio_models import save_tiny_model
-from tiny_configs import tiny_config
 
 
 def test_frozen_encoder_trains_its_head_only_and_bundles_on_its_own(tmp_path, monkeypatch):
@@ -19,8 +20,9 @@ def test_frozen_encoder_trains_its_head_only_and_bundles_on_its_own(tmp_path, mo
   generate_split(str(tmp_path / "data"), "train", num_clips=2, seconds=1.0, image_size=16, seed=0)
   config = tiny_config()
   config.data.update(train_dir=str(tmp_path / "data"), windows_per_clip=2)
-  config.audio.update(encoder="wav2vec2", checkpoint=str(tmp_path / "w2v"), weighted_layers=True,
-                      context_seconds=0.2)
+  config.audio.update(
+    encoder="wav2vec2", checkpoint=str(tmp_path / "w2v"), weighted_layers=True, context_seconds=0.2
+  )
   # 5 steps: the zero-initialised cross-attention output passes audio gradients from the third on.
   config.motion_train.update(batch_size=8, num_steps=5, log_every=1, warmup_steps=1)
   # Stage 1 is not under test: a random motion encoder stands in for the trained one.
@@ -31,7 +33,9 @@ def test_frozen_encoder_trains_its_head_only_and_bundles_on_its_own(tmp_path, mo
 
   _, imported = read_checkpoint(tmp_path / "w2v")
   for params in (state.params, state.ema_params):
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(params["audio_encoder"]["backbone"]), imported)
+    jax.tree.map(
+      np.testing.assert_array_equal, jax.device_get(params["audio_encoder"]["backbone"]), imported
+    )
     assert np.any(np.asarray(params["audio_encoder"]["layer_weights"]) != 0)  # the head did train
 
   shutil.rmtree(tmp_path / "w2v")  # the bundle must not need the Hugging Face folder

@@ -1,4 +1,5 @@
 """The stage-1 loss terms that make the motion latent carry motion."""
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -18,8 +19,9 @@ def test_change_weights_boost_the_changed_pixels_and_a_one_pixel_border():
 def test_weighted_mse_is_the_weighted_mean_of_squared_errors():
   pred, target = jnp.array([1.0, 2.0, 4.0]), jnp.array([0.0, 0.0, 0.0])
   np.testing.assert_allclose(flow.weighted_mse(pred, target), 7.0)
-  np.testing.assert_allclose(flow.weighted_mse(pred, target, jnp.array([1.0, 0.0, 3.0])),
-                             (1.0 + 3 * 16.0) / 4.0)
+  np.testing.assert_allclose(
+    flow.weighted_mse(pred, target, jnp.array([1.0, 0.0, 3.0])), (1.0 + 3 * 16.0) / 4.0
+  )
 
 
 def test_spread_penalty_is_zero_for_moving_latents_and_positive_for_collapsed_ones():

@@ -1,4 +1,5 @@
 """Stage-1 models: motion encoder and renderer shapes, init behaviour, sharding metadata, learning."""
+
 import functools
 
 import flax.linen as nn
@@ -13,10 +14,12 @@ from jaxtalk.models.motion_encoder import MotionEncoder
 from jaxtalk.models.renderer import Renderer
 
 # Small enough that compiling them, which dominates these tests on CPU, stays short.
-TINY_ENCODER = dict(num_tokens=2, token_dim=4, grid_size=4, patch_size=4, base_channels=16,
-                    pool_heads=2)
-TINY_RENDERER = dict(base_channels=16, channel_mults=(1,), patch_size=2, attention_heads=2,
-                     cond_dim=32)
+TINY_ENCODER = dict(
+  num_tokens=2, token_dim=4, grid_size=4, patch_size=4, base_channels=16, pool_heads=2
+)
+TINY_RENDERER = dict(
+  base_channels=16, channel_mults=(1,), patch_size=2, attention_heads=2, cond_dim=32
+)
 
 
 # Compiling, not running, is what these tests spend their time on; LLVM's optimisations do not pay
@@ -64,8 +67,14 @@ def test_sizes_the_networks_cannot_tile_are_rejected():
     jax.eval_shape(MotionEncoder().init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
   image = jnp.zeros((1, 20, 20, 3))
   with pytest.raises(ValueError, match="divisible by 8"):
-    jax.eval_shape(Renderer(patch_size=2, channel_mults=(1, 2, 2)).init, jax.random.key(0), image,
-                   jnp.zeros(1), image, jnp.zeros((1, 4, 8)))
+    jax.eval_shape(
+      Renderer(patch_size=2, channel_mults=(1, 2, 2)).init,
+      jax.random.key(0),
+      image,
+      jnp.zeros(1),
+      image,
+      jnp.zeros((1, 4, 8)),
+    )
 
 
 def test_untrained_renderer_outputs_zero_and_latents_have_unit_scale():
@@ -104,7 +113,9 @@ def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
     """Every (often zero-initialised) parameter replaced by noise, so that no branch is a no-op."""
     leaves, tree = jax.tree.flatten(nn.unbox(params))
     keys = jax.random.split(_key(4), len(leaves))
-    return jax.tree.unflatten(tree, [0.2 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+    return jax.tree.unflatten(
+      tree, [0.2 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)]
+    )
 
   params = randomised(_init_tiny(image))
 
@@ -116,6 +127,7 @@ def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
     def run(params):
       motion = encoder.apply(params[0], image)
       return motion, renderer.apply(params[1], image, jnp.full((4,), 0.4), image, motion)
+
     return run(params)
 
   motion32, frame32 = forward(jnp.float32)
@@ -130,6 +142,7 @@ def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
 def _train_step(encoder, renderer, optimizer):
   """One joint step of encoder + renderer, as stage 1 trains them: the renderer predicts the clean
   frame and the loss is on the velocity that prediction implies."""
+
   def loss_fn(params, target, reference, rng):
     noise_rng, time_rng = jax.random.split(rng)
     motion = encoder.apply({"params": params["encoder"]}, target)
@@ -155,7 +168,7 @@ def test_training_reaches_every_parameter_and_learns_to_draw_what_the_motion_say
   # Four frames of one "identity" that differ only in a moving bright square: the renderer sees the
   # same reference for all of them, so only the motion tokens can tell it which frame to draw.
   base = _images(_key(2), 1, 16) * 0.3
-  targets = jnp.concatenate([base.at[:, 4 * i:4 * i + 4, 6:10].set(1.0) for i in range(4)])
+  targets = jnp.concatenate([base.at[:, 4 * i : 4 * i + 4, 6:10].set(1.0) for i in range(4)])
   references = jnp.broadcast_to(base, targets.shape)
   enc_vars, ren_vars = _init_tiny(targets)
   params = nn.unbox({"encoder": enc_vars["params"], "renderer": ren_vars["params"]})
@@ -168,8 +181,11 @@ def test_training_reaches_every_parameter_and_learns_to_draw_what_the_motion_say
     params, opt_state, loss, grads = step(params, opt_state, targets, references, _key(i))
     losses.append(float(loss))
     if i == 3:  # zero-init layers open one after another; a few steps in, every gradient is live
-      dead = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
-              if not bool(jnp.any(g != 0))]
+      dead = [
+        jax.tree_util.keystr(path)
+        for path, g in jax.tree_util.tree_leaves_with_path(grads)
+        if not bool(jnp.any(g != 0))
+      ]
       assert not dead, dead
   first, last = np.mean(losses[:20]), np.mean(losses[-20:])
   assert last < 0.2 * first, (first, last)

@@ -19,7 +19,9 @@ def _frame_rms(audio: np.ndarray) -> np.ndarray:
 def _still(**values: float) -> np.ndarray:
   """One frame of motion: mouth closed at rest width, eyes open, head straight, unless overridden."""
   defaults = {"mouth_width": motion.REST_WIDTH}
-  return np.array([values.get(name, defaults.get(name, 0.0)) for name in motion.MOTION_PARAMS], np.float32)
+  return np.array(
+    [values.get(name, defaults.get(name, 0.0)) for name in motion.MOTION_PARAMS], np.float32
+  )
 
 
 def test_make_clip_is_deterministic_and_seeds_matter():
@@ -35,16 +37,22 @@ def test_mouth_ground_truth_can_be_recomputed_from_clip_metadata():
   seeds = clip.meta["seeds"]
   utterance = speech.synthesize_utterance(seeds["utterance"], len(clip.audio), clip.meta["emotion"])
   np.testing.assert_array_equal(utterance.audio, clip.audio)
-  np.testing.assert_array_equal(motion.mouth_from_schedule(utterance.schedule, len(clip.frames)), clip.motion[:, :3])
+  np.testing.assert_array_equal(
+    motion.mouth_from_schedule(utterance.schedule, len(clip.frames)), clip.motion[:, :3]
+  )
 
 
 @pytest.mark.parametrize("seconds", [0.52, 1.0, 2.3])
 def test_clip_shapes_and_audio_length(seconds):
-  clip = generate.make_clip(1, seconds=seconds, image_size=24, identity_seed=1, utterance_seed=1, emotion="happy")
+  clip = generate.make_clip(
+    1, seconds=seconds, image_size=24, identity_seed=1, utterance_seed=1, emotion="happy"
+  )
   num_frames = round(seconds * 25)
   assert clip.frames.shape == (num_frames, 24, 24, 3) and clip.frames.dtype == np.uint8
   assert clip.audio.shape == (num_frames * 640,) and clip.audio.dtype == np.float32
-  assert clip.motion.shape == (num_frames, len(motion.MOTION_PARAMS)) and clip.motion.dtype == np.float32
+  assert (
+    clip.motion.shape == (num_frames, len(motion.MOTION_PARAMS)) and clip.motion.dtype == np.float32
+  )
   assert clip.identity.shape == (len(face.IDENTITY_PARAMS),)
   assert clip.meta["emotion"] == "happy" and clip.meta["source"] == "synthtalk"
 
@@ -73,22 +81,25 @@ def test_vowels_shape_the_spectrum_and_the_mouth():
   high_share = {v: [] for v in (speech.VOWELS.index("i"), speech.VOWELS.index("u"))}
   for onset, offset, vowel in zip(schedule.onsets, schedule.offsets, schedule.vowels):
     if vowel in high_share:
-      segment = utterance.audio[int(onset * speech.SAMPLE_RATE):int(offset * speech.SAMPLE_RATE)]
+      segment = utterance.audio[int(onset * speech.SAMPLE_RATE) : int(offset * speech.SAMPLE_RATE)]
       power = np.abs(np.fft.rfft(segment * np.hanning(len(segment)))) ** 2
       freqs = np.fft.rfftfreq(len(segment), 1.0 / speech.SAMPLE_RATE)
       high_share[vowel].append(power[freqs > 1500.0].sum() / power.sum())
   i_shares, u_shares = high_share.values()
   assert len(i_shares) >= 3 and len(u_shares) >= 3
   assert min(i_shares) > 5 * max(u_shares)
-  assert motion.VOWEL_WIDTH[speech.VOWELS.index("i")] > motion.REST_WIDTH > motion.VOWEL_WIDTH[
-      speech.VOWELS.index("u")]
+  assert (
+    motion.VOWEL_WIDTH[speech.VOWELS.index("i")]
+    > motion.REST_WIDTH
+    > motion.VOWEL_WIDTH[speech.VOWELS.index("u")]
+  )
 
 
 def test_emotion_changes_prosody_not_content():
   sad = speech.synthesize_utterance(7, 8 * speech.SAMPLE_RATE, "sad").schedule
   angry = speech.synthesize_utterance(7, 8 * speech.SAMPLE_RATE, "angry").schedule
   assert len(angry.vowels) > len(sad.vowels)  # angry speech is faster
-  np.testing.assert_array_equal(angry.vowels[:len(sad.vowels)], sad.vowels)
+  np.testing.assert_array_equal(angry.vowels[: len(sad.vowels)], sad.vowels)
   assert np.mean(angry.loudness) > np.mean(sad.loudness)
 
 
@@ -98,7 +109,9 @@ def test_motion_blinks_brows_and_head():
   mean_brow = {}
   for emotion in speech.EMOTIONS:
     result = motion.sample_motion(schedule, 30 * motion.FPS, emotion, np.random.default_rng(0))
-    np.testing.assert_array_equal(result[:, :3], motion.mouth_from_schedule(schedule, 30 * motion.FPS))
+    np.testing.assert_array_equal(
+      result[:, :3], motion.mouth_from_schedule(schedule, 30 * motion.FPS)
+    )
     blink = result[:, columns["blink"]]
     blinks = np.sum((blink[1:] > 0.5) & (blink[:-1] <= 0.5))
     assert 30 / 6 - 1 <= blinks <= 30 / 2 + 1
@@ -122,8 +135,12 @@ def test_open_mouth_changes_only_the_lower_middle_of_the_face(monkeypatch):
   assert 6 <= rows.max() - rows.min() + 1 <= 10
   # Lips included, the mouth spans 12-18 px from rounded to spread; measured against the same face
   # drawn without a mouth.
-  rendered = {width: face.render_face(identity, _still(mouth_open=0.5, mouth_width=width), 64).astype(np.int32)
-              for width in (0.0, 1.0)}
+  rendered = {
+    width: face.render_face(identity, _still(mouth_open=0.5, mouth_width=width), 64).astype(
+      np.int32
+    )
+    for width in (0.0, 1.0)
+  }
   monkeypatch.setattr(face, "_paint_mouth", lambda *args: None)
   mouthless = face.render_face(identity, _still(mouth_open=0.5), 64).astype(np.int32)
   for width, (low, high) in ((0.0, (12, 15)), (1.0, (17, 20))):
@@ -147,8 +164,12 @@ def test_render_clip_matches_render_face_and_identities_differ():
   frames = face.render_clip(identity, frames_motion, 40)
   for t in range(3):
     np.testing.assert_array_equal(frames[t], face.render_face(identity, frames_motion[t], 40))
-  renders = [face.render_face(face.sample_identity(np.random.default_rng(s)), _still(), 48).astype(np.float32)
-             for s in range(8)]
+  renders = [
+    face.render_face(face.sample_identity(np.random.default_rng(s)), _still(), 48).astype(
+      np.float32
+    )
+    for s in range(8)
+  ]
   for a, b in itertools.combinations(renders, 2):
     assert np.abs(a - b).mean() > 10.0
 
@@ -159,7 +180,9 @@ def test_splits_are_disjoint_and_round_trip(tmp_path):
   train_clips = list(clips.read_clips(train))
   eval_clips = list(clips.read_clips(held_out))
   assert len(train_clips) == 5 and len(eval_clips) == 3
-  assert {c.meta["split"] for c in train_clips} == {"train"} and {c.meta["split"] for c in eval_clips} == {"eval"}
+  assert {c.meta["split"] for c in train_clips} == {"train"} and {
+    c.meta["split"] for c in eval_clips
+  } == {"eval"}
   for key in ("identity_id", "utterance_id", "clip_id"):
     assert not {c.meta[key] for c in train_clips} & {c.meta[key] for c in eval_clips}
   assert len({c.meta["identity_id"] for c in train_clips}) == 3  # two clips per identity
@@ -186,4 +209,6 @@ def test_bad_requests_raise_user_errors(tmp_path):
   with pytest.raises(UserError, match="seed"):
     generate.generate_split(str(tmp_path), "train", 1, 0.4, 24, seed=-1)
   with pytest.raises(UserError, match="emotion"):
-    generate.make_clip(0, seconds=0.4, image_size=24, identity_seed=0, utterance_seed=0, emotion="bored")
+    generate.make_clip(
+      0, seconds=0.4, image_size=24, identity_seed=0, utterance_seed=0, emotion="bored"
+    )

@@ -1,4 +1,5 @@
 """Training infrastructure on a toy model: sharded step parity, resume, checkpoints, logging."""
+
 import json
 import os
 import shutil
@@ -17,9 +18,19 @@ from tensorboardX.proto import event_pb2
 
 from jaxtalk.errors import UserError
 from jaxtalk.parallel import batch_sharding, global_batch, make_mesh
-from jaxtalk.training import (Checkpointer, ProgressLogger, abstract_train_state,
-                              create_train_state, ema_update, load_params, make_eval_step,
-                              make_optimizer, make_train_step, read_config, train)
+from jaxtalk.training import (
+  Checkpointer,
+  ProgressLogger,
+  abstract_train_state,
+  create_train_state,
+  ema_update,
+  load_params,
+  make_eval_step,
+  make_optimizer,
+  make_train_step,
+  read_config,
+  train,
+)
 from jaxtalk.training.progress import format_duration
 
 RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"))
@@ -35,13 +46,22 @@ class ToyMLP(nn.Module):
   def __call__(self, x):
     def logical(init, names):
       return nn.with_logical_partitioning(init, names)
-    x = nn.Dense(self.hidden, kernel_init=logical(nn.initializers.lecun_normal(), ("embed", "mlp")),
-                 bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
-    x = nn.LayerNorm(scale_init=logical(nn.initializers.ones, ("mlp",)),
-                     bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
+
+    x = nn.Dense(
+      self.hidden,
+      kernel_init=logical(nn.initializers.lecun_normal(), ("embed", "mlp")),
+      bias_init=logical(nn.initializers.zeros, ("mlp",)),
+    )(x)
+    x = nn.LayerNorm(
+      scale_init=logical(nn.initializers.ones, ("mlp",)),
+      bias_init=logical(nn.initializers.zeros, ("mlp",)),
+    )(x)
     x = nn.gelu(x)
-    return nn.Dense(OUT_DIM, kernel_init=logical(nn.initializers.lecun_normal(), ("mlp", "embed")),
-                    bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
+    return nn.Dense(
+      OUT_DIM,
+      kernel_init=logical(nn.initializers.lecun_normal(), ("mlp", "embed")),
+      bias_init=logical(nn.initializers.zeros, ("embed",)),
+    )(x)
 
 
 def toy_init_fn(hidden=16):
@@ -58,15 +78,27 @@ def toy_loss(params, batch, rng):
   return mse, {"mse": mse}
 
 
-OPTIMIZER_CFG = ml_collections.ConfigDict(dict(
-    learning_rate=1e-2, warmup_steps=2, num_steps=10, end_learning_rate_factor=0.1,
-    weight_decay=0.01, grad_clip=1.0))
+OPTIMIZER_CFG = ml_collections.ConfigDict(
+  dict(
+    learning_rate=1e-2,
+    warmup_steps=2,
+    num_steps=10,
+    end_learning_rate_factor=0.1,
+    weight_decay=0.01,
+    grad_clip=1.0,
+  )
+)
 
 
 def toy_dataset():
   rng = np.random.default_rng(0)
-  examples = [{"x": rng.normal(size=IN_DIM).astype(np.float32),
-               "y": rng.normal(size=OUT_DIM).astype(np.float32)} for _ in range(40)]
+  examples = [
+    {
+      "x": rng.normal(size=IN_DIM).astype(np.float32),
+      "y": rng.normal(size=OUT_DIM).astype(np.float32),
+    }
+    for _ in range(40)
+  ]
   return grain.MapDataset.source(examples).shuffle(seed=1).repeat().batch(BATCH)
 
 
@@ -76,8 +108,9 @@ def _batches(n):
 
 
 def _assert_trees_close(a, b, atol):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol),
-               a, b)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol), a, b
+  )
 
 
 # ------------------------------------------------------------------------------- optimizer
@@ -148,8 +181,9 @@ def test_step_metrics(sharded_and_single):
   assert set(metrics[0]) == {"loss", "mse", "grad_norm", "learning_rate"}
   # Warmup over 2 steps from 0: the updates used learning rates 0, lr/2, then lr (peak).
   lr = OPTIMIZER_CFG.learning_rate
-  np.testing.assert_allclose([m["learning_rate"] for m in metrics[:3]], [0.0, lr / 2, lr],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [m["learning_rate"] for m in metrics[:3]], [0.0, lr / 2, lr], rtol=1e-5
+  )
   assert metrics[-1]["loss"] < metrics[0]["loss"]
 
 
@@ -178,7 +212,6 @@ class _CtrlCAfter:
 
 
 class _CtrlCIterator:
-
   def __init__(self, iterator, n):
     self._iterator, self._n, self._taken = iterator, n, 0
 
@@ -200,10 +233,21 @@ CONFIG_DICT = {"model": {"hidden": 16}, "rules": [["batch", ["data", "fsdp"]], [
 
 
 def _train(workdir, dataset, num_steps=6):
-  return train(workdir=workdir, config_dict=CONFIG_DICT, init_fn=toy_init_fn(), loss_fn=toy_loss,
-               dataset=dataset, num_steps=num_steps, optimizer_cfg=OPTIMIZER_CFG,
-               mesh_cfg=MESH_8, rules=RULES, seed=0, log_every=1, checkpoint_every=4,
-               ema_decay=EMA_DECAY)
+  return train(
+    workdir=workdir,
+    config_dict=CONFIG_DICT,
+    init_fn=toy_init_fn(),
+    loss_fn=toy_loss,
+    dataset=dataset,
+    num_steps=num_steps,
+    optimizer_cfg=OPTIMIZER_CFG,
+    mesh_cfg=MESH_8,
+    rules=RULES,
+    seed=0,
+    log_every=1,
+    checkpoint_every=4,
+    ema_decay=EMA_DECAY,
+  )
 
 
 def _losses(workdir):
@@ -220,16 +264,18 @@ def interrupted_then_resumed(tmp_path_factory):
   return workdir, steps_after_interrupt, _train(workdir, toy_dataset())
 
 
-def test_interrupt_saves_and_resume_continues_identically(sharded_and_single,
-                                                         interrupted_then_resumed):
+def test_interrupt_saves_and_resume_continues_identically(
+  sharded_and_single, interrupted_then_resumed
+):
   (straight_state, _, straight_metrics), _, _ = sharded_and_single  # six uninterrupted steps
   workdir, steps_after_interrupt, resumed_state = interrupted_then_resumed
   assert steps_after_interrupt == [3]
   resumed_losses = _losses(workdir)
   assert sorted(resumed_losses) == [1, 2, 3, 4, 5, 6]
   # Same data order and RNG after the resume: the losses match to float rounding.
-  np.testing.assert_allclose([resumed_losses[s] for s in range(1, 7)],
-                             [m["loss"] for m in straight_metrics], rtol=1e-6)
+  np.testing.assert_allclose(
+    [resumed_losses[s] for s in range(1, 7)], [m["loss"] for m in straight_metrics], rtol=1e-6
+  )
   _assert_trees_close(resumed_state.params, straight_state.params, atol=1e-6)
   _assert_trees_close(resumed_state.ema_params, straight_state.ema_params, atol=1e-6)
   assert int(resumed_state.step) == 6
@@ -247,8 +293,9 @@ def test_finished_run_resumes_as_done(interrupted_then_resumed):
 
 
 def _abstract(hidden, mesh):
-  return abstract_train_state(toy_init_fn(hidden), make_optimizer(OPTIMIZER_CFG), mesh, RULES,
-                              jax.random.key(0))
+  return abstract_train_state(
+    toy_init_fn(hidden), make_optimizer(OPTIMIZER_CFG), mesh, RULES, jax.random.key(0)
+  )
 
 
 def test_load_params_and_config_for_inference(interrupted_then_resumed):
@@ -271,8 +318,11 @@ def test_restore_into_another_mesh(interrupted_then_resumed):
   checkpointer.close()
   assert restored.params["Dense_0"]["kernel"].sharding.mesh == mesh
   assert restored.params["Dense_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
-  _assert_trees_close((restored.params, restored.ema_params, restored.opt_state, restored.step),
-                      (state.params, state.ema_params, state.opt_state, state.step), atol=0)
+  _assert_trees_close(
+    (restored.params, restored.ema_params, restored.opt_state, restored.step),
+    (state.params, state.ema_params, state.opt_state, state.step),
+    atol=0,
+  )
   np.testing.assert_array_equal(jax.random.key_data(restored.rng), jax.random.key_data(state.rng))
   assert data_state == {"next_index": 6}  # six batches consumed
 
@@ -281,8 +331,11 @@ def test_config_mismatch_names_the_parameter(interrupted_then_resumed):
   workdir, _, _ = interrupted_then_resumed
   mesh = make_mesh(MESH_8)
   checkpointer = Checkpointer(workdir)
-  with pytest.raises(UserError, match=r"params/Dense_0/bias has shape \(16,\) there but "
-                                      r"\(32,\) here; use the config it was trained with"):
+  with pytest.raises(
+    UserError,
+    match=r"params/Dense_0/bias has shape \(16,\) there but "
+    r"\(32,\) here; use the config it was trained with",
+  ):
     checkpointer.restore_latest(*_abstract(32, mesh))
   checkpointer.close()
   with pytest.raises(UserError, match=r"ema_params/Dense_0/bias has shape"):
@@ -322,8 +375,8 @@ def _tensorboard_scalars(logdir):
     data = path.read_bytes()
     offset = 0
     while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
       offset += 12 + length + 4
       for value in event.summary.value:
         scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
@@ -338,8 +391,12 @@ def test_progress_logger_writes_console_jsonl_and_tensorboard(tmp_path, capsys):
 
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0] == "step 1/5 | loss 1.0000"  # the compile step: no rate yet
-  assert [line.split(" | ")[0] for line in lines] == ["step 1/5", "step 2/5", "step 4/5",
-                                                      "step 5/5"]
+  assert [line.split(" | ")[0] for line in lines] == [
+    "step 1/5",
+    "step 2/5",
+    "step 4/5",
+    "step 5/5",
+  ]
   assert lines[2].startswith("step 4/5 | loss 3.5000 | ") and " steps/s | ETA " in lines[2]
 
   with open(tmp_path / "metrics.jsonl") as f:

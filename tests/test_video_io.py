@@ -21,7 +21,7 @@ def moving_frames(num_frames, height, width):
   frames[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)
   frames[..., 2] = np.linspace(0, 255, height, dtype=np.uint8)[:, None]
   for t in range(num_frames):
-    frames[t, :, bar_column(t, width):bar_column(t, width) + 4, 1] = 255
+    frames[t, :, bar_column(t, width) : bar_column(t, width) + 4, 1] = 255
   return frames
 
 
@@ -37,14 +37,22 @@ def test_round_trip_with_audio_and_odd_size(tmp_path):
   assert os.listdir(tmp_path) == ["talk.mp4"]
 
   info = video_io.probe_video(path)
-  assert (info.fps, info.width, info.height, info.num_frames, info.has_audio) == (25.0, 48, 34, 50, True)
+  assert (info.fps, info.width, info.height, info.num_frames, info.has_audio) == (
+    25.0,
+    48,
+    34,
+    50,
+    True,
+  )
   assert info.duration == pytest.approx(2.0, abs=0.05)
 
   read, fps = video_io.read_video(path)
   assert read.shape == (50, 34, 48, 3) and fps == 25.0
   assert np.abs(read[:, :33, :47].astype(int) - frames).mean() < 4  # H.264 at high quality
   bars = read[:, :, :, 1].mean(axis=1).argmax(axis=1)
-  assert all(bar_column(t, 47) <= bars[t] < bar_column(t, 47) + 4 for t in range(50))  # in order, none lost
+  assert all(
+    bar_column(t, 47) <= bars[t] < bar_column(t, 47) + 4 for t in range(50)
+  )  # in order, none lost
   assert np.abs(read[:, 33].astype(int) - read[:, 32]).mean() < 3  # padding repeats the edge row
 
   decoded = audio_io.load_audio(path)

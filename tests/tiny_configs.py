@@ -1,5 +1,6 @@
 """The demo config shrunk for tests: every model at its fewest layers, at 16x16, tiny batches.
 Compiling, not running, is what takes the time in the tests that use it."""
+
 from jaxtalk.bench.model import DEMO_CONFIG, load_config_file
 
 
@@ -7,9 +8,12 @@ def tiny_config():
   config = load_config_file(DEMO_CONFIG)
   config.data.image_size = 16
   config.audio.update(dim=16, n_mels=20, layers=1)
-  config.motion_encoder.update(num_tokens=2, token_dim=4, base_channels=8, max_channels=16, pool_heads=2)
-  config.renderer.update(base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2,
-                         cond_dim=32)
+  config.motion_encoder.update(
+    num_tokens=2, token_dim=4, base_channels=8, max_channels=16, pool_heads=2
+  )
+  config.renderer.update(
+    base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2, cond_dim=32
+  )
   config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, window_chunks=2, audio_window=2)
   config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=8)
   config.renderer_train.batch_size = 2

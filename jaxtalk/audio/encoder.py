@@ -7,6 +7,7 @@ video frame i. The motion transformer only sees this.
 `audio.encoder` picks one: "mel" (below) or a pretrained "wav2vec2", "hubert" or "whisper" read
 from the local Hugging Face folder `audio.checkpoint` (`jaxtalk.audio.pretrained`).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -28,6 +29,7 @@ class MelAudioEncoder(nn.Module):
   frame are concatenated, so features are frame-aligned by construction, with no learned resampling.
   Each residual conv sees +-2 frames, so the receptive field is +-2*layers frames (+-240 ms at 3).
   """
+
   dim: int = 128
   n_mels: int = 80
   layers: int = 3
@@ -45,13 +47,19 @@ class MelAudioEncoder(nn.Module):
     frames = samples // self.samples_per_frame
     mels_per_frame = self.samples_per_frame // MEL_HOP
     mel = log_mel(waveform, sample_rate=self.sample_rate, hop_length=MEL_HOP, n_mels=self.n_mels)
-    x = mel[:, :frames * mels_per_frame].reshape(batch, frames, mels_per_frame * self.n_mels)
+    x = mel[:, : frames * mels_per_frame].reshape(batch, frames, mels_per_frame * self.n_mels)
     conv_init = lambda axes: nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes)
     x = nn.Dense(self.dim, dtype=self.dtype, kernel_init=conv_init((None, "audio_embed")))(x)
     for i in range(self.layers):
       y = nn.LayerNorm(dtype=self.dtype)(x)
-      y = nn.Conv(self.dim, (5,), padding="SAME", dtype=self.dtype, name=f"conv_{i}",
-                  kernel_init=conv_init((None, "conv_in", "audio_embed")))(nn.gelu(y))
+      y = nn.Conv(
+        self.dim,
+        (5,),
+        padding="SAME",
+        dtype=self.dtype,
+        name=f"conv_{i}",
+        kernel_init=conv_init((None, "conv_in", "audio_embed")),
+      )(nn.gelu(y))
       x = x + y
     return nn.LayerNorm(dtype=self.dtype, name="out_norm")(x)
 
@@ -62,13 +70,26 @@ PRETRAINED = ("wav2vec2", "hubert", "whisper")
 def make_audio_encoder(audio_cfg, data_cfg, dtype=jnp.float32) -> nn.Module:
   """The encoder a config names."""
   if audio_cfg.encoder == "mel":
-    return MelAudioEncoder(dim=audio_cfg.dim, n_mels=audio_cfg.n_mels, layers=audio_cfg.layers,
-                           sample_rate=data_cfg.sample_rate, fps=data_cfg.fps, dtype=dtype)
+    return MelAudioEncoder(
+      dim=audio_cfg.dim,
+      n_mels=audio_cfg.n_mels,
+      layers=audio_cfg.layers,
+      sample_rate=data_cfg.sample_rate,
+      fps=data_cfg.fps,
+      dtype=dtype,
+    )
   return PretrainedAudioEncoder(
-      spec=pretrained_spec(audio_cfg), dim=audio_cfg.dim, layer=audio_cfg.layer,
-      weighted_layers=audio_cfg.weighted_layers, trainable=audio_cfg.trainable,
-      window_seconds=audio_cfg.window_seconds, context_seconds=audio_cfg.context_seconds,
-      sample_rate=data_cfg.sample_rate, fps=data_cfg.fps, dtype=dtype)
+    spec=pretrained_spec(audio_cfg),
+    dim=audio_cfg.dim,
+    layer=audio_cfg.layer,
+    weighted_layers=audio_cfg.weighted_layers,
+    trainable=audio_cfg.trainable,
+    window_seconds=audio_cfg.window_seconds,
+    context_seconds=audio_cfg.context_seconds,
+    sample_rate=data_cfg.sample_rate,
+    fps=data_cfg.fps,
+    dtype=dtype,
+  )
 
 
 def margin_frames(audio_cfg, data_cfg) -> int:
@@ -104,26 +125,34 @@ def import_pretrained(audio_cfg) -> dict | None:
   spec, params = read_checkpoint(_checkpoint_folder(audio_cfg))
   recorded = audio_cfg.architecture
   if recorded and spec_from_dict(recorded) != spec:
-    raise UserError(f"audio.checkpoint {audio_cfg.checkpoint} is not the model this run started with "
-                    f"(its architecture differs from audio.architecture)")
+    raise UserError(
+      f"audio.checkpoint {audio_cfg.checkpoint} is not the model this run started with "
+      f"(its architecture differs from audio.architecture)"
+    )
   audio_cfg.architecture = spec_to_dict(_checked_kind(audio_cfg, spec))
   return params
 
 
 def _check_encoder_name(audio_cfg):
   if audio_cfg.encoder not in PRETRAINED:
-    raise UserError(f"unknown audio.encoder {audio_cfg.encoder!r}; use mel, {', '.join(PRETRAINED)}")
+    raise UserError(
+      f"unknown audio.encoder {audio_cfg.encoder!r}; use mel, {', '.join(PRETRAINED)}"
+    )
 
 
 def _checkpoint_folder(audio_cfg) -> str:
   if not audio_cfg.checkpoint:
-    raise UserError(f"audio.encoder is {audio_cfg.encoder}: set audio.checkpoint to a local Hugging Face "
-                    f"folder (config.json + model.safetensors)")
+    raise UserError(
+      f"audio.encoder is {audio_cfg.encoder}: set audio.checkpoint to a local Hugging Face "
+      f"folder (config.json + model.safetensors)"
+    )
   return audio_cfg.checkpoint
 
 
 def _checked_kind(audio_cfg, spec: Spec) -> Spec:
   if spec.kind != audio_cfg.encoder:
-    raise UserError(f"audio.encoder is {audio_cfg.encoder} but {audio_cfg.checkpoint or 'audio.architecture'} "
-                    f"holds a {spec.kind} model")
+    raise UserError(
+      f"audio.encoder is {audio_cfg.encoder} but {audio_cfg.checkpoint or 'audio.architecture'} "
+      f"holds a {spec.kind} model"
+    )
   return spec

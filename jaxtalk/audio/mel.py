@@ -18,6 +18,7 @@ Compression. log(max(mel power, 1e-5)), then a fixed affine map to roughly [-1, 
 (silence) maps to -1, and loud speech peaks near +1. The map is fixed rather than per-utterance, so
 a quiet recording stays quiet.
 """
+
 import functools
 import math
 
@@ -37,7 +38,9 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
   """Slaney mel scale: 3 mels per 200 Hz up to 1 kHz, then logarithmic (27 mels per factor 6.4)."""
   hz = np.asarray(hz, dtype=np.float64)
   log_step = math.log(6.4) / 27.0
-  return np.where(hz < 1000.0, hz * 3.0 / 200.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step)
+  return np.where(
+    hz < 1000.0, hz * 3.0 / 200.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step
+  )
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
@@ -47,11 +50,15 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+def mel_filterbank(
+  sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> np.ndarray:
   """Slaney-normalised triangular mel filters, float32 [n_fft // 2 + 1, n_mels]."""
   if not 0.0 <= fmin < fmax <= sample_rate / 2:
-    raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}, "
-                     f"sample_rate={sample_rate}")
+    raise ValueError(
+      f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}, "
+      f"sample_rate={sample_rate}"
+    )
   bin_hz = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
   edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
   lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -76,19 +83,32 @@ def windowed_dft_basis(n_fft: int, win_length: int) -> tuple[np.ndarray, np.ndar
   window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)  # periodic Hann
   position = np.arange(win_length) + (n_fft - win_length) // 2
   angle = 2.0 * np.pi * np.outer(position, np.arange(n_fft // 2 + 1)) / n_fft
-  return ((window[:, None] * np.cos(angle)).astype(np.float32),
-          (window[:, None] * np.sin(angle)).astype(np.float32))
+  return (
+    (window[:, None] * np.cos(angle)).astype(np.float32),
+    (window[:, None] * np.sin(angle)).astype(np.float32),
+  )
 
 
-def log_mel(audio: jax.Array, *, sample_rate: int = 16000, n_fft: int = 512, win_length: int = 400,
-            hop_length: int = 160, n_mels: int = 80, fmin: float = 0.0, fmax: float = 8000.0) -> jax.Array:
+def log_mel(
+  audio: jax.Array,
+  *,
+  sample_rate: int = 16000,
+  n_fft: int = 512,
+  win_length: int = 400,
+  hop_length: int = 160,
+  n_mels: int = 80,
+  fmin: float = 0.0,
+  fmax: float = 8000.0,
+) -> jax.Array:
   """Scaled log-mel spectrogram: audio [..., N] float32 -> [..., N // hop_length, n_mels] float32.
 
   See the module docstring for the framing (frame k centred on sample k*hop + hop//2), the
   spectrum and the scaling. Jit-compatible; all keyword arguments are static.
   """
   if win_length < hop_length:
-    raise ValueError(f"win_length ({win_length}) must be at least hop_length ({hop_length}) to cover every sample")
+    raise ValueError(
+      f"win_length ({win_length}) must be at least hop_length ({hop_length}) to cover every sample"
+    )
   audio = jnp.asarray(audio, dtype=jnp.float32)
   num_samples = audio.shape[-1]
   num_frames = num_samples // hop_length
@@ -104,5 +124,7 @@ def log_mel(audio: jax.Array, *, sample_rate: int = 16000, n_fft: int = 512, win
   real = jnp.matmul(frames, cos_basis, precision=highest)
   imag = jnp.matmul(frames, sin_basis, precision=highest)
   power = real * real + imag * imag
-  mel = jnp.matmul(power, mel_filterbank(sample_rate, n_fft, n_mels, float(fmin), float(fmax)), precision=highest)
+  mel = jnp.matmul(
+    power, mel_filterbank(sample_rate, n_fft, n_mels, float(fmin), float(fmax)), precision=highest
+  )
   return (jnp.log(jnp.maximum(mel, LOG_FLOOR)) - LOG_CENTRE) / LOG_HALF_RANGE

@@ -7,6 +7,7 @@ configs/demo.py (the same programs, so the same speed). Prints one table: sampli
 into motion and rendering, first-frame latency, one train step of each stage, and the KV-cache
 motion sampler against recomputation at several audio lengths; compile times apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,19 @@ DEMO_MODEL = Path(str(resources.files("jaxtalk") / "assets" / "demo" / "model"))
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxtalk.bench", description=__doc__.splitlines()[0])
-  p.add_argument("--checkpoint", help="model bundle folder (default: the bundled demo model, or "
-                                      "random weights for configs/demo.py without one)")
+  p.add_argument(
+    "--checkpoint",
+    help="model bundle folder (default: the bundled demo model, or "
+    "random weights for configs/demo.py without one)",
+  )
   p.add_argument("--seconds", type=float, default=10.0, help="audio length for the sampling speed")
-  p.add_argument("--lengths", type=float, nargs="+", default=[4.0, 8.0, 16.0],
-                 help="audio lengths (s) for KV cache vs recompute")
+  p.add_argument(
+    "--lengths",
+    type=float,
+    nargs="+",
+    default=[4.0, 8.0, 16.0],
+    help="audio lengths (s) for KV cache vs recompute",
+  )
   p.add_argument("--json", help="also write the results to this JSON file")
   return p.parse_args(argv)
 
@@ -35,10 +44,17 @@ def load_model(checkpoint: str | None):
   """(config, params, a description of what they are)."""
   from jaxtalk.bench.model import DEMO_CONFIG, load_config_file, random_params
   from jaxtalk.inference.bundle import load_bundle
+
   if checkpoint is None and not DEMO_MODEL.is_dir():
     config = load_config_file(DEMO_CONFIG)
-    return config, random_params(config), (f"configs/demo.py with random weights (no bundle at "
-                                           f"{DEMO_MODEL}); speed is that of the trained model")
+    return (
+      config,
+      random_params(config),
+      (
+        f"configs/demo.py with random weights (no bundle at "
+        f"{DEMO_MODEL}); speed is that of the trained model"
+      ),
+    )
   path = checkpoint or DEMO_MODEL
   config, params = load_bundle(path)
   return config, params, f"bundle {path}"
@@ -51,18 +67,27 @@ def run(args) -> dict:
 
   from jaxtalk.bench.machine import describe_machine
   from jaxtalk.bench.report import format_report
-  from jaxtalk.bench.sampling import (first_frame_latency, sampler_comparison, sampling_speed,
-                                      synthtalk_inputs)
+  from jaxtalk.bench.sampling import (
+    first_frame_latency,
+    sampler_comparison,
+    sampling_speed,
+    synthtalk_inputs,
+  )
   from jaxtalk.bench.training import batch_label, train_step_time
   from jaxtalk.inference.generate import SampleOptions, TalkingHead
   from jaxtalk.media import write_json
+
   say = lambda message: print(message, file=sys.stderr, flush=True)
 
   model = TalkingHead(config, params)
   options = SampleOptions.from_config(config.sample)
   portrait, waveform = synthtalk_inputs(config, args.seconds)
-  results = {"model": description, "machine": describe_machine(),
-             "image_size": config.data.image_size, "sample_options": dataclasses.asdict(options)}
+  results = {
+    "model": description,
+    "machine": describe_machine(),
+    "image_size": config.data.image_size,
+    "sample_options": dataclasses.asdict(options),
+  }
   say(f"sampling {args.seconds:g} s of audio ...")
   results["sampling"] = sampling_speed(model, portrait, waveform, options)
   results["first_frame_latency_seconds"] = first_frame_latency(model, portrait, waveform, options)
@@ -70,7 +95,10 @@ def run(args) -> dict:
   for stage in ("renderer", "motion"):
     say(f"train step, {stage} ...")
     timing = train_step_time(config, stage, model.params)
-    results["train_step"][stage] = {"batch": batch_label(config, stage), **dataclasses.asdict(timing)}
+    results["train_step"][stage] = {
+      "batch": batch_label(config, stage),
+      **dataclasses.asdict(timing),
+    }
   say(f"KV cache vs recompute at {', '.join(f'{s:g}' for s in args.lengths)} s ...")
   results["samplers"] = sampler_comparison(model, options, args.lengths)
 

@@ -16,6 +16,7 @@ would pass), the Pallas kernel of the backend, and `tokamax` when installed. A c
 On CPU the Pallas kernels run in interpret mode: that run checks the script, not kernel speed, and
 defaults to one short length. Results go to `benchmarks/attention/` with device, jax version, date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,9 @@ def implementations(mask: Mask) -> dict:
   backend = jax.default_backend()
   impls = {"reference_xla": functools.partial(attention, mask=mask, impl="reference")}
   # Off their hardware (CPU) both kernels run, interpreted, so the script is checked for both.
-  for kernel in {"gpu": ["pallas_gpu"], "tpu": ["pallas_tpu"]}.get(backend, ["pallas_gpu", "pallas_tpu"]):
+  for kernel in {"gpu": ["pallas_gpu"], "tpu": ["pallas_tpu"]}.get(
+    backend, ["pallas_gpu", "pallas_tpu"]
+  ):
     impls[kernel] = functools.partial(attention, mask=mask, impl=kernel)
   if backend == "gpu":
     impls["cudnn"] = functools.partial(cudnn_attention, mask=mask, dense_mask=True)
@@ -92,11 +95,19 @@ def time_case(attend, q, k, v, dout) -> tuple[float, float]:
 
 
 def run(args) -> dict:
-  results = {"machine": describe_machine(), "dtype": args.dtype, "batch": args.batch,
-             "chunk": args.chunk, "window": args.window, "rows": []}
+  results = {
+    "machine": describe_machine(),
+    "dtype": args.dtype,
+    "batch": args.batch,
+    "chunk": args.chunk,
+    "window": args.window,
+    "rows": [],
+  }
   if jax.default_backend() == "cpu":
-    results["note"] = ("CPU run: Pallas kernels in interpret mode. This checks the benchmark "
-                       "script; the numbers say nothing about kernel speed.")
+    results["note"] = (
+      "CPU run: Pallas kernels in interpret mode. This checks the benchmark "
+      "script; the numbers say nothing about kernel speed."
+    )
   dtype = jnp.dtype(args.dtype)
   for kind in args.masks:
     for length in args.lengths:
@@ -111,8 +122,12 @@ def run(args) -> dict:
           row = {"mask": kind, "length": length, "head_dim": head_dim, "heads": heads, "impl": name}
           try:
             fwd, bwd = time_case(attend, q, k, v, dout)
-            row.update(fwd_ms=fwd * 1e3, bwd_ms=bwd * 1e3, fwd_tflops=flops / fwd / 1e12,
-                       bwd_tflops=2.5 * flops / bwd / 1e12)
+            row.update(
+              fwd_ms=fwd * 1e3,
+              bwd_ms=bwd * 1e3,
+              fwd_tflops=flops / fwd / 1e12,
+              bwd_tflops=2.5 * flops / bwd / 1e12,
+            )
           except Exception as error:  # noqa: BLE001  (one failing case must not end the run)
             row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
           results["rows"].append(row)
@@ -124,8 +139,10 @@ def format_row(row: dict) -> str:
   head = f"{row['mask']:>13} T={row['length']:>6} d={row['head_dim']:>3} {row['impl']:>14}"
   if "error" in row:
     return f"{head}  failed: {row['error']}"
-  return (f"{head}  fwd {row['fwd_tflops']:8.3f} TFLOP/s ({row['fwd_ms']:9.3f} ms)"
-          f"  bwd {row['bwd_tflops']:8.3f} TFLOP/s ({row['bwd_ms']:9.3f} ms)")
+  return (
+    f"{head}  fwd {row['fwd_tflops']:8.3f} TFLOP/s ({row['fwd_ms']:9.3f} ms)"
+    f"  bwd {row['bwd_tflops']:8.3f} TFLOP/s ({row['bwd_ms']:9.3f} ms)"
+  )
 
 
 def default_output(machine: dict) -> str:
@@ -135,17 +152,30 @@ def default_output(machine: dict) -> str:
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--masks", nargs="+", default=["full", "block_causal", "audio_window"],
-                      choices=["full", "block_causal", "audio_window"])
-  parser.add_argument("--lengths", nargs="+", type=int, default=None,
-                      help=f"default {ACCELERATOR_LENGTHS} on GPU/TPU, {CPU_LENGTHS} on CPU")
+  parser.add_argument(
+    "--masks",
+    nargs="+",
+    default=["full", "block_causal", "audio_window"],
+    choices=["full", "block_causal", "audio_window"],
+  )
+  parser.add_argument(
+    "--lengths",
+    nargs="+",
+    type=int,
+    default=None,
+    help=f"default {ACCELERATOR_LENGTHS} on GPU/TPU, {CPU_LENGTHS} on CPU",
+  )
   parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
   parser.add_argument("--heads", type=int, default=None, help=f"default {FEATURES} / head dim")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
   parser.add_argument("--chunk", type=int, default=128, help="block-causal chunk size")
-  parser.add_argument("--window", type=int, default=31,
-                      help="audio window half-width w (T / (2w + 1) >= 32 from T = 2k on)")
+  parser.add_argument(
+    "--window",
+    type=int,
+    default=31,
+    help="audio window half-width w (T / (2w + 1) >= 32 from T = 2k on)",
+  )
   parser.add_argument("--out", default=None, help="results JSON (default benchmarks/attention/...)")
   args = parser.parse_args(argv)
   if args.lengths is None:

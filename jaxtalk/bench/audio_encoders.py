@@ -7,6 +7,7 @@ imported, and both implementations encode the same audio (every hidden state, fl
 seconds of audio encoded per second of wall time, and Flax's speed-up over PyTorch. PyTorch and
 transformers are needed here only (`pip install jaxtalk[test]`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,21 @@ from jaxtalk.audio.pretrained.importer import read_checkpoint
 from jaxtalk.bench.timing import measure, timed
 
 BASE = {
-    "wav2vec2": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "hubert": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "whisper": dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
-                    decoder_layers=1, decoder_attention_heads=8, decoder_ffn_dim=2048),
+  "wav2vec2": dict(
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+  ),
+  "hubert": dict(
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+  ),
+  "whisper": dict(
+    d_model=512,
+    encoder_layers=6,
+    encoder_attention_heads=8,
+    encoder_ffn_dim=2048,
+    decoder_layers=1,
+    decoder_attention_heads=8,
+    decoder_ffn_dim=2048,
+  ),
 }
 
 
@@ -32,54 +44,75 @@ def _reference():
     import torch
     import transformers
   except ImportError:
-    raise SystemExit("this benchmark compares against PyTorch: pip install 'jaxtalk[test]' "
-                     "(torch CPU build + transformers)") from None
+    raise SystemExit(
+      "this benchmark compares against PyTorch: pip install 'jaxtalk[test]' "
+      "(torch CPU build + transformers)"
+    ) from None
   return torch, transformers
 
 
 def run(model: str, seconds: float, repeats: int) -> dict:
   torch, transformers = _reference()
-  config_cls, model_cls = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
-                           "hubert": (transformers.HubertConfig, transformers.HubertModel),
-                           "whisper": (transformers.WhisperConfig, transformers.WhisperModel)}[model]
+  config_cls, model_cls = {
+    "wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
+    "hubert": (transformers.HubertConfig, transformers.HubertModel),
+    "whisper": (transformers.WhisperConfig, transformers.WhisperModel),
+  }[model]
   reference = model_cls(config_cls(**BASE[model])).eval()
   with tempfile.TemporaryDirectory() as folder:
     reference.save_pretrained(folder, safe_serialization=True)
     spec, params = read_checkpoint(folder)
   if model == "whisper":
     seconds = spec.window / 16000  # Whisper always encodes whole 30-second windows
-  waveform = np.random.default_rng(0).standard_normal((1, int(seconds * 16000))).astype(np.float32) * 0.1
+  waveform = (
+    np.random.default_rng(0).standard_normal((1, int(seconds * 16000))).astype(np.float32) * 0.1
+  )
 
   encode = jax.jit(make_backbone(spec).apply)
   flax_timing, _ = measure(lambda: encode({"params": params}, waveform), repeats)
   if model == "whisper":
-    features = transformers.WhisperFeatureExtractor()(waveform[0], sampling_rate=16000, return_tensors="pt")
+    features = transformers.WhisperFeatureExtractor()(
+      waveform[0], sampling_rate=16000, return_tensors="pt"
+    )
     inputs, forward = features.input_features, reference.encoder
   else:
     inputs, forward = torch.from_numpy(waveform), reference
   with torch.inference_mode():
     forward(inputs, output_hidden_states=True)  # warm-up
-    torch_seconds = min(timed(lambda: forward(inputs, output_hidden_states=True).last_hidden_state.numpy())[0]
-                        for _ in range(repeats))
-  return {"model": model, "audio_seconds": seconds, "flax_seconds": flax_timing.seconds,
-          "flax_compile_seconds": flax_timing.compile_seconds, "torch_seconds": torch_seconds,
-          "torch_threads": torch.get_num_threads()}
+    torch_seconds = min(
+      timed(lambda: forward(inputs, output_hidden_states=True).last_hidden_state.numpy())[0]
+      for _ in range(repeats)
+    )
+  return {
+    "model": model,
+    "audio_seconds": seconds,
+    "flax_seconds": flax_timing.seconds,
+    "flax_compile_seconds": flax_timing.compile_seconds,
+    "torch_seconds": torch_seconds,
+    "torch_threads": torch.get_num_threads(),
+  }
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", choices=sorted(BASE), default="wav2vec2")
-  parser.add_argument("--seconds", type=float, default=10.0, help="audio length (Whisper: always 30)")
+  parser.add_argument(
+    "--seconds", type=float, default=10.0, help="audio length (Whisper: always 30)"
+  )
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args(argv)
   r = run(args.model, args.seconds, args.repeats)
-  print(f"{r['model']} base, {r['audio_seconds']:.0f} s of audio, {jax.devices()[0].platform} "
-        f"(torch threads: {r['torch_threads']})")
+  print(
+    f"{r['model']} base, {r['audio_seconds']:.0f} s of audio, {jax.devices()[0].platform} "
+    f"(torch threads: {r['torch_threads']})"
+  )
   print(f"{'implementation':<16}{'seconds':>10}{'audio s / s':>14}")
   for name, seconds in (("flax (jit)", r["flax_seconds"]), ("pytorch", r["torch_seconds"])):
     print(f"{name:<16}{seconds:>10.3f}{r['audio_seconds'] / seconds:>14.1f}")
-  print(f"flax compile: {r['flax_compile_seconds']:.1f} s; flax / pytorch speed: "
-        f"{r['torch_seconds'] / r['flax_seconds']:.2f}x")
+  print(
+    f"flax compile: {r['flax_compile_seconds']:.1f} s; flax / pytorch speed: "
+    f"{r['torch_seconds'] / r['flax_seconds']:.2f}x"
+  )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """What the numbers were measured on: CPU, cores, jax version, backend, accelerator, date."""
+
 from __future__ import annotations
 
 import datetime
@@ -23,10 +24,10 @@ def cpu_model() -> str:
 def describe_machine() -> dict:
   device = jax.devices()[0]
   return {
-      "cpu": cpu_model(),
-      "cores": os.cpu_count(),
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "device": f"{jax.device_count()} x {device.device_kind}",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    "cpu": cpu_model(),
+    "cores": os.cpu_count(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "device": f"{jax.device_count()} x {device.device_kind}",
+    "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
   }

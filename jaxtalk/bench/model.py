@@ -3,6 +3,7 @@
 Speed does not depend on the weights' values, so random weights time the same programs as
 trained ones; only their output is meaningless.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,10 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.py"
 def load_config_file(path: Path) -> ml_collections.ConfigDict:
   """`get_config()` of a config file in configs/."""
   if not path.is_file():
-    raise UserError(f"config file {path} not found; run from a jaxtalk source checkout or pass "
-                    f"--checkpoint with a model bundle")
+    raise UserError(
+      f"config file {path} not found; run from a jaxtalk source checkout or pass "
+      f"--checkpoint with a model bundle"
+    )
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -44,4 +47,5 @@ def random_params(config, seed: int = 0) -> dict:
   def draw(leaf):
     scale = 1 / math.sqrt(math.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0.1
     return (scale * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
   return jax.tree.map(draw, abstract_params(config))

@@ -3,6 +3,7 @@
 JAX dispatches asynchronously, so every timed call blocks until its results are computed; a call
 that only enqueued work would look instant.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,7 @@ The step is what the training loop runs, without the mesh: the stage's own loss,
 the stage's optimizer (clipped AdamW), and an in-place update (the state is donated). Batches are
 random data of the shapes the data pipeline produces; speed does not depend on their content.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,9 +40,11 @@ def synthetic_batch(config, stage: str, seed: int = 0) -> dict:
   latent_dim = build.motion_encoder(config).latent_dim
   spf = config.data.sample_rate // config.data.fps
   samples = (window + 2 * motion_stage.audio_margin_frames(config)) * spf
-  return {"latents": rng.standard_normal((batch, window, latent_dim), np.float32),
-          "reference_latent": rng.standard_normal((batch, latent_dim), np.float32),
-          "audio": rng.uniform(-0.3, 0.3, (batch, samples)).astype(np.float32)}
+  return {
+    "latents": rng.standard_normal((batch, window, latent_dim), np.float32),
+    "reference_latent": rng.standard_normal((batch, latent_dim), np.float32),
+    "audio": rng.uniform(-0.3, 0.3, (batch, samples)).astype(np.float32),
+  }
 
 
 def batch_label(config, stage: str) -> str:
@@ -70,5 +73,6 @@ def train_step_time(config, stage: str, params, repeats: int = 3) -> Timing:
   def one_step():
     state["params"], state["opt_state"], _ = step(state["params"], state["opt_state"], batch, rng)
     return state  # waiting for the updated state waits for the whole step
+
   timing, _ = measure(one_step, repeats)
   return timing

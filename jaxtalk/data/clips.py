@@ -14,16 +14,16 @@ PCM (half the size of float32, and the precision of the sources it comes from), 
 identity parameters are float32.
 """
 
-from collections.abc import Iterable, Iterator, Sequence
 import dataclasses
 import glob
 import itertools
 import json
 import os
 import struct
+from collections.abc import Iterable, Iterator, Sequence
 
-from array_record.python import array_record_module
 import numpy as np
+from array_record.python import array_record_module
 
 from jaxtalk.errors import UserError
 
@@ -63,18 +63,27 @@ def _validate(clip: Clip) -> None:
       raise ValueError(f"clip {name} must be a positive integer, got {value!r}")
   frames = clip.frames
   if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-    raise ValueError(f"clip frames must be a uint8 array, got {getattr(frames, 'dtype', type(frames))}")
-  if frames.ndim != 4 or frames.shape[0] < 1 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
+    raise ValueError(
+      f"clip frames must be a uint8 array, got {getattr(frames, 'dtype', type(frames))}"
+    )
+  if (
+    frames.ndim != 4
+    or frames.shape[0] < 1
+    or frames.shape[1] != frames.shape[2]
+    or frames.shape[3] != 3
+  ):
     raise ValueError(f"clip frames must have shape [T>=1, S, S, 3], got {frames.shape}")
   num_frames = frames.shape[0]
   audio = clip.audio
   if not isinstance(audio, np.ndarray) or audio.dtype != np.float32:
-    raise ValueError(f"clip audio must be a float32 array, got {getattr(audio, 'dtype', type(audio))}")
+    raise ValueError(
+      f"clip audio must be a float32 array, got {getattr(audio, 'dtype', type(audio))}"
+    )
   expected_samples = num_frames * clip.sample_rate // clip.fps
   if audio.shape != (expected_samples,):
     raise ValueError(
-        f"clip audio must be mono with {expected_samples} samples ({num_frames} frames at {clip.fps} fps, "
-        f"{clip.sample_rate} Hz), got shape {audio.shape}"
+      f"clip audio must be mono with {expected_samples} samples ({num_frames} frames at {clip.fps} fps, "
+      f"{clip.sample_rate} Hz), got shape {audio.shape}"
     )
   if audio.size and not (np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0):
     raise ValueError("clip audio must be finite and within [-1, 1]")
@@ -89,20 +98,24 @@ def _validate(clip: Clip) -> None:
     if array is None:
       continue
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != ndim:
-      got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+      got = (
+        f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+      )
       raise ValueError(f"clip {name} must be a {ndim}-d float32 array, got {got}")
   if clip.motion is not None and clip.motion.shape[0] != num_frames:
-    raise ValueError(f"clip motion must have one row per frame ({num_frames}), got shape {clip.motion.shape}")
+    raise ValueError(
+      f"clip motion must have one row per frame ({num_frames}), got shape {clip.motion.shape}"
+    )
 
 
 def encode_clip(clip: Clip) -> bytes:
   """Serialises a clip into one record; raises ValueError if the clip is malformed."""
   _validate(clip)
   arrays = {
-      "frames": clip.frames,
-      "audio": np.round(clip.audio * _PCM_SCALE),
-      "motion": clip.motion,
-      "identity": clip.identity,
+    "frames": clip.frames,
+    "audio": np.round(clip.audio * _PCM_SCALE),
+    "motion": clip.motion,
+    "identity": clip.identity,
   }
   buffers, specs = [], {}
   for name, array in arrays.items():
@@ -111,13 +124,15 @@ def encode_clip(clip: Clip) -> bytes:
     stored = np.ascontiguousarray(array, dtype=_STORED_DTYPES[name])
     specs[name] = {"dtype": _STORED_DTYPES[name], "shape": list(stored.shape)}
     buffers.append(stored.tobytes())
-  header = json.dumps({
+  header = json.dumps(
+    {
       "format_version": FORMAT_VERSION,
       "fps": int(clip.fps),
       "sample_rate": int(clip.sample_rate),
       "meta": clip.meta,
       "arrays": specs,
-  }).encode("utf-8")
+    }
+  ).encode("utf-8")
   return b"".join([_MAGIC, _HEADER_LENGTH.pack(len(header)), header, *buffers])
 
 
@@ -134,9 +149,15 @@ def decode_clip(data: bytes) -> Clip:
   except (UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
     raise ValueError(f"clip record header is unreadable: {e}") from e
   if version != FORMAT_VERSION:
-    raise ValueError(f"clip record has format version {version}, this jaxtalk reads version {FORMAT_VERSION}")
-  if not isinstance(specs, dict) or not {"frames", "audio"} <= specs.keys() <= _STORED_DTYPES.keys():
-    raise ValueError(f"clip record holds arrays {sorted(specs)}, expected frames, audio[, motion, identity]")
+    raise ValueError(
+      f"clip record has format version {version}, this jaxtalk reads version {FORMAT_VERSION}"
+    )
+  if (
+    not isinstance(specs, dict) or not {"frames", "audio"} <= specs.keys() <= _STORED_DTYPES.keys()
+  ):
+    raise ValueError(
+      f"clip record holds arrays {sorted(specs)}, expected frames, audio[, motion, identity]"
+    )
   arrays, offset = {}, prefix + header_length
   for name in _STORED_DTYPES:  # buffers follow in this fixed order
     if name not in specs:
@@ -144,7 +165,8 @@ def decode_clip(data: bytes) -> Clip:
     spec, dtype = specs[name], np.dtype(_STORED_DTYPES[name])
     shape = spec.get("shape") if isinstance(spec, dict) else None
     if spec.get("dtype") != _STORED_DTYPES[name] or not (
-        isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+      isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+    ):
       raise ValueError(f"clip record has a malformed {name} entry: {spec}")
     count = int(np.prod(shape))
     if offset + count * dtype.itemsize > len(data):
@@ -154,13 +176,13 @@ def decode_clip(data: bytes) -> Clip:
   if offset != len(data):
     raise ValueError(f"clip record has {len(data) - offset} unexpected trailing bytes")
   clip = Clip(
-      frames=arrays["frames"],
-      audio=arrays["audio"].astype(np.float32) / np.float32(_PCM_SCALE),
-      meta=header.get("meta"),
-      fps=header.get("fps"),
-      sample_rate=header.get("sample_rate"),
-      motion=arrays.get("motion"),
-      identity=arrays.get("identity"),
+    frames=arrays["frames"],
+    audio=arrays["audio"].astype(np.float32) / np.float32(_PCM_SCALE),
+    meta=header.get("meta"),
+    fps=header.get("fps"),
+    sample_rate=header.get("sample_rate"),
+    motion=arrays.get("motion"),
+    identity=arrays.get("identity"),
   )
   _validate(clip)
   return clip
@@ -175,7 +197,9 @@ def _existing_shards(data_dir: str, split: str) -> list[str]:
   return sorted(glob.glob(os.path.join(glob.escape(data_dir), pattern)))
 
 
-def write_shards(clips: Iterable[Clip], out_dir: str, split: str, clips_per_shard: int = 32) -> list[str]:
+def write_shards(
+  clips: Iterable[Clip], out_dir: str, split: str, clips_per_shard: int = 32
+) -> list[str]:
   """Writes clips into `{split}-{i:05d}.array_record` shards in out_dir; returns their paths.
 
   Clips are streamed: only one is held in memory at a time. Each shard is written under a
@@ -188,12 +212,16 @@ def write_shards(clips: Iterable[Clip], out_dir: str, split: str, clips_per_shar
     raise ValueError(f"split must be a plain name such as 'train', got {split!r}")
   os.makedirs(out_dir, exist_ok=True)
   if _existing_shards(out_dir, split):
-    raise UserError(f"{out_dir} already holds {split} shards; delete them or choose another output folder")
+    raise UserError(
+      f"{out_dir} already holds {split} shards; delete them or choose another output folder"
+    )
   clip_iterator = iter(clips)
   paths: list[str] = []
   for first_clip in clip_iterator:
     path = os.path.join(out_dir, _shard_name(split, len(paths)))
-    _write_shard(path, itertools.chain([first_clip], itertools.islice(clip_iterator, clips_per_shard - 1)))
+    _write_shard(
+      path, itertools.chain([first_clip], itertools.islice(clip_iterator, clips_per_shard - 1))
+    )
     paths.append(path)
   return paths
 
@@ -216,12 +244,16 @@ def _write_shard(path: str, shard_clips: Iterable[Clip]) -> None:
 def shard_paths(data_dir: str, split: str) -> list[str]:
   """The sorted shard files of one split in data_dir; UserError if there are none."""
   if not os.path.isdir(data_dir):
-    raise UserError(f"data folder {data_dir} does not exist; make clips with the SynthTalk generator or the "
-                    "video preprocessor, or point the data directory at an existing folder")
+    raise UserError(
+      f"data folder {data_dir} does not exist; make clips with the SynthTalk generator or the "
+      "video preprocessor, or point the data directory at an existing folder"
+    )
   paths = _existing_shards(data_dir, split)
   if not paths:
-    raise UserError(f"no {split} shards in {data_dir}; run the SynthTalk generator or the video preprocessor "
-                    "to make them")
+    raise UserError(
+      f"no {split} shards in {data_dir}; run the SynthTalk generator or the video preprocessor "
+      "to make them"
+    )
   return paths
 
 
@@ -231,8 +263,9 @@ def open_shard(path: str):
     raise UserError(f"clip shard {path} does not exist; check the data directory")
   reader = array_record_module.ArrayRecordReader(path)
   if not reader.ok():
-    raise UserError(f"clip shard {path} is corrupt or not an ArrayRecord file; delete it and regenerate "
-                    "the data")
+    raise UserError(
+      f"clip shard {path} is corrupt or not an ArrayRecord file; delete it and regenerate the data"
+    )
   return reader
 
 

@@ -8,12 +8,13 @@ resampled to 25 fps, audio to 16 kHz mono, and every frame cropped to the same f
 to `image_size`. A video without an audio track, without a face, or too short is skipped with a
 one-line reason, and the rest are still ingested.
 """
+
 import argparse
-from collections.abc import Callable, Iterator
 import dataclasses
 import math
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -47,8 +48,11 @@ class IngestSummary:
 
 def _stable_crop_box(path: str, start: float, seconds: float) -> face_detect.Box:
   """The clip's one square crop: the median face box over a few frames, enlarged and placed in the frame."""
-  sampled = list(video_io.iter_frames(path, fps=DETECTION_FRAMES / seconds, start_seconds=start,
-                                      max_seconds=seconds))[:DETECTION_FRAMES]
+  sampled = list(
+    video_io.iter_frames(
+      path, fps=DETECTION_FRAMES / seconds, start_seconds=start, max_seconds=seconds
+    )
+  )[:DETECTION_FRAMES]
   if not sampled:
     raise _Skip("no frames could be decoded")
   faces = [face for face in map(face_detect.detect_face, sampled) if face is not None]
@@ -61,24 +65,35 @@ def _stable_crop_box(path: str, start: float, seconds: float) -> face_detect.Box
   return face_detect.face_crop_box(median, height, width)
 
 
-def _segment_clip(path: str, audio: np.ndarray, first_frame: int, num_frames: int, image_size: int,
-                  meta: dict) -> clips.Clip:
+def _segment_clip(
+  path: str, audio: np.ndarray, first_frame: int, num_frames: int, image_size: int, meta: dict
+) -> clips.Clip:
   """The clip of frames [first_frame, first_frame + num_frames) at 25 fps, and the audio under them."""
   start, seconds = first_frame / FPS, num_frames / FPS
   box = _stable_crop_box(path, start, seconds)
-  frames = [image_io.resize_square(face_detect.crop_square(frame, box), image_size)
-            for frame in video_io.iter_frames(path, fps=FPS, start_seconds=start, max_seconds=seconds)]
+  frames = [
+    image_io.resize_square(face_detect.crop_square(frame, box), image_size)
+    for frame in video_io.iter_frames(path, fps=FPS, start_seconds=start, max_seconds=seconds)
+  ]
   if not frames:
     raise _Skip("no frames could be decoded")
-  num_frames = min(num_frames, len(frames))  # the decoder may stop a frame short of the container's length
+  num_frames = min(
+    num_frames, len(frames)
+  )  # the decoder may stop a frame short of the container's length
   spf = audio_io.samples_per_frame(SAMPLE_RATE, FPS)
-  audio = audio[first_frame * spf:(first_frame + num_frames) * spf]
-  return clips.Clip(frames=np.stack(frames[:num_frames]), audio=audio.copy(),
-                    meta=dict(meta, start_seconds=start, crop_box=list(box)), fps=FPS, sample_rate=SAMPLE_RATE)
+  audio = audio[first_frame * spf : (first_frame + num_frames) * spf]
+  return clips.Clip(
+    frames=np.stack(frames[:num_frames]),
+    audio=audio.copy(),
+    meta=dict(meta, start_seconds=start, crop_box=list(box)),
+    fps=FPS,
+    sample_rate=SAMPLE_RATE,
+  )
 
 
-def _video_clips(path: str, image_size: int, split: str, max_seconds: float,
-                 skip: Callable[[str, str], None]) -> Iterator[clips.Clip]:
+def _video_clips(
+  path: str, image_size: int, split: str, max_seconds: float, skip: Callable[[str, str], None]
+) -> Iterator[clips.Clip]:
   """The clips of one video, one per `max_seconds` segment; a segment that fails is reported and left out."""
   name = os.path.basename(path)
   info = video_io.probe_video(path)
@@ -86,7 +101,9 @@ def _video_clips(path: str, image_size: int, split: str, max_seconds: float,
     raise _Skip("no audio track")
   audio = audio_io.load_audio(path, SAMPLE_RATE, fps=FPS)
   # Frames at 25 fps that both the picture and the sound cover.
-  total_frames = min(math.floor(info.num_frames / info.fps * FPS), audio_io.num_video_frames(audio.size))
+  total_frames = min(
+    math.floor(info.num_frames / info.fps * FPS), audio_io.num_video_frames(audio.size)
+  )
   min_frames = math.ceil(MIN_CLIP_SECONDS * FPS)
   if total_frames < min_frames:
     raise _Skip(f"only {total_frames / FPS:.1f} s long; need at least {MIN_CLIP_SECONDS:g} s")
@@ -100,28 +117,47 @@ def _video_clips(path: str, image_size: int, split: str, max_seconds: float,
     if num_frames < min_frames:
       skip(label, f"tail shorter than {MIN_CLIP_SECONDS:g} s")
       continue
-    meta = {"clip_id": f"{name}-{index:03d}", "identity_id": f"video:{name}", "source": f"video:{name}",
-            "split": split, "source_fps": info.fps, "source_size": [info.width, info.height]}
+    meta = {
+      "clip_id": f"{name}-{index:03d}",
+      "identity_id": f"video:{name}",
+      "source": f"video:{name}",
+      "split": split,
+      "source_fps": info.fps,
+      "source_size": [info.width, info.height],
+    }
     try:
       yield _segment_clip(path, audio, first_frame, num_frames, image_size, meta)
     except _Skip as reason:
       skip(label, str(reason))
 
 
-def ingest_folder(video_dir: str, out_dir: str, image_size: int = 64, split: str = "train",
-                  max_seconds: float = 60.0, log: Callable[[str], None] = print) -> IngestSummary:
+def ingest_folder(
+  video_dir: str,
+  out_dir: str,
+  image_size: int = 64,
+  split: str = "train",
+  max_seconds: float = 60.0,
+  log: Callable[[str], None] = print,
+) -> IngestSummary:
   """Turns every video in `video_dir` into clips in `{split}-*.array_record` shards under `out_dir`.
 
   Each skipped video (or segment) is reported through `log` as "skip NAME: REASON". Raises
   UserError if the folder is missing or holds no videos, or if `out_dir` already has this split.
   """
   if not os.path.isdir(video_dir):
-    raise UserError(f"video folder {video_dir} does not exist; give a folder of mp4, mov, mkv or webm files")
+    raise UserError(
+      f"video folder {video_dir} does not exist; give a folder of mp4, mov, mkv or webm files"
+    )
   if image_size < 8 or max_seconds < MIN_CLIP_SECONDS:
-    raise UserError(f"need --image-size >= 8 and --max-seconds >= {MIN_CLIP_SECONDS:g}, got {image_size} and "
-                    f"{max_seconds:g}")
-  paths = sorted(os.path.join(video_dir, name) for name in os.listdir(video_dir)
-                 if name.lower().endswith(VIDEO_SUFFIXES) and os.path.isfile(os.path.join(video_dir, name)))
+    raise UserError(
+      f"need --image-size >= 8 and --max-seconds >= {MIN_CLIP_SECONDS:g}, got {image_size} and "
+      f"{max_seconds:g}"
+    )
+  paths = sorted(
+    os.path.join(video_dir, name)
+    for name in os.listdir(video_dir)
+    if name.lower().endswith(VIDEO_SUFFIXES) and os.path.isfile(os.path.join(video_dir, name))
+  )
   if not paths:
     raise UserError(f"no {', '.join(VIDEO_SUFFIXES)} files in {video_dir}")
   skipped: list[tuple[str, str]] = []
@@ -142,25 +178,39 @@ def ingest_folder(video_dir: str, out_dir: str, image_size: int = 64, split: str
         skip(os.path.basename(path), str(reason))
 
   shards = clips.write_shards(all_clips(), out_dir, split)
-  return IngestSummary(shards=shards, clips=written["clips"], seconds=written["frames"] / FPS, skipped=skipped)
+  return IngestSummary(
+    shards=shards, clips=written["clips"], seconds=written["frames"] / FPS, skipped=skipped
+  )
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m jaxtalk.data.ingest", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--videos", required=True, help="folder of mp4, mov, mkv or webm talking-head videos")
+  parser = argparse.ArgumentParser(
+    prog="python -m jaxtalk.data.ingest", description=__doc__.split("\n\n")[0]
+  )
+  parser.add_argument(
+    "--videos", required=True, help="folder of mp4, mov, mkv or webm talking-head videos"
+  )
   parser.add_argument("--out", required=True, help="folder for the ArrayRecord shards")
   parser.add_argument("--image-size", type=int, default=64, help="frame height and width in pixels")
-  parser.add_argument("--split", default="train", help="split name: shards are named SPLIT-00000.array_record")
-  parser.add_argument("--max-seconds", type=float, default=60.0,
-                      help="longer videos are cut into consecutive clips of at most this length")
+  parser.add_argument(
+    "--split", default="train", help="split name: shards are named SPLIT-00000.array_record"
+  )
+  parser.add_argument(
+    "--max-seconds",
+    type=float,
+    default=60.0,
+    help="longer videos are cut into consecutive clips of at most this length",
+  )
   args = parser.parse_args(argv)
   try:
     summary = ingest_folder(args.videos, args.out, args.image_size, args.split, args.max_seconds)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"{args.split}: {summary.clips} clips ({summary.seconds:.1f} s) at {args.image_size}x"
-        f"{args.image_size} -> {len(summary.shards)} shards in {args.out}; skipped {len(summary.skipped)}")
+  print(
+    f"{args.split}: {summary.clips} clips ({summary.seconds:.1f} s) at {args.image_size}x"
+    f"{args.image_size} -> {len(summary.shards)} shards in {args.out}; skipped {len(summary.skipped)}"
+  )
   return 0
 
 

@@ -8,8 +8,8 @@ Per epoch, every clip of this host's slice is visited `windows_per_clip` times i
 order (a new order each epoch); each visit decodes the clip and draws one window from it.
 """
 
-from collections.abc import Sequence
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import grain
@@ -64,15 +64,19 @@ class _WindowSampler:
     self.window_frames = window_frames
     self.audio_margin_frames = audio_margin_frames
 
-  def __call__(self, indexed_clip: tuple[int, clips.Clip], rng: np.random.Generator) -> dict[str, Any] | str:
+  def __call__(
+    self, indexed_clip: tuple[int, clips.Clip], rng: np.random.Generator
+  ) -> dict[str, Any] | str:
     clip_index, clip = indexed_clip
     num_frames = clip.frames.shape[0]
     if num_frames < self.window_frames:
       return _SHORT_CLIP
     if clip.sample_rate % clip.fps:
       name = clip.meta.get("clip_id", clip_index)
-      raise UserError(f"clip {name} has {clip.sample_rate} Hz audio at {clip.fps} fps, which is not a whole "
-                      "number of samples per frame; remake it at 16 kHz and 25 fps")
+      raise UserError(
+        f"clip {name} has {clip.sample_rate} Hz audio at {clip.fps} fps, which is not a whole "
+        "number of samples per frame; remake it at 16 kHz and 25 fps"
+      )
     samples_per_frame = clip.sample_rate // clip.fps
     start = int(rng.integers(0, num_frames - self.window_frames + 1))
     reference = int(rng.integers(0, num_frames))
@@ -84,12 +88,12 @@ class _WindowSampler:
     inside = slice(max(first_sample, 0), min(last_sample, clip.audio.shape[0]))
     audio[inside.start - first_sample : inside.stop - first_sample] = clip.audio[inside]
     window = {
-        "frames": np.array(clip.frames[start:end]),
-        "reference": np.array(clip.frames[reference]),
-        "reference_index": np.int32(reference),
-        "audio": audio,
-        "clip_index": np.int32(clip_index),
-        "start": np.int32(start),
+      "frames": np.array(clip.frames[start:end]),
+      "reference": np.array(clip.frames[reference]),
+      "reference_index": np.int32(reference),
+      "audio": audio,
+      "clip_index": np.int32(clip_index),
+      "start": np.int32(start),
     }
     if clip.motion is not None:
       window["motion"] = np.array(clip.motion[start:end], np.float32)
@@ -128,7 +132,6 @@ class _SkipShortClipsIterator(grain.DatasetIterator):
 
 
 class _SkipShortClips(grain.IterDataset):
-
   def __init__(self, parent: grain.IterDataset, max_skipped_in_a_row: int, error: str):
     super().__init__(parent)
     self._max_skipped_in_a_row = max_skipped_in_a_row
@@ -142,25 +145,29 @@ def _stack_windows(windows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
   """Stacks windows into a batch, explaining the two ways shards can disagree."""
   keys = windows[0].keys()
   if any(window.keys() != keys for window in windows):
-    raise UserError("the shards mix clips with and without ground-truth motion; train on one kind at a time")
+    raise UserError(
+      "the shards mix clips with and without ground-truth motion; train on one kind at a time"
+    )
   try:
     return {key: np.stack([window[key] for window in windows]) for key in keys}
   except ValueError as e:
-    raise UserError(f"clips differ in frame size, fps or sample rate ({e}); make all shards with the "
-                    "same settings") from e
+    raise UserError(
+      f"clips differ in frame size, fps or sample rate ({e}); make all shards with the "
+      "same settings"
+    ) from e
 
 
 def window_dataset(
-    paths: Sequence[str],
-    *,
-    window_frames: int,
-    audio_margin_frames: int,
-    batch_size: int,
-    seed: int,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    windows_per_clip: int = 1,
-    num_epochs: int | None = None,
+  paths: Sequence[str],
+  *,
+  window_frames: int,
+  audio_margin_frames: int,
+  batch_size: int,
+  seed: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  windows_per_clip: int = 1,
+  num_epochs: int | None = None,
 ) -> grain.IterDataset:
   """Batches of training windows from the clips in `paths`, this host's slice only.
 
@@ -183,8 +190,9 @@ def window_dataset(
   """
   if window_frames < 1 or audio_margin_frames < 0 or batch_size < 1 or windows_per_clip < 1:
     raise ValueError(
-        "window_frames, batch_size and windows_per_clip must be positive and audio_margin_frames "
-        f"non-negative, got {window_frames}, {batch_size}, {windows_per_clip}, {audio_margin_frames}")
+      "window_frames, batch_size and windows_per_clip must be positive and audio_margin_frames "
+      f"non-negative, got {window_frames}, {batch_size}, {windows_per_clip}, {audio_margin_frames}"
+    )
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}")
   if num_epochs is not None and num_epochs < 1:
@@ -192,16 +200,22 @@ def window_dataset(
   records = _ClipRecords(paths)
   host_clips = grain.MapDataset.source(records)[shard_index::shard_count]
   if not len(host_clips):
-    raise UserError(f"{len(records)} clips cannot feed {shard_count} hosts; make more clips or use fewer "
-                    "hosts")
+    raise UserError(
+      f"{len(records)} clips cannot feed {shard_count} hosts; make more clips or use fewer hosts"
+    )
   epoch = host_clips.repeat(windows_per_clip).shuffle(seed)
   sampler = _WindowSampler(window_frames, audio_margin_frames)
   windows = epoch.repeat(num_epochs).random_map(sampler, seed=seed)
   windows = windows.to_iter_dataset(
-      grain.ReadOptions(num_threads=_READ_THREADS, prefetch_buffer_size=max(batch_size, _READ_THREADS)))
+    grain.ReadOptions(
+      num_threads=_READ_THREADS, prefetch_buffer_size=max(batch_size, _READ_THREADS)
+    )
+  )
   max_skipped_in_a_row = len(epoch) * min(2, num_epochs or 2)
-  error = (f"no clip in this host's slice of {len(paths)} shard(s) (first: {paths[0]}) has the "
-           f"{window_frames} frames a training window needs; use longer clips or a shorter window")
+  error = (
+    f"no clip in this host's slice of {len(paths)} shard(s) (first: {paths[0]}) has the "
+    f"{window_frames} frames a training window needs; use longer clips or a shorter window"
+  )
   windows = _SkipShortClips(windows, max_skipped_in_a_row, error)
   return windows.batch(batch_size, drop_remainder=True, batch_fn=_stack_windows)
 

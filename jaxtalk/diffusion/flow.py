@@ -9,9 +9,10 @@ Sampling integrates dx/dt = v(x, t) from t = 0 (a Gaussian draw) to t = 1. Time 
 against the data from the leading axes: t of shape [B] noises a batch [B, ...] one level per
 example, t of shape [B, T] noises a sequence [B, T, D] one level per frame (diffusion forcing).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,9 @@ def velocity_target(data: jax.Array, noise: jax.Array) -> jax.Array:
   return data - noise
 
 
-def velocity_from_data(data_pred: jax.Array, x_t: jax.Array, t: jax.Array,
-                       min_gap: float = 0.05) -> jax.Array:
+def velocity_from_data(
+  data_pred: jax.Array, x_t: jax.Array, t: jax.Array, min_gap: float = 0.05
+) -> jax.Array:
   """The velocity implied by a prediction of the clean data: (data - x_t) / (1 - t).
 
   For models that predict the clean sample ("x-prediction") rather than the velocity. A clean
@@ -49,8 +51,14 @@ def velocity_from_data(data_pred: jax.Array, x_t: jax.Array, t: jax.Array,
   return (data_pred.astype(x_t.dtype) - x_t) / gap
 
 
-def sample_time(rng: jax.Array, shape: tuple[int, ...], schedule: str = "logit_normal", *,
-                mean: float = 0.0, std: float = 1.0) -> jax.Array:
+def sample_time(
+  rng: jax.Array,
+  shape: tuple[int, ...],
+  schedule: str = "logit_normal",
+  *,
+  mean: float = 0.0,
+  std: float = 1.0,
+) -> jax.Array:
   """Training flow times in (0, 1).
 
   "logit_normal": sigmoid of N(mean, std^2), as in SD3; it spends most samples at intermediate t,
@@ -63,8 +71,9 @@ def sample_time(rng: jax.Array, shape: tuple[int, ...], schedule: str = "logit_n
   raise ValueError(f"unknown time schedule {schedule!r}; use 'logit_normal' or 'uniform'")
 
 
-def flow_matching_loss(pred_velocity: jax.Array, data: jax.Array, noise: jax.Array,
-                       weights: jax.Array | None = None) -> jax.Array:
+def flow_matching_loss(
+  pred_velocity: jax.Array, data: jax.Array, noise: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
   """Mean squared error between predicted and target velocity, in float32.
 
   `weights` (broadcastable to the data, e.g. [B, T, 1] per frame) gives the weighted mean
@@ -104,13 +113,20 @@ def _schedule(num_steps: int, shift: float, t_schedule: jax.Array | None) -> jax
     return time_grid(num_steps, shift)
   t_schedule = jnp.asarray(t_schedule, jnp.float32)
   if t_schedule.shape != (num_steps + 1,):
-    raise ValueError(f"t_schedule must have num_steps + 1 = {num_steps + 1} times, "
-                     f"got shape {t_schedule.shape}")
+    raise ValueError(
+      f"t_schedule must have num_steps + 1 = {num_steps + 1} times, got shape {t_schedule.shape}"
+    )
   return t_schedule
 
 
-def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, *, shift: float = 1.0,
-                 t_schedule: jax.Array | None = None) -> jax.Array:
+def euler_sample(
+  velocity_fn: VelocityFn,
+  noise: jax.Array,
+  num_steps: int,
+  *,
+  shift: float = 1.0,
+  t_schedule: jax.Array | None = None,
+) -> jax.Array:
   """Integrate dx/dt = velocity_fn(x, t) from `noise` at t = 0 to t = 1 with Euler steps.
 
   `velocity_fn` gets x and t of shape [batch] (= noise.shape[:1]). The steps follow
@@ -126,8 +142,14 @@ def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, *, s
   return jax.lax.fori_loop(0, num_steps, step, noise)
 
 
-def heun_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, *, shift: float = 1.0,
-                t_schedule: jax.Array | None = None) -> jax.Array:
+def heun_sample(
+  velocity_fn: VelocityFn,
+  noise: jax.Array,
+  num_steps: int,
+  *,
+  shift: float = 1.0,
+  t_schedule: jax.Array | None = None,
+) -> jax.Array:
   """Like `euler_sample` but with Heun's second-order steps (two velocity calls per step).
 
   The velocity is evaluated at t = 1 in the last correction, which flow matching defines (it is

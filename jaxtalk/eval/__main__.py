@@ -5,6 +5,7 @@
 
 Prints a table; with --json also writes every number (the file appears only once complete).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,16 @@ DEMO_MODEL = resources.files("jaxtalk") / "assets" / "demo" / "model"
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxtalk.eval", description=__doc__.splitlines()[0])
-  p.add_argument("--checkpoint", default=str(DEMO_MODEL),
-                 help="model bundle folder (a training run's bundle/; default: the bundled demo)")
+  p.add_argument(
+    "--checkpoint",
+    default=str(DEMO_MODEL),
+    help="model bundle folder (a training run's bundle/; default: the bundled demo)",
+  )
   p.add_argument("--data", required=True, help="SynthTalk folder with train and eval shards")
   p.add_argument("--clips", type=int, default=20, help="eval clips to score")
-  p.add_argument("--probe-clips", type=int, default=40, help="train clips to fit the mouth probe on")
+  p.add_argument(
+    "--probe-clips", type=int, default=40, help="train clips to fit the mouth probe on"
+  )
   p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
   p.add_argument("--json", help="also write the results to this JSON file")
   return p.parse_args(argv)
@@ -32,6 +38,7 @@ def run(args) -> dict:
   # Cheap checks first: a wrong path should fail in a second, before jax compiles anything.
   from jaxtalk.data.clips import shard_paths
   from jaxtalk.inference.bundle import load_bundle
+
   if args.clips < 1 or args.probe_clips < 1:
     raise UserError("--clips and --probe-clips must be at least 1")
   config, params = load_bundle(args.checkpoint)
@@ -43,9 +50,16 @@ def run(args) -> dict:
   from jaxtalk.eval.synthtalk_eval import evaluate, format_report
   from jaxtalk.inference.generate import TalkingHead
   from jaxtalk.media import write_json
+
   with tqdm(total=args.clips, unit="clip", desc="evaluating", file=sys.stderr) as bar:
-    results = evaluate(TalkingHead(config, params), args.data, num_clips=args.clips,
-                       probe_clips=args.probe_clips, seed=args.seed, progress=bar.update)
+    results = evaluate(
+      TalkingHead(config, params),
+      args.data,
+      num_clips=args.clips,
+      probe_clips=args.probe_clips,
+      seed=args.seed,
+      progress=bar.update,
+    )
   results = {"checkpoint": str(args.checkpoint), "data": str(args.data), **results}
   print(format_report(results))
   if args.json:

@@ -2,6 +2,7 @@
 
 All numpy, applied to what the models produced, so they are the same whatever made the frames.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,9 +21,9 @@ def psnr(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
   channel value off by one would give, the smallest error a uint8 frame can otherwise have.
   """
   error = frames.astype(np.float64) - reference.astype(np.float64)
-  mse = np.mean(error ** 2, axis=tuple(range(1, error.ndim)))
+  mse = np.mean(error**2, axis=tuple(range(1, error.ndim)))
   floor = 1.0 / np.prod(frames.shape[1:])
-  return 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, floor))
+  return 10.0 * np.log10(255.0**2 / np.maximum(mse, floor))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -37,8 +38,9 @@ def _zscore(x: np.ndarray) -> np.ndarray:
   return (x - x.mean()) / std if std > 0 else np.zeros_like(x, dtype=np.float64)
 
 
-def offset_curve(predicted: Sequence[np.ndarray], target: Sequence[np.ndarray],
-                 max_offset: int = MAX_OFFSET_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+def offset_curve(
+  predicted: Sequence[np.ndarray], target: Sequence[np.ndarray], max_offset: int = MAX_OFFSET_FRAMES
+) -> tuple[np.ndarray, np.ndarray]:
   """(lags, correlation per lag) between predicted and target series, summed over clips.
 
   Each clip's series are z-normalised, so every clip weighs the same whatever its loudness. At lag
@@ -50,16 +52,14 @@ def offset_curve(predicted: Sequence[np.ndarray], target: Sequence[np.ndarray],
   for pred, true in zip(predicted, target, strict=True):
     pred, true = _zscore(pred), _zscore(true)
     for i, lag in enumerate(lags):
-      if lag >= 0:
-        pairs = pred[lag:] * true[:len(true) - lag]
-      else:
-        pairs = pred[:lag] * true[-lag:]
+      pairs = pred[lag:] * true[: len(true) - lag] if lag >= 0 else pred[:lag] * true[-lag:]
       curve[i] += pairs.mean() if len(pairs) else 0.0
   return lags, curve
 
 
-def sync_offset(predicted: Sequence[np.ndarray], target: Sequence[np.ndarray],
-                max_offset: int = MAX_OFFSET_FRAMES) -> int:
+def sync_offset(
+  predicted: Sequence[np.ndarray], target: Sequence[np.ndarray], max_offset: int = MAX_OFFSET_FRAMES
+) -> int:
   """The lag in frames that best aligns predicted with target; positive = the video is late.
 
   A video whose mouth moves 3 frames after the sound that drives it (predicted[t] follows
@@ -79,6 +79,8 @@ def lip_sync_scores(predicted: Sequence[np.ndarray], target: Sequence[np.ndarray
   offset_frames: `sync_offset`.
   """
   errors = np.concatenate([np.abs(p - t) for p, t in zip(predicted, target, strict=True)])
-  return {"mae": float(errors.mean()),
-          "pearson": float(np.mean([pearson(p, t) for p, t in zip(predicted, target)])),
-          "offset_frames": sync_offset(predicted, target)}
+  return {
+    "mae": float(errors.mean()),
+    "pearson": float(np.mean([pearson(p, t) for p, t in zip(predicted, target)])),
+    "offset_frames": sync_offset(predicted, target),
+  }

@@ -4,6 +4,7 @@ Fit in closed form with numpy, so the instrument has no training run of its own 
 latents and a target per frame, the weights are the exact minimiser of squared error plus a small
 L2 penalty (which keeps the solve well posed when latent dimensions are collinear).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -16,6 +16,7 @@ For every held-out clip (split "eval"), frame 0 is the portrait, and:
   SynthTalk's mouth opening is an exact function of the audio, so these are errors against
   ground truth, not against another learned model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,13 +39,15 @@ from jaxtalk.stages.motion_stage import encode_frames
 MOUTH_OPEN = MOTION_PARAMS.index("mouth_open")
 # Rows of the lip-sync table, instrument first, then floor, model under test, ceiling.
 LIP_SYNC_ROWS = {
-    "probe_on_gt_frames": "probe read off the GT frames (instrument)",
-    "ground_truth": "ground-truth motion, rendered (floor)",
-    "generated": "generated from the audio, rendered",
-    "audio_free": "audio-free (cfg 0), rendered (ceiling)",
+  "probe_on_gt_frames": "probe read off the GT frames (instrument)",
+  "ground_truth": "ground-truth motion, rendered (floor)",
+  "generated": "generated from the audio, rendered",
+  "audio_free": "audio-free (cfg 0), rendered (ceiling)",
 }
-OFFSET_CONVENTION = ("offset_frames > 0: the video is late (mouth at frame t matches the ground "
-                     f"truth at t - offset); searched in [-{MAX_OFFSET_FRAMES}, {MAX_OFFSET_FRAMES}]")
+OFFSET_CONVENTION = (
+  "offset_frames > 0: the video is late (mouth at frame t matches the ground "
+  f"truth at t - offset); searched in [-{MAX_OFFSET_FRAMES}, {MAX_OFFSET_FRAMES}]"
+)
 
 
 def even_batch(num_frames: int, max_batch: int) -> int:
@@ -68,9 +71,11 @@ class LatentReader:
   def __call__(self, frames: np.ndarray, batch: int) -> np.ndarray:
     latents = []
     for start in range(0, len(frames), batch):
-      chunk = frames[start:start + batch]
-      padded = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-      latents.append(np.asarray(self._encode(self._params, padded))[:len(chunk)])
+      chunk = frames[start : start + batch]
+      padded = np.concatenate(
+        [chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)]
+      )
+      latents.append(np.asarray(self._encode(self._params, padded))[: len(chunk)])
     return np.concatenate(latents)
 
 
@@ -79,19 +84,27 @@ def synthtalk_clips(data_dir: str, split: str, limit: int, config) -> Iterator[C
   for clip in itertools.islice(read_clips(shard_paths(data_dir, split)), limit):
     name = clip.meta.get("clip_id", "?")
     if clip.motion is None:
-      raise UserError(f"clip {name} in {data_dir} has no ground-truth motion; evaluation needs "
-                      f"SynthTalk clips (python -m jaxtalk.data.synthtalk --out DIR)")
+      raise UserError(
+        f"clip {name} in {data_dir} has no ground-truth motion; evaluation needs "
+        f"SynthTalk clips (python -m jaxtalk.data.synthtalk --out DIR)"
+      )
     size = config.data.image_size
     if clip.frames.shape[1] != size:
-      raise UserError(f"clip {name} in {data_dir} is {clip.frames.shape[1]}px, the model works at "
-                      f"{size}px; generate the data with --image-size {size}")
+      raise UserError(
+        f"clip {name} in {data_dir} is {clip.frames.shape[1]}px, the model works at "
+        f"{size}px; generate the data with --image-size {size}"
+      )
     if (clip.fps, clip.sample_rate) != (config.data.fps, config.data.sample_rate):
-      raise UserError(f"clip {name} in {data_dir} is {clip.fps} fps / {clip.sample_rate} Hz, the "
-                      f"model expects {config.data.fps} fps / {config.data.sample_rate} Hz")
+      raise UserError(
+        f"clip {name} in {data_dir} is {clip.fps} fps / {clip.sample_rate} Hz, the "
+        f"model expects {config.data.fps} fps / {config.data.sample_rate} Hz"
+      )
     yield clip
 
 
-def fit_mouth_probe(read: LatentReader, clips: Iterator[Clip], batch: int) -> tuple[LinearProbe, dict]:
+def fit_mouth_probe(
+  read: LatentReader, clips: Iterator[Clip], batch: int
+) -> tuple[LinearProbe, dict]:
   """The mouth-opening probe fit on every frame of `clips`, and what it was fit on."""
   latents, targets = [], []
   for clip in clips:
@@ -101,12 +114,22 @@ def fit_mouth_probe(read: LatentReader, clips: Iterator[Clip], batch: int) -> tu
     raise UserError("no train clips to fit the mouth-opening probe on")
   latents, truth = np.concatenate(latents), np.concatenate(targets)
   probe = fit_probe(latents, truth)
-  return probe, {"train_clips": len(targets), "train_frames": len(truth),
-                 "train_mae": float(np.mean(np.abs(probe(latents) - truth)))}
+  return probe, {
+    "train_clips": len(targets),
+    "train_frames": len(truth),
+    "train_mae": float(np.mean(np.abs(probe(latents) - truth))),
+  }
 
 
-def evaluate(model: TalkingHead, data_dir: str, *, num_clips: int = 20, probe_clips: int = 40,
-             seed: int = 0, progress: Callable[[int], None] | None = None) -> dict:
+def evaluate(
+  model: TalkingHead,
+  data_dir: str,
+  *,
+  num_clips: int = 20,
+  probe_clips: int = 40,
+  seed: int = 0,
+  progress: Callable[[int], None] | None = None,
+) -> dict:
   """Scores `model` on the first `num_clips` eval clips of `data_dir`; a JSON-able dict.
 
   Keys: clips, frames, seed, sample_options, probe (fit details), reconstruction_psnr_db,
@@ -117,7 +140,8 @@ def evaluate(model: TalkingHead, data_dir: str, *, num_clips: int = 20, probe_cl
   options = SampleOptions.from_config(model.config.sample, seed=seed)
   read = LatentReader(model)
   probe, probe_info = fit_mouth_probe(
-      read, synthtalk_clips(data_dir, "train", probe_clips, model.config), options.batch_frames)
+    read, synthtalk_clips(data_dir, "train", probe_clips, model.config), options.batch_frames
+  )
 
   readings = {name: [] for name in LIP_SYNC_ROWS}
   truths, frame_psnr = [], []
@@ -128,10 +152,11 @@ def evaluate(model: TalkingHead, data_dir: str, *, num_clips: int = 20, probe_cl
     portrait = clip.frames[0]
     gt_latents = read(clip.frames, batch)
     motions = {
-        "ground_truth": gt_latents,
-        "generated": model.motion_latents(clip.audio, portrait, clip_options),
-        "audio_free": model.motion_latents(clip.audio, portrait,
-                                           dataclasses.replace(clip_options, cfg_scale=0.0)),
+      "ground_truth": gt_latents,
+      "generated": model.motion_latents(clip.audio, portrait, clip_options),
+      "audio_free": model.motion_latents(
+        clip.audio, portrait, dataclasses.replace(clip_options, cfg_scale=0.0)
+      ),
     }
     for name, latents in motions.items():
       video = np.concatenate(list(model.render_frames(portrait, latents, clip_options)))
@@ -146,15 +171,15 @@ def evaluate(model: TalkingHead, data_dir: str, *, num_clips: int = 20, probe_cl
     raise UserError(f"no eval clips in {data_dir}")
 
   return {
-      "clips": len(truths),
-      "frames": sum(map(len, truths)),
-      "seed": seed,
-      "sample_options": dataclasses.asdict(options),
-      "probe": probe_info,
-      "reconstruction_psnr_db": float(np.mean(np.concatenate(frame_psnr))),
-      "lip_sync": {name: lip_sync_scores(readings[name], truths) for name in LIP_SYNC_ROWS},
-      "offset_convention": OFFSET_CONVENTION,
-      "seconds": time.perf_counter() - start,
+    "clips": len(truths),
+    "frames": sum(map(len, truths)),
+    "seed": seed,
+    "sample_options": dataclasses.asdict(options),
+    "probe": probe_info,
+    "reconstruction_psnr_db": float(np.mean(np.concatenate(frame_psnr))),
+    "lip_sync": {name: lip_sync_scores(readings[name], truths) for name in LIP_SYNC_ROWS},
+    "offset_convention": OFFSET_CONVENTION,
+    "seconds": time.perf_counter() - start,
   }
 
 
@@ -162,15 +187,17 @@ def format_report(results: dict) -> str:
   """The results as a short plain-text table."""
   probe = results["probe"]
   lines = [
-      f"SynthTalk evaluation: {results['clips']} eval clips ({results['frames']} frames), mouth probe "
-      f"fit on {probe['train_clips']} train clips ({probe['train_frames']} frames, fit MAE "
-      f"{probe['train_mae']:.3f}), {results['seconds']:.0f} s",
-      f"renderer reconstruction PSNR: {results['reconstruction_psnr_db']:.2f} dB",
-      "",
-      f"{'lip sync: mouth opening read by the probe':<46}{'MAE':>8}{'Pearson':>9}{'offset':>8}",
+    f"SynthTalk evaluation: {results['clips']} eval clips ({results['frames']} frames), mouth probe "
+    f"fit on {probe['train_clips']} train clips ({probe['train_frames']} frames, fit MAE "
+    f"{probe['train_mae']:.3f}), {results['seconds']:.0f} s",
+    f"renderer reconstruction PSNR: {results['reconstruction_psnr_db']:.2f} dB",
+    "",
+    f"{'lip sync: mouth opening read by the probe':<46}{'MAE':>8}{'Pearson':>9}{'offset':>8}",
   ]
   for name, label in LIP_SYNC_ROWS.items():
     row = results["lip_sync"][name]
-    lines.append(f"  {label:<44}{row['mae']:>8.3f}{row['pearson']:>9.3f}{row['offset_frames']:>+8d}")
+    lines.append(
+      f"  {label:<44}{row['mae']:>8.3f}{row['pearson']:>9.3f}{row['offset_frames']:>+8d}"
+    )
   lines.append(results["offset_convention"])
   return "\n".join(lines)

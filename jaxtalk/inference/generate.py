@@ -11,11 +11,12 @@
    starts from the same noise image, so what changes between frames is only what the motion says,
    which keeps the video free of flicker.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ class TalkingHead:
     self.sample_rate, self.fps = config.data.sample_rate, config.data.fps
 
   @classmethod
-  def load(cls, bundle_dir) -> "TalkingHead":
+  def load(cls, bundle_dir) -> TalkingHead:
     return cls(*load_bundle(bundle_dir))
 
   @property
@@ -76,16 +77,18 @@ class TalkingHead:
   @functools.partial(jax.jit, static_argnums=(0,))
   def reference_latent(self, params, portrait):
     """uint8 [S, S, 3] -> the portrait's motion latent [1, latent_dim]."""
-    tokens = self.motion_encoder.apply({"params": params["motion_encoder"]},
-                                       image_to_model(portrait)[None])
+    tokens = self.motion_encoder.apply(
+      {"params": params["motion_encoder"]}, image_to_model(portrait)[None]
+    )
     return tokens.reshape(1, -1)
 
   @functools.partial(jax.jit, static_argnums=(0, 5, 6))
   def motion(self, params, waveform, reference, rng, schedule: RollingSchedule, num_frames: int):
     """Padded waveform [1, N] -> motion latents [1, num_frames, latent_dim]."""
     features = self.audio_encoder.apply({"params": params["audio_encoder"]}, waveform)
-    return sample_motion(self.motion_model, params["motion"], features, reference, rng,
-                         schedule, num_frames)
+    return sample_motion(
+      self.motion_model, params["motion"], features, reference, rng, schedule, num_frames
+    )
 
   @functools.partial(jax.jit, static_argnums=(0, 5))
   def render(self, params, portrait, latents, noise, steps: int):
@@ -94,38 +97,48 @@ class TalkingHead:
     reference = jnp.broadcast_to(image_to_model(portrait), (batch,) + portrait.shape)
     tokens = latents.reshape(batch, self.motion_encoder.num_tokens, self.motion_encoder.token_dim)
     velocity = lambda x, t: flow.velocity_from_data(
-        self.renderer.apply({"params": params["renderer"]}, x, t, reference, tokens), x, t)
+      self.renderer.apply({"params": params["renderer"]}, x, t, reference, tokens), x, t
+    )
     images = flow.euler_sample(velocity, jnp.broadcast_to(noise, reference.shape), steps)
     return model_to_image(images)
 
   # ------------------------------------------------------------------------------------ public
-  def motion_latents(self, waveform: np.ndarray, portrait: np.ndarray,
-                     options: SampleOptions) -> np.ndarray:
+  def motion_latents(
+    self, waveform: np.ndarray, portrait: np.ndarray, options: SampleOptions
+  ) -> np.ndarray:
     """Motion latents [T, latent_dim] for a 16 kHz mono waveform, T = len // samples_per_frame."""
     num_frames = self.num_frames(waveform)
     schedule = RollingSchedule(options.motion_steps, options.motion_window, options.cfg_scale)
     front, back = padded_audio_frames(self.motion_model, schedule, num_frames)
     spf = self.samples_per_frame
     padded = np.zeros(((front + num_frames + back) * spf,), np.float32)
-    padded[front * spf:(front + num_frames) * spf] = waveform[:num_frames * spf]
+    padded[front * spf : (front + num_frames) * spf] = waveform[: num_frames * spf]
     rng = jax.random.fold_in(jax.random.key(options.seed), 1)
     reference = self.reference_latent(self.params, portrait)
-    latents = self.motion(self.params, jnp.asarray(padded)[None], reference, rng, schedule, num_frames)
+    latents = self.motion(
+      self.params, jnp.asarray(padded)[None], reference, rng, schedule, num_frames
+    )
     return np.asarray(latents[0])
 
-  def render_frames(self, portrait: np.ndarray, latents: np.ndarray,
-                    options: SampleOptions) -> Iterator[np.ndarray]:
+  def render_frames(
+    self, portrait: np.ndarray, latents: np.ndarray, options: SampleOptions
+  ) -> Iterator[np.ndarray]:
     """Yields uint8 frames [b, S, S, 3], `batch_frames` at a time (the last batch padded and cut)."""
     noise = jax.random.normal(jax.random.key(options.seed), portrait.shape)
     batch = options.batch_frames
     for start in range(0, len(latents), batch):
-      chunk = latents[start:start + batch]
+      chunk = latents[start : start + batch]
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
       frames = self.render(self.params, portrait, jnp.asarray(padded), noise, options.render_steps)
-      yield np.asarray(frames)[:len(chunk)]
+      yield np.asarray(frames)[: len(chunk)]
 
-  def generate(self, portrait: np.ndarray, waveform: np.ndarray, options: SampleOptions | None = None,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
+  def generate(
+    self,
+    portrait: np.ndarray,
+    waveform: np.ndarray,
+    options: SampleOptions | None = None,
+    progress: Callable[[int], None] | None = None,
+  ) -> np.ndarray:
     """uint8 portrait [S, S, 3] + 16 kHz waveform -> uint8 frames [T, S, S, 3]."""
     options = options or SampleOptions.from_config(self.config.sample)
     latents = self.motion_latents(waveform, portrait, options)

@@ -15,6 +15,7 @@ against, and the baseline in the benchmark.
 Warm-up needs no special case: chunks "before the start" have negative frame indices, which every
 attention mask treats as empty slots.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ from jaxtalk.models.motion_transformer import MotionTransformer
 @dataclasses.dataclass(frozen=True)
 class RollingSchedule:
   """Denoising steps per chunk and how many chunks are denoised at once (steps % window == 0)."""
+
   steps: int = 8
   window: int = 2
   cfg_scale: float = 1.0
@@ -56,6 +58,7 @@ def chunk_noise(rng, chunk_index, shape):
 @dataclasses.dataclass(frozen=True)
 class _Layout:
   """Where things are: chunks, padding of the audio features, guidance batch."""
+
   model: MotionTransformer
   schedule: RollingSchedule
   num_frames: int
@@ -112,8 +115,15 @@ def _double(layout, x):
   return jnp.concatenate([x, x]) if layout.guided else x
 
 
-def sample_motion(model: MotionTransformer, params, audio_features, reference, rng,
-                  schedule: RollingSchedule, num_frames: int):
+def sample_motion(
+  model: MotionTransformer,
+  params,
+  audio_features,
+  reference,
+  rng,
+  schedule: RollingSchedule,
+  num_frames: int,
+):
   """Motion latents [B, num_frames, latent_dim] with the rolling KV-cache sampler.
 
   `audio_features` [B, front + num_frames + back, D] must be encoded from the waveform padded with
@@ -136,6 +146,7 @@ def sample_motion(model: MotionTransformer, params, audio_features, reference, r
     k, v = kv
     pad = jnp.zeros((k.shape[0], cache_len) + k.shape[2:], k.dtype)
     return jnp.concatenate([k, pad], 1), jnp.concatenate([v, pad], 1)
+
   cache = [with_empty_frames(kv) for kv in sink_kv]
 
   noise_shape = (batch, chunk, latent_dim)
@@ -153,29 +164,53 @@ def sample_motion(model: MotionTransformer, params, audio_features, reference, r
       done = schedule.slot_steps(i)
       t = jnp.repeat(grid[done], chunk)[None].repeat(latents.shape[0], 0)
       dt = jnp.repeat(grid[done + 1] - grid[done], chunk)[None, :, None]
-      velocity, _ = apply(_double(layout, latents), _double(layout, t), audio_slice, kv_context=cache,
-                          frame_offset=frame_offset, context_offset=context_offset,
-                          audio_offset=audio_offset)
+      velocity, _ = apply(
+        _double(layout, latents),
+        _double(layout, t),
+        audio_slice,
+        kv_context=cache,
+        frame_offset=frame_offset,
+        context_offset=context_offset,
+        audio_offset=audio_offset,
+      )
       return latents + dt * _combine_guidance(layout, velocity)
+
     latents = jax.lax.fori_loop(0, schedule.steps_per_shift, denoise, latents)
 
     finished = latents[:, :chunk]
-    _, finished_kv = apply(_double(layout, finished), jnp.ones((audio.shape[0], chunk)), audio_slice,
-                           kv_context=cache, frame_offset=frame_offset,
-                           context_offset=context_offset, audio_offset=audio_offset)
-    cache = [(jnp.concatenate([ck[:, :1], ck[:, 1 + chunk:], fk], 1),
-              jnp.concatenate([cv[:, :1], cv[:, 1 + chunk:], fv], 1))
-             for (ck, cv), (fk, fv) in zip(cache, finished_kv)]
+    _, finished_kv = apply(
+      _double(layout, finished),
+      jnp.ones((audio.shape[0], chunk)),
+      audio_slice,
+      kv_context=cache,
+      frame_offset=frame_offset,
+      context_offset=context_offset,
+      audio_offset=audio_offset,
+    )
+    cache = [
+      (
+        jnp.concatenate([ck[:, :1], ck[:, 1 + chunk :], fk], 1),
+        jnp.concatenate([cv[:, :1], cv[:, 1 + chunk :], fv], 1),
+      )
+      for (ck, cv), (fk, fv) in zip(cache, finished_kv)
+    ]
     latents = jnp.concatenate([latents[:, chunk:], chunk_noise(rng, s + 1, noise_shape)], axis=1)
     return (latents, cache), finished
 
   _, finished = jax.lax.scan(shift, (first, cache), jnp.arange(layout.num_shifts))
-  frames = jnp.moveaxis(finished[window - 1:], 0, 1).reshape(batch, -1, latent_dim)
+  frames = jnp.moveaxis(finished[window - 1 :], 0, 1).reshape(batch, -1, latent_dim)
   return frames[:, :num_frames]
 
 
-def sample_motion_recompute(model: MotionTransformer, params, audio_features, reference, rng,
-                            schedule: RollingSchedule, num_frames: int):
+def sample_motion_recompute(
+  model: MotionTransformer,
+  params,
+  audio_features,
+  reference,
+  rng,
+  schedule: RollingSchedule,
+  num_frames: int,
+):
   """The same samples as `sample_motion`, recomputing the whole history at every step (no cache)."""
   layout = _Layout(model, schedule, num_frames)
   chunk, window = layout.chunk, schedule.window
@@ -184,8 +219,9 @@ def sample_motion_recompute(model: MotionTransformer, params, audio_features, re
   grid = time_grid(schedule.steps)
   noise_shape = (batch, chunk, latent_dim)
   # Buffer slot b holds chunk b - (window - 1); negative chunks are the empty warm-up slots.
-  latents = jnp.concatenate([chunk_noise(rng, n, noise_shape)
-                             for n in range(-window + 1, layout.num_chunks)], axis=1)
+  latents = jnp.concatenate(
+    [chunk_noise(rng, n, noise_shape) for n in range(-window + 1, layout.num_chunks)], axis=1
+  )
   buffer_offset = -(window - 1) * chunk
   slot_chunk = jnp.arange(layout.num_shifts) - (window - 1)
 
@@ -196,12 +232,22 @@ def sample_motion_recompute(model: MotionTransformer, params, audio_features, re
       t = jnp.repeat(grid[done], chunk)[None].repeat(batch, 0)
       dt = jnp.repeat(grid[jnp.minimum(done + 1, schedule.steps)] - grid[done], chunk)
       active = jnp.repeat((slot_chunk <= s) & (slot_chunk > s - window), chunk)
-      velocity, _ = model.apply({"params": params}, _double(layout, latents), _double(layout, t), audio,
-                                audio_keep=keep, reference=ref, frame_offset=buffer_offset,
-                                audio_offset=-layout.audio_front_pad)
-      step = jnp.where(active[None, :, None], dt[None, :, None] * _combine_guidance(layout, velocity), 0)
+      velocity, _ = model.apply(
+        {"params": params},
+        _double(layout, latents),
+        _double(layout, t),
+        audio,
+        audio_keep=keep,
+        reference=ref,
+        frame_offset=buffer_offset,
+        audio_offset=-layout.audio_front_pad,
+      )
+      step = jnp.where(
+        active[None, :, None], dt[None, :, None] * _combine_guidance(layout, velocity), 0
+      )
       return latents + step
+
     return jax.lax.fori_loop(0, schedule.steps_per_shift, denoise, latents), None
 
   latents, _ = jax.lax.scan(shift, latents, jnp.arange(layout.num_shifts))
-  return latents[:, (window - 1) * chunk:][:, :num_frames]
+  return latents[:, (window - 1) * chunk :][:, :num_frames]

@@ -11,6 +11,7 @@ and a mask object from `masks.py`. `impl` names an implementation:
 - "auto" (default): the fastest of these that supports the call; where none does, the reference,
   with the reason logged once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,9 @@ _MAX_KERNEL_HEAD_DIM = 256  # past this one query block's accumulator no longer 
 _log = logging.getLogger(__name__)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None = None, *,
-              impl: str = "auto") -> jax.Array:
+def attention(
+  q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None = None, *, impl: str = "auto"
+) -> jax.Array:
   """Softmax attention; grouped-query when k/v have fewer heads than q.
 
   Scores and softmax run in float32 whatever the input dtype. A query that sees no key at all
@@ -67,8 +69,12 @@ def choose(q: jax.Array, mask: Mask) -> tuple[str, str | None]:
   if backend == "tpu":
     return "pallas_tpu", None
   # cuDNN's fused kernel beats Triton where it applies: half precision, a mask it knows natively.
-  if (q.dtype == jnp.bfloat16 and q.shape[-1] <= 128 and q.shape[-1] % 8 == 0
-      and cudnn.native_arguments(mask) is not None):
+  if (
+    q.dtype == jnp.bfloat16
+    and q.shape[-1] <= 128
+    and q.shape[-1] % 8 == 0
+    and cudnn.native_arguments(mask) is not None
+  ):
     return "cudnn", None
   return "pallas_gpu", None
 

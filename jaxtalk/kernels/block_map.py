@@ -13,6 +13,7 @@ how many of each; and the same per key block for the query blocks (the key/value
 walks that way). It is built with `jnp`, so masks with traced offsets (the rolling sampler) work,
 and costs O(length * key blocks), small next to the attention itself.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -28,6 +29,7 @@ _PARTIAL, _FULL, _EMPTY = 0, 1, 2  # sort keys: partial blocks first, unreached 
 class BlockList(NamedTuple):
   """For each outer block, the inner blocks to visit: `blocks[..., :num_partial]` need the mask,
   `blocks[..., num_partial:num_blocks]` do not, and the rest are never touched."""
+
   blocks: jax.Array  # [B|1, outer, inner] int32
   num_partial: jax.Array  # [B|1, outer] int32
   num_blocks: jax.Array  # [B|1, outer] int32
@@ -35,6 +37,7 @@ class BlockList(NamedTuple):
 
 class BlockMap(NamedTuple):
   """Everything a blocked kernel needs to know about a mask (see module docstring)."""
+
   intervals: jax.Array  # [B|1, padded q_len, 4] int32, per row two visible key ranges
   by_query: BlockList  # key blocks of each query block
   by_key: BlockList  # query blocks of each key block
@@ -60,11 +63,16 @@ def block_map(mask: Mask, q_len: int, k_len: int, block_q: int, block_k: int) ->
   starts = jnp.arange(num_k, dtype=jnp.int32) * block_k
 
   def overlap(lo, hi):  # [B|1, Q] ranges -> [B|1, Q, num_k] keys of each block inside the range
-    return jnp.maximum(jnp.minimum(hi[..., None], starts + block_k) - jnp.maximum(lo[..., None], starts), 0)
+    return jnp.maximum(
+      jnp.minimum(hi[..., None], starts + block_k) - jnp.maximum(lo[..., None], starts), 0
+    )
 
   # The two ranges are disjoint (prefix, then the rest), so their overlaps add up.
-  seen = overlap(intervals[..., 0], intervals[..., 1]) + overlap(intervals[..., 2], intervals[..., 3])
+  seen = overlap(intervals[..., 0], intervals[..., 1]) + overlap(
+    intervals[..., 2], intervals[..., 3]
+  )
   seen = seen.reshape(seen.shape[0], num_q, block_q, num_k)
-  kind = jnp.where(jnp.all(seen == block_k, axis=2), _FULL,
-                   jnp.where(jnp.any(seen > 0, axis=2), _PARTIAL, _EMPTY))
+  kind = jnp.where(
+    jnp.all(seen == block_k, axis=2), _FULL, jnp.where(jnp.any(seen > 0, axis=2), _PARTIAL, _EMPTY)
+  )
   return BlockMap(intervals, _block_list(kind), _block_list(jnp.swapaxes(kind, 1, 2)))

@@ -5,6 +5,7 @@ full mask (with key padding) maps onto that; anything else would reach cuDNN as 
 mask, which it turns into an additive bias over the whole score matrix and computes in full. That
 dense path is kept for the benchmark, as the baseline a user would otherwise reach for.
 """
+
 from __future__ import annotations
 
 import jax
@@ -19,8 +20,15 @@ def native_arguments(mask: Mask) -> dict | None:
   return None
 
 
-def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask, *,
-                    dense_mask: bool = False, implementation: str | None = "cudnn") -> jax.Array:
+def cudnn_attention(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  mask: Mask,
+  *,
+  dense_mask: bool = False,
+  implementation: str | None = "cudnn",
+) -> jax.Array:
   """[B, L, H, D] attention by `jax.nn.dot_product_attention`.
 
   `dense_mask` passes masks cuDNN cannot express as a boolean matrix (the benchmark's baseline;

@@ -9,6 +9,7 @@ the key/value gradients of the query heads that share a key/value head (grouped-
 
 The in-kernel helpers below are plain `jnp` on values, so both backends lower the same maths.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,14 +24,16 @@ from jaxtalk.kernels.masks import Mask
 
 class Backend(Protocol):
   """The kernels of one platform; a frozen dataclass, so it can be a static argument."""
+
   def blocks(self, q_len: int, k_len: int, backward: bool) -> tuple[int, int]:
     """(block_q, block_k) for the forward or the backward pass."""
 
   def forward(self, q, k, v, bmap: BlockMap, scale: float) -> tuple[jax.Array, jax.Array]:
     """Padded q [B, Lq, H, D], k/v [B, Lk, Hkv, D] -> out like q, lse [B, H, Lq, 1] float32."""
 
-  def backward(self, q, k, v, dout, lse, delta, bmap: BlockMap, scale: float,
-               grad_dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def backward(
+    self, q, k, v, dout, lse, delta, bmap: BlockMap, scale: float, grad_dtype
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """-> dq like q; dk, dv [B, Lk, H, D] per *query* head in `grad_dtype`."""
 
 
@@ -81,8 +84,11 @@ def softmax_step(carry, scores: jax.Array, v: jax.Array):
 
 
 def softmax_init(rows: int, head_dim: int):
-  return (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows, 1), -jnp.inf, jnp.float32),
-          jnp.zeros((rows, 1), jnp.float32))
+  return (
+    jnp.zeros((rows, head_dim), jnp.float32),
+    jnp.full((rows, 1), -jnp.inf, jnp.float32),
+    jnp.zeros((rows, 1), jnp.float32),
+  )
 
 
 def softmax_finish(carry):
@@ -114,8 +120,9 @@ def _padded(x: jax.Array, block: int, head_dim: int) -> jax.Array:
   return _pad(_pad(x, 1, -(-x.shape[1] // block) * block), 3, head_dim)
 
 
-def flash_attention(backend: Backend, q: jax.Array, k: jax.Array, v: jax.Array,
-                    mask: Mask) -> jax.Array:
+def flash_attention(
+  backend: Backend, q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask
+) -> jax.Array:
   """Blocked attention with `backend`'s kernels; same contract as `reference_attention`."""
   return _flash(backend, q, k, v, mask)
 
@@ -125,8 +132,13 @@ def _forward(backend, q, k, v, mask):
   block_q, block_k = backend.blocks(q_len, k_len, backward=False)
   width = next_power_of_two(max(head_dim, 16))
   bmap = block_map(mask, q_len, k_len, block_q, block_k)
-  out, lse = backend.forward(_padded(q, block_q, width), _padded(k, block_k, width),
-                             _padded(v, block_k, width), bmap, head_dim ** -0.5)
+  out, lse = backend.forward(
+    _padded(q, block_q, width),
+    _padded(k, block_k, width),
+    _padded(v, block_k, width),
+    bmap,
+    head_dim**-0.5,
+  )
   return out[:, :q_len, :, :head_dim], lse[:, :, :q_len]
 
 
@@ -152,16 +164,28 @@ def _flash_bwd(backend, residuals, dout):
   q_pad = -(-q_len // block_q) * block_q
   group = heads // kv_heads
   dq, dk, dv = backend.backward(
-      _padded(q, block_q, width), _padded(k, block_k, width), _padded(v, block_k, width),
-      _padded(dout.astype(q.dtype), block_q, width), _pad(lse, 2, q_pad), _pad(delta, 2, q_pad),
-      bmap, head_dim ** -0.5, k.dtype if group == 1 else jnp.float32)
+    _padded(q, block_q, width),
+    _padded(k, block_k, width),
+    _padded(v, block_k, width),
+    _padded(dout.astype(q.dtype), block_q, width),
+    _pad(lse, 2, q_pad),
+    _pad(delta, 2, q_pad),
+    bmap,
+    head_dim**-0.5,
+    k.dtype if group == 1 else jnp.float32,
+  )
 
   def per_kv_head(grad, like):
     grad = grad[:, :k_len, :, :head_dim].reshape(batch, k_len, kv_heads, group, head_dim)
     return grad.sum(axis=3).astype(like.dtype)
+
   mask_grad = jax.tree.map(lambda _: None, mask)
-  return (dq[:, :q_len, :, :head_dim].astype(q.dtype), per_kv_head(dk, k), per_kv_head(dv, v),
-          mask_grad)
+  return (
+    dq[:, :q_len, :, :head_dim].astype(q.dtype),
+    per_kv_head(dk, k),
+    per_kv_head(dv, v),
+    mask_grad,
+  )
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

@@ -15,6 +15,7 @@ Positions: for sequence masks a token's *frame index* is `offset + (index - pref
 indices mark slots that do not exist yet (an empty KV cache at the start of sampling) and are never
 visible.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -35,10 +36,12 @@ def _key_limit(kv_lengths, k_len):
 
 def _stack_intervals(lo0, hi0, lo1, hi1, limit, q_rows):
   """Clip two [.., Q] key ranges to [0, limit), empty ones to lo == hi -> int32 [B|1, Q, 4]."""
+
   def clip(lo, hi):
     lo = jnp.maximum(jnp.broadcast_to(lo, (q_rows,)), 0)
     hi = jnp.minimum(hi, limit)
     return lo, jnp.maximum(hi, lo)
+
   parts = jnp.broadcast_arrays(*clip(lo0, hi0), *clip(lo1, hi1))
   out = jnp.stack(parts, axis=-1).astype(jnp.int32)
   return out if out.ndim == 3 else out[None]
@@ -54,6 +57,7 @@ def _combine(visible, kv_lengths, k_len):
 @struct.dataclass
 class FullMask:
   """Every query sees every key (optionally only the first `kv_lengths[b]` keys of example b)."""
+
   kv_lengths: jnp.ndarray | None = None
 
   def dense(self, q_len: int, k_len: int) -> jnp.ndarray:
@@ -73,6 +77,7 @@ class BlockCausalMask:
   how many earlier chunks a frame sees; this bounds the receptive field per layer so a fixed-size KV
   cache reproduces exactly what the model computes on the whole sequence.
   """
+
   chunk_size: int = struct.field(pytree_node=False)
   q_prefix: int = struct.field(pytree_node=False, default=0)
   k_prefix: int = struct.field(pytree_node=False, default=0)
@@ -99,8 +104,11 @@ class BlockCausalMask:
     """Range 0: the prefix keys. Range 1: the frames of the chunks a query sees."""
     qi = jnp.arange(q_rows)
     q_chunk = (self.q_offset + qi - self.q_prefix) // self.chunk_size
-    first_frame = 0 if self.window_chunks is None else jnp.maximum(
-        (q_chunk - self.window_chunks) * self.chunk_size, 0)
+    first_frame = (
+      0
+      if self.window_chunks is None
+      else jnp.maximum((q_chunk - self.window_chunks) * self.chunk_size, 0)
+    )
     end_frame = (q_chunk + 1) * self.chunk_size
     to_key = self.k_prefix - self.k_offset  # key index of frame f is f + to_key
     lo = jnp.maximum(first_frame + to_key, self.k_prefix)
@@ -117,6 +125,7 @@ class AudioWindowMask:
   encoder already runs at the video rate). `q_offset` / `k_offset` are the frame index of the first
   query and the audio index of the first key, so a slice of a long feature sequence keeps its alignment.
   """
+
   window: int = struct.field(pytree_node=False)
   rate_num: int = struct.field(pytree_node=False, default=1)
   rate_den: int = struct.field(pytree_node=False, default=1)

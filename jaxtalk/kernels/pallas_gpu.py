@@ -9,6 +9,7 @@ it, the query gradient one per query block, so neither needs atomics.
 
 Triton tiles must have power-of-two sides of at least 16; `flash.py` pads lengths and the head dim.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,11 +45,25 @@ def _walk(block_list_refs, body, carry):
   blocks_ref, num_partial_ref, num_blocks_ref = block_list_refs
   num_partial, num_blocks = num_partial_ref[0], num_blocks_ref[0]
   carry = jax.lax.fori_loop(0, num_partial, lambda s, c: body(blocks_ref[s], True, c), carry)
-  return jax.lax.fori_loop(num_partial, num_blocks, lambda s, c: body(blocks_ref[s], False, c), carry)
+  return jax.lax.fori_loop(
+    num_partial, num_blocks, lambda s, c: body(blocks_ref[s], False, c), carry
+  )
 
 
-def _forward_kernel(intervals_ref, blocks_ref, num_partial_ref, num_blocks_ref, q_ref, k_ref, v_ref,
-                    out_ref, lse_ref, *, scale, block_k):
+def _forward_kernel(
+  intervals_ref,
+  blocks_ref,
+  num_partial_ref,
+  num_blocks_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  out_ref,
+  lse_ref,
+  *,
+  scale,
+  block_k,
+):
   q = q_ref[...]
   rows = _load_rows(intervals_ref, slice(None))
 
@@ -56,15 +71,28 @@ def _forward_kernel(intervals_ref, blocks_ref, num_partial_ref, num_blocks_ref, 
     keys, scores = _key_block_scores(q, k_ref, block, block_k, scale, masked and rows)
     return flash.softmax_step(carry, scores, v_ref[keys, :])
 
-  carry = _walk((blocks_ref, num_partial_ref, num_blocks_ref), body,
-                flash.softmax_init(*q.shape))
+  carry = _walk((blocks_ref, num_partial_ref, num_blocks_ref), body, flash.softmax_init(*q.shape))
   out, lse = flash.softmax_finish(carry)
   out_ref[...] = out.astype(out_ref.dtype)
   lse_ref[...] = lse
 
 
-def _dq_kernel(intervals_ref, blocks_ref, num_partial_ref, num_blocks_ref, q_ref, k_ref, v_ref,
-               dout_ref, lse_ref, delta_ref, dq_ref, *, scale, block_k):
+def _dq_kernel(
+  intervals_ref,
+  blocks_ref,
+  num_partial_ref,
+  num_blocks_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  dout_ref,
+  lse_ref,
+  delta_ref,
+  dq_ref,
+  *,
+  scale,
+  block_k,
+):
   q, dout = q_ref[...], dout_ref[...]
   lse, delta = lse_ref[...], delta_ref[...]
   rows = _load_rows(intervals_ref, slice(None))
@@ -79,8 +107,23 @@ def _dq_kernel(intervals_ref, blocks_ref, num_partial_ref, num_blocks_ref, q_ref
   dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(intervals_ref, blocks_ref, num_partial_ref, num_blocks_ref, q_ref, k_ref, v_ref,
-                dout_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, scale, block_q):
+def _dkv_kernel(
+  intervals_ref,
+  blocks_ref,
+  num_partial_ref,
+  num_blocks_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  dout_ref,
+  lse_ref,
+  delta_ref,
+  dk_ref,
+  dv_ref,
+  *,
+  scale,
+  block_q,
+):
   k, v = k_ref[...], v_ref[...]
   block_k = k.shape[0]
   key_start = pl.program_id(2) * block_k
@@ -91,8 +134,9 @@ def _dkv_kernel(intervals_ref, blocks_ref, num_partial_ref, num_blocks_ref, q_re
     q, dout = q_ref[rows, :], dout_ref[rows, :]
     scores = flash.dot_nt(q, k) * scale
     if masked:
-      scores = jnp.where(flash.visible(_load_rows(intervals_ref, rows), key_start, block_k),
-                         scores, -jnp.inf)
+      scores = jnp.where(
+        flash.visible(_load_rows(intervals_ref, rows), key_start, block_k), scores, -jnp.inf
+      )
     probs, dscores = flash.score_gradients(scores, lse_ref[rows, :], dout, v, delta_ref[rows, :])
     dv = dv + flash.dot_tn(probs.astype(dout.dtype), dout)
     return dk + flash.dot_tn(dscores.astype(q.dtype), q), dv
@@ -108,14 +152,17 @@ def _list_specs(block_list: BlockList):
   per_batch = block_list.blocks.shape[0] > 1
   pick = lambda b: b if per_batch else 0
   inner = block_list.blocks.shape[2]
-  return [pl.BlockSpec((None, None, inner), lambda b, h, i: (pick(b), i, 0)),
-          pl.BlockSpec((None, 1), lambda b, h, i: (pick(b), i)),
-          pl.BlockSpec((None, 1), lambda b, h, i: (pick(b), i))]
+  return [
+    pl.BlockSpec((None, None, inner), lambda b, h, i: (pick(b), i, 0)),
+    pl.BlockSpec((None, 1), lambda b, h, i: (pick(b), i)),
+    pl.BlockSpec((None, 1), lambda b, h, i: (pick(b), i)),
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
 class PallasGpu:
   """Block sizes and launch settings of the Triton kernels (see `flash.Backend`)."""
+
   block_q: int = 128
   block_k: int = 64
   block_q_bwd: int = 64
@@ -125,14 +172,23 @@ class PallasGpu:
   interpret: bool = False
 
   def blocks(self, q_len, k_len, backward):
-    block_q, block_k = (self.block_q_bwd, self.block_k_bwd) if backward else (self.block_q, self.block_k)
+    block_q, block_k = (
+      (self.block_q_bwd, self.block_k_bwd) if backward else (self.block_q, self.block_k)
+    )
     return flash.block_size(q_len, block_q, 16), flash.block_size(k_len, block_k, 16)
 
   def _call(self, kernel, grid, in_specs, out_specs, out_shape, *args):
     return pl.pallas_call(
-        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-        compiler_params=pl_triton.CompilerParams(num_warps=self.num_warps, num_stages=self.num_stages),
-        interpret=self.interpret)(*args)
+      kernel,
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=out_specs,
+      out_shape=out_shape,
+      compiler_params=pl_triton.CompilerParams(
+        num_warps=self.num_warps, num_stages=self.num_stages
+      ),
+      interpret=self.interpret,
+    )(*args)
 
   def forward(self, q, k, v, bmap: BlockMap, scale):
     batch, q_len, heads, width = q.shape
@@ -143,12 +199,20 @@ class PallasGpu:
     kv_spec = pl.BlockSpec((None, k_len, None, width), lambda b, h, i: (b, 0, h // group, 0))
     kernel = functools.partial(_forward_kernel, scale=scale, block_k=block_k)
     return self._call(
-        kernel, (batch, heads, num_q),
-        [_intervals_spec(bmap, block_q), *_list_specs(bmap.by_query), q_spec, kv_spec, kv_spec],
-        [q_spec, pl.BlockSpec((None, None, block_q, 1), lambda b, h, i: (b, h, i, 0))],
-        [jax.ShapeDtypeStruct(q.shape, q.dtype),
-         jax.ShapeDtypeStruct((batch, heads, q_len, 1), jnp.float32)],
-        bmap.intervals, *bmap.by_query, q, k, v)
+      kernel,
+      (batch, heads, num_q),
+      [_intervals_spec(bmap, block_q), *_list_specs(bmap.by_query), q_spec, kv_spec, kv_spec],
+      [q_spec, pl.BlockSpec((None, None, block_q, 1), lambda b, h, i: (b, h, i, 0))],
+      [
+        jax.ShapeDtypeStruct(q.shape, q.dtype),
+        jax.ShapeDtypeStruct((batch, heads, q_len, 1), jnp.float32),
+      ],
+      bmap.intervals,
+      *bmap.by_query,
+      q,
+      k,
+      v,
+    )
 
   def backward(self, q, k, v, dout, lse, delta, bmap: BlockMap, scale, grad_dtype):
     batch, q_len, heads, width = q.shape
@@ -164,18 +228,54 @@ class PallasGpu:
     grad_block = pl.BlockSpec((None, block_k, None, width), lambda b, h, i: (b, i, h, 0))
 
     dq = self._call(
-        functools.partial(_dq_kernel, scale=scale, block_k=block_k), (batch, heads, num_q),
-        [_intervals_spec(bmap, block_q), *_list_specs(bmap.by_query), q_block, kv_whole, kv_whole,
-         q_block, row_block, row_block],
-        q_block, jax.ShapeDtypeStruct(q.shape, q.dtype),
-        bmap.intervals, *bmap.by_query, q, k, v, dout, lse, delta)
+      functools.partial(_dq_kernel, scale=scale, block_k=block_k),
+      (batch, heads, num_q),
+      [
+        _intervals_spec(bmap, block_q),
+        *_list_specs(bmap.by_query),
+        q_block,
+        kv_whole,
+        kv_whole,
+        q_block,
+        row_block,
+        row_block,
+      ],
+      q_block,
+      jax.ShapeDtypeStruct(q.shape, q.dtype),
+      bmap.intervals,
+      *bmap.by_query,
+      q,
+      k,
+      v,
+      dout,
+      lse,
+      delta,
+    )
     grad_shape = jax.ShapeDtypeStruct((batch, k_len, heads, width), grad_dtype)
     dk, dv = self._call(
-        functools.partial(_dkv_kernel, scale=scale, block_q=block_q), (batch, heads, num_k),
-        [_intervals_spec(bmap, q_len), *_list_specs(bmap.by_key), q_whole, kv_block, kv_block,
-         q_whole, row_whole, row_whole],
-        [grad_block, grad_block], [grad_shape, grad_shape],
-        bmap.intervals, *bmap.by_key, q, k, v, dout, lse, delta)
+      functools.partial(_dkv_kernel, scale=scale, block_q=block_q),
+      (batch, heads, num_k),
+      [
+        _intervals_spec(bmap, q_len),
+        *_list_specs(bmap.by_key),
+        q_whole,
+        kv_block,
+        kv_block,
+        q_whole,
+        row_whole,
+        row_whole,
+      ],
+      [grad_block, grad_block],
+      [grad_shape, grad_shape],
+      bmap.intervals,
+      *bmap.by_key,
+      q,
+      k,
+      v,
+      dout,
+      lse,
+      delta,
+    )
     return dq, dk, dv
 
 
@@ -183,5 +283,6 @@ def _intervals_spec(bmap: BlockMap, rows: int):
   """The key ranges of `rows` query rows: one query block, or all of them (rows = q_len)."""
   per_batch = bmap.intervals.shape[0] > 1
   whole = rows == bmap.intervals.shape[1]
-  return pl.BlockSpec((None, rows, 4),
-                      lambda b, h, i: (b if per_batch else 0, 0 if whole else i, 0))
+  return pl.BlockSpec(
+    (None, rows, 4), lambda b, h, i: (b if per_batch else 0, 0 if whole else i, 0)
+  )

@@ -10,6 +10,7 @@ scratch across the steps of one query block.
 Tensors are laid out [B, H, L, D] here (the last two block dims must be whole tiles of (8, 128) or
 the whole axis); the backend transposes on the way in and out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ def _scores(q, k, scale, mask_at):
     return scores
   intervals_ref, key_start = mask_at
   intervals = intervals_ref[...]
-  rows = tuple(intervals[:, c:c + 1] for c in range(4))
+  rows = tuple(intervals[:, c : c + 1] for c in range(4))
   return jnp.where(flash.visible(rows, key_start, k.shape[0]), scores, -jnp.inf)
 
 
@@ -50,8 +51,23 @@ def _visit(lists, outer, step, body):
   pl.when(unmasked)(lambda: body(False))
 
 
-def _forward_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, q_ref, k_ref, v_ref,
-                    out_ref, lse_ref, acc_ref, max_ref, sum_ref, *, scale, per_batch):
+def _forward_kernel(
+  blocks_ref,
+  num_partial_ref,
+  num_blocks_ref,
+  intervals_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  out_ref,
+  lse_ref,
+  acc_ref,
+  max_ref,
+  sum_ref,
+  *,
+  scale,
+  per_batch,
+):
   batch, query_block, step = pl.program_id(0), pl.program_id(2), pl.program_id(3)
   lists = (blocks_ref, num_partial_ref, num_blocks_ref, batch if per_batch else 0)
   block_k = k_ref.shape[0]
@@ -65,6 +81,7 @@ def _forward_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, 
     scores = _scores(q_ref[...], k_ref[...], scale, masked and (intervals_ref, key_start))
     carry = flash.softmax_step((acc_ref[...], max_ref[...], sum_ref[...]), scores, v_ref[...])
     acc_ref[...], max_ref[...], sum_ref[...] = carry
+
   _visit(lists, query_block, step, body)
 
   @pl.when(step == pl.num_programs(3) - 1)
@@ -74,8 +91,23 @@ def _forward_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, 
     lse_ref[...] = lse
 
 
-def _dq_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, q_ref, k_ref, v_ref,
-               dout_ref, lse_ref, delta_ref, dq_ref, acc_ref, *, scale, per_batch):
+def _dq_kernel(
+  blocks_ref,
+  num_partial_ref,
+  num_blocks_ref,
+  intervals_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  dout_ref,
+  lse_ref,
+  delta_ref,
+  dq_ref,
+  acc_ref,
+  *,
+  scale,
+  per_batch,
+):
   batch, query_block, step = pl.program_id(0), pl.program_id(2), pl.program_id(3)
   lists = (blocks_ref, num_partial_ref, num_blocks_ref, batch if per_batch else 0)
   block_k = k_ref.shape[0]
@@ -88,8 +120,11 @@ def _dq_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, q_ref
     k = k_ref[...]
     key_start = _current(lists, query_block, step) * block_k
     scores = _scores(q_ref[...], k, scale, masked and (intervals_ref, key_start))
-    _, dscores = flash.score_gradients(scores, lse_ref[...], dout_ref[...], v_ref[...], delta_ref[...])
+    _, dscores = flash.score_gradients(
+      scores, lse_ref[...], dout_ref[...], v_ref[...], delta_ref[...]
+    )
     acc_ref[...] += flash.dot_nn(dscores.astype(k.dtype), k)
+
   _visit(lists, query_block, step, body)
 
   @pl.when(step == pl.num_programs(3) - 1)
@@ -97,9 +132,25 @@ def _dq_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, q_ref
     dq_ref[...] = (acc_ref[...] * scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, q_ref, k_ref, v_ref,
-                dout_ref, lse_ref, delta_ref, dk_ref, dv_ref, dk_acc_ref, dv_acc_ref, *, scale,
-                per_batch):
+def _dkv_kernel(
+  blocks_ref,
+  num_partial_ref,
+  num_blocks_ref,
+  intervals_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  dout_ref,
+  lse_ref,
+  delta_ref,
+  dk_ref,
+  dv_ref,
+  dk_acc_ref,
+  dv_acc_ref,
+  *,
+  scale,
+  per_batch,
+):
   batch, key_block, step = pl.program_id(0), pl.program_id(2), pl.program_id(3)
   lists = (blocks_ref, num_partial_ref, num_blocks_ref, batch if per_batch else 0)
   block_k = k_ref.shape[0]
@@ -115,6 +166,7 @@ def _dkv_kernel(blocks_ref, num_partial_ref, num_blocks_ref, intervals_ref, q_re
     probs, dscores = flash.score_gradients(scores, lse_ref[...], dout, v_ref[...], delta_ref[...])
     dv_acc_ref[...] += flash.dot_tn(probs.astype(dout.dtype), dout)
     dk_acc_ref[...] += flash.dot_tn(dscores.astype(q.dtype), q)
+
   _visit(lists, key_block, step, body)
 
   @pl.when(step == pl.num_programs(3) - 1)
@@ -138,6 +190,7 @@ def _current(lists, outer, step):
 @dataclasses.dataclass(frozen=True)
 class PallasTpu:
   """Block sizes of the Mosaic kernels (see `flash.Backend`)."""
+
   block_q: int = 512
   block_k: int = 512
   block_q_bwd: int = 256
@@ -147,18 +200,28 @@ class PallasTpu:
   def blocks(self, q_len, k_len, backward):
     # Whole (8, 128) tiles: a block of rows is a multiple of 8 and a block of keys of 128, because
     # the key axis is the lane axis of the score tile.
-    block_q, block_k = (self.block_q_bwd, self.block_k_bwd) if backward else (self.block_q, self.block_k)
+    block_q, block_k = (
+      (self.block_q_bwd, self.block_k_bwd) if backward else (self.block_q, self.block_k)
+    )
     return flash.block_size(q_len, block_q, 8), flash.block_size(k_len, block_k, 128)
 
   def _call(self, kernel, grid, in_specs, out_specs, out_shape, scratch, block_list, *args):
     grid_spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=3, grid=grid, in_specs=in_specs, out_specs=out_specs,
-        scratch_shapes=scratch)
+      num_scalar_prefetch=3,
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=out_specs,
+      scratch_shapes=scratch,
+    )
     return pl.pallas_call(
-        kernel, grid_spec=grid_spec, out_shape=out_shape,
-        compiler_params=pltpu.CompilerParams(
-            dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
-        interpret=pltpu.InterpretParams() if self.interpret else False)(*block_list, *args)
+      kernel,
+      grid_spec=grid_spec,
+      out_shape=out_shape,
+      compiler_params=pltpu.CompilerParams(
+        dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
+      ),
+      interpret=pltpu.InterpretParams() if self.interpret else False,
+    )(*block_list, *args)
 
   def forward(self, q, k, v, bmap: BlockMap, scale):
     q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
@@ -174,14 +237,25 @@ class PallasTpu:
     kv_spec = pl.BlockSpec((None, None, block_k, width), key)
     kernel = functools.partial(_forward_kernel, scale=scale, per_batch=per_batch)
     out, lse = self._call(
-        kernel, (batch, heads, num_q, steps),
-        [_intervals_spec(bmap, block_q, per_batch), q_spec, kv_spec, kv_spec],
-        [q_spec, pl.BlockSpec((None, None, block_q, 1), lambda b, h, i, s, *_: (b, h, i, 0))],
-        [jax.ShapeDtypeStruct(q.shape, q.dtype),
-         jax.ShapeDtypeStruct((batch, heads, q_len, 1), jnp.float32)],
-        [pltpu.VMEM((block_q, width), jnp.float32), pltpu.VMEM((block_q, 1), jnp.float32),
-         pltpu.VMEM((block_q, 1), jnp.float32)],
-        lists, bmap.intervals, q, k, v)
+      kernel,
+      (batch, heads, num_q, steps),
+      [_intervals_spec(bmap, block_q, per_batch), q_spec, kv_spec, kv_spec],
+      [q_spec, pl.BlockSpec((None, None, block_q, 1), lambda b, h, i, s, *_: (b, h, i, 0))],
+      [
+        jax.ShapeDtypeStruct(q.shape, q.dtype),
+        jax.ShapeDtypeStruct((batch, heads, q_len, 1), jnp.float32),
+      ],
+      [
+        pltpu.VMEM((block_q, width), jnp.float32),
+        pltpu.VMEM((block_q, 1), jnp.float32),
+        pltpu.VMEM((block_q, 1), jnp.float32),
+      ],
+      lists,
+      bmap.intervals,
+      q,
+      k,
+      v,
+    )
     return jnp.swapaxes(out, 1, 2), lse
 
   def backward(self, q, k, v, dout, lse, delta, bmap: BlockMap, scale, grad_dtype):
@@ -195,16 +269,39 @@ class PallasTpu:
 
     # Query gradient: grid (b, h, query block, step over its key blocks).
     fixed_q = lambda b, h, i, s, *_: (b, h, i, 0)
-    listed_k = lambda b, h, i, s, *refs: (b, _kv_head(h, group), _current((*refs, pick(b)), i, s), 0)
+    listed_k = lambda b, h, i, s, *refs: (
+      b,
+      _kv_head(h, group),
+      _current((*refs, pick(b)), i, s),
+      0,
+    )
     q_block = pl.BlockSpec((None, None, block_q, width), fixed_q)
     row_block = pl.BlockSpec((None, None, block_q, 1), fixed_q)
     kv_block = pl.BlockSpec((None, None, block_k, width), listed_k)
     dq = self._call(
-        functools.partial(_dq_kernel, scale=scale, per_batch=per_batch), (batch, heads, num_q, num_k),
-        [_intervals_spec(bmap, block_q, per_batch), q_block, kv_block, kv_block, q_block, row_block,
-         row_block],
-        q_block, jax.ShapeDtypeStruct(q.shape, q.dtype), [pltpu.VMEM((block_q, width), jnp.float32)],
-        bmap.by_query, bmap.intervals, q, k, v, dout, lse, delta)
+      functools.partial(_dq_kernel, scale=scale, per_batch=per_batch),
+      (batch, heads, num_q, num_k),
+      [
+        _intervals_spec(bmap, block_q, per_batch),
+        q_block,
+        kv_block,
+        kv_block,
+        q_block,
+        row_block,
+        row_block,
+      ],
+      q_block,
+      jax.ShapeDtypeStruct(q.shape, q.dtype),
+      [pltpu.VMEM((block_q, width), jnp.float32)],
+      bmap.by_query,
+      bmap.intervals,
+      q,
+      k,
+      v,
+      dout,
+      lse,
+      delta,
+    )
 
     # Key/value gradients: grid (b, h, key block, step over the query blocks that reach it).
     listed_q = lambda b, h, j, s, *refs: (b, h, _current((*refs, pick(b)), j, s), 0)
@@ -214,17 +311,27 @@ class PallasTpu:
     kv_fixed = pl.BlockSpec((None, None, block_k, width), fixed_kv)
     grad_block = pl.BlockSpec((None, None, block_k, width), lambda b, h, j, s, *_: (b, h, j, 0))
     intervals_listed = pl.BlockSpec(
-        (None, block_q, 4), lambda b, h, j, s, *refs: (pick(b), _current((*refs, pick(b)), j, s), 0))
+      (None, block_q, 4), lambda b, h, j, s, *refs: (pick(b), _current((*refs, pick(b)), j, s), 0)
+    )
     grad_shape = jax.ShapeDtypeStruct((batch, heads, k_len, width), grad_dtype)
     dk, dv = self._call(
-        functools.partial(_dkv_kernel, scale=scale, per_batch=per_batch), (batch, heads, num_k, num_q),
-        [intervals_listed, q_listed, kv_fixed, kv_fixed, q_listed, row_listed, row_listed],
-        [grad_block, grad_block], [grad_shape, grad_shape],
-        [pltpu.VMEM((block_k, width), jnp.float32)] * 2,
-        bmap.by_key, bmap.intervals, q, k, v, dout, lse, delta)
+      functools.partial(_dkv_kernel, scale=scale, per_batch=per_batch),
+      (batch, heads, num_k, num_q),
+      [intervals_listed, q_listed, kv_fixed, kv_fixed, q_listed, row_listed, row_listed],
+      [grad_block, grad_block],
+      [grad_shape, grad_shape],
+      [pltpu.VMEM((block_k, width), jnp.float32)] * 2,
+      bmap.by_key,
+      bmap.intervals,
+      q,
+      k,
+      v,
+      dout,
+      lse,
+      delta,
+    )
     return tuple(jnp.swapaxes(x, 1, 2) for x in (dq, dk, dv))
 
 
 def _intervals_spec(bmap: BlockMap, block_q: int, per_batch: bool):
-  return pl.BlockSpec((None, block_q, 4),
-                      lambda b, h, i, s, *_: (b if per_batch else 0, i, 0))
+  return pl.BlockSpec((None, block_q, 4), lambda b, h, i, s, *_: (b if per_batch else 0, i, 0))

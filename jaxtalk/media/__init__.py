@@ -3,6 +3,7 @@
 Everything here talks to files through soundfile, imageio and the ffmpeg binary that imageio-ffmpeg
 ships, so no system ffmpeg or network access is needed.
 """
+
 import contextlib
 import json
 import os
@@ -37,6 +38,5 @@ def atomic_output_path(path: str):
 
 def write_json(path: str, data) -> None:
   """Writes `data` as indented JSON, atomically (see `atomic_output_path`)."""
-  with atomic_output_path(path) as temp_path:
-    with open(temp_path, "w") as f:
-      json.dump(data, f, indent=1)
+  with atomic_output_path(path) as temp_path, open(temp_path, "w") as f:
+    json.dump(data, f, indent=1)

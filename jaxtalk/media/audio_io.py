@@ -5,6 +5,7 @@ wav, flac and ogg are read with soundfile; everything else (mp3, m4a, the audio 
 mono mix (channel mean) and resampler (`scipy.signal.resample_poly` at the exact rational ratio),
 so a recording gives the same samples whatever container it came in.
 """
+
 import io
 import math
 import os
@@ -13,8 +14,8 @@ import subprocess
 
 import imageio_ffmpeg
 import numpy as np
-from scipy import signal
 import soundfile
+from scipy import signal
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import atomic_output_path
@@ -31,7 +32,9 @@ def samples_per_frame(sample_rate: int = 16000, fps: int = 25) -> int:
   samples per frame, so frames and audio stay aligned with integer indexing.
   """
   if sample_rate % fps:
-    raise ValueError(f"sample rate {sample_rate} Hz is not a whole number of samples per frame at {fps} fps")
+    raise ValueError(
+      f"sample rate {sample_rate} Hz is not a whole number of samples per frame at {fps} fps"
+    )
   return sample_rate // fps
 
 
@@ -48,8 +51,9 @@ def require_file(path: str, what: str) -> None:
     raise UserError(f"{what} {path} is not a file; give the path of a file")
 
 
-_FFMPEG_ERROR_LINE = re.compile(r"error|invalid|no such|not supported|unsupported|does not contain|matches no",
-                                re.IGNORECASE)
+_FFMPEG_ERROR_LINE = re.compile(
+  r"error|invalid|no such|not supported|unsupported|does not contain|matches no", re.IGNORECASE
+)
 
 
 def ffmpeg_error_reason(stderr: str, returncode: int) -> str:
@@ -58,8 +62,11 @@ def ffmpeg_error_reason(stderr: str, returncode: int) -> str:
   Indented lines (the version banner, stream listings) are skipped; the first remaining line that
   reports an error wins, else the last line, so a failure fits in a one-line message.
   """
-  lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", line).strip()
-           for line in stderr.splitlines() if line.strip() and not line[0].isspace()]
+  lines = [
+    re.sub(r"^(\[[^\]]*\]\s*)+", "", line).strip()
+    for line in stderr.splitlines()
+    if line.strip() and not line[0].isspace()
+  ]
   lines = [line for line in lines if line]
   for line in lines:
     if _FFMPEG_ERROR_LINE.search(line):
@@ -80,7 +87,17 @@ def _read_with_ffmpeg(path: str, max_seconds: float | None) -> tuple[np.ndarray,
   and unlike WAV it is meant for streams of unknown length. Channels are not mixed by ffmpeg,
   whose downmix scales by 1/sqrt(2) and would make the level depend on the container.
   """
-  command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-vn"]
+  command = [
+    imageio_ffmpeg.get_ffmpeg_exe(),
+    "-nostdin",
+    "-v",
+    "error",
+    "-i",
+    path,
+    "-map",
+    "0:a:0",
+    "-vn",
+  ]
   if max_seconds is not None:
     command += ["-t", f"{max_seconds:.6f}"]
   command += ["-c:a", "pcm_f32be", "-f", "au", "-"]
@@ -90,7 +107,9 @@ def _read_with_ffmpeg(path: str, max_seconds: float | None) -> tuple[np.ndarray,
     raise UserError(f"{path} has no audio stream; give a file with a sound track")
   if result.returncode != 0 or not result.stdout:
     reason = ffmpeg_error_reason(stderr, result.returncode)
-    raise UserError(f"cannot decode audio from {path} ({reason}); give a wav, flac, mp3, m4a or video file")
+    raise UserError(
+      f"cannot decode audio from {path} ({reason}); give a wav, flac, mp3, m4a or video file"
+    )
   return soundfile.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
 
 
@@ -104,8 +123,9 @@ def _decode(path: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
   return _read_with_ffmpeg(path, max_seconds)
 
 
-def load_audio(path: str, sample_rate: int = 16000, *, fps: int = 25,
-               max_seconds: float | None = None) -> np.ndarray:
+def load_audio(
+  path: str, sample_rate: int = 16000, *, fps: int = 25, max_seconds: float | None = None
+) -> np.ndarray:
   """Loads an audio (or video) file as mono float32 in [-1, 1] at `sample_rate`: shape [N].
 
   Reads at most the first `max_seconds` if given. Raises UserError for a missing, unreadable or
@@ -122,8 +142,10 @@ def load_audio(path: str, sample_rate: int = 16000, *, fps: int = 25,
     audio = signal.resample_poly(audio, sample_rate // common, source_rate // common)
   audio = np.clip(np.nan_to_num(audio), -1.0, 1.0).astype(np.float32)
   if num_video_frames(audio.size, sample_rate, fps) == 0:
-    raise UserError(f"audio in {path} is {1000 * audio.size / sample_rate:.0f} ms long, shorter than one video "
-                    f"frame ({1000 / fps:.0f} ms); give a longer recording")
+    raise UserError(
+      f"audio in {path} is {1000 * audio.size / sample_rate:.0f} ms long, shorter than one video "
+      f"frame ({1000 / fps:.0f} ms); give a longer recording"
+    )
   if np.abs(audio).max() < SILENCE_PEAK:
     raise UserError(f"audio in {path} is silent; give a recording with speech in it")
   return audio

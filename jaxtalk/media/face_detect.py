@@ -8,6 +8,7 @@ Portraits (`image_io.load_portrait`) and real training videos (`jaxtalk.data.ing
 framed by `face_crop_box`, so a model sees faces at the same scale and position in training and
 at inference.
 """
+
 import functools
 from typing import NamedTuple
 
@@ -45,21 +46,35 @@ def detect_face(image: np.ndarray) -> Box | None:
   scale = min(1.0, DETECTION_SIDE / min(height, width))
   gray = Image.fromarray(image).convert("L")
   if scale < 1.0:
-    gray = gray.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR,
-                       reducing_gap=2.0)
+    gray = gray.resize(
+      (max(1, round(width * scale)), max(1, round(height * scale))),
+      Image.Resampling.BILINEAR,
+      reducing_gap=2.0,
+    )
   gray = np.asarray(gray, dtype=np.float32) / 255.0
   if min(gray.shape) < _MIN_FACE_PX:
     return None
-  detections = _cascade().detect_multi_scale(img=gray, scale_factor=1.2, step_ratio=1,
-                                             min_size=(_MIN_FACE_PX, _MIN_FACE_PX), max_size=gray.shape)
+  detections = _cascade().detect_multi_scale(
+    img=gray,
+    scale_factor=1.2,
+    step_ratio=1,
+    min_size=(_MIN_FACE_PX, _MIN_FACE_PX),
+    max_size=gray.shape,
+  )
   if not detections:
     return None
   best = max(detections, key=lambda d: d["width"] * d["height"])
-  return Box(x=round(best["c"] / scale), y=round(best["r"] / scale),
-             width=round(best["width"] / scale), height=round(best["height"] / scale))
+  return Box(
+    x=round(best["c"] / scale),
+    y=round(best["r"] / scale),
+    width=round(best["width"] / scale),
+    height=round(best["height"] / scale),
+  )
 
 
-def face_crop_box(face: Box, image_height: int, image_width: int, scale: float = FACE_CROP_SCALE) -> Box:
+def face_crop_box(
+  face: Box, image_height: int, image_width: int, scale: float = FACE_CROP_SCALE
+) -> Box:
   """The square around a face, `scale` times its size, kept inside the image where it fits.
 
   The square is shifted (not shrunk) to stay inside the image; only when it is larger than the
@@ -69,7 +84,12 @@ def face_crop_box(face: Box, image_height: int, image_width: int, scale: float =
   side = round(scale * max(face.width, face.height))
   side = min(side, max(image_height, image_width))
   centre_x, centre_y = face.x + face.width / 2, face.y + face.height / 2
-  return Box(x=_place(centre_x, side, image_width), y=_place(centre_y, side, image_height), width=side, height=side)
+  return Box(
+    x=_place(centre_x, side, image_width),
+    y=_place(centre_y, side, image_height),
+    width=side,
+    height=side,
+  )
 
 
 def _place(centre: float, side: int, extent: int) -> int:
@@ -88,9 +108,14 @@ def centre_crop_box(image_height: int, image_width: int) -> Box:
 def crop_square(image: np.ndarray, box: Box) -> np.ndarray:
   """The pixels of `box` from an [H, W, C] image; parts outside the image repeat its edge pixels."""
   height, width = image.shape[:2]
-  inside = image[max(box.y, 0):min(box.y + box.height, height), max(box.x, 0):min(box.x + box.width, width)]
-  padding = ((max(-box.y, 0), max(box.y + box.height - height, 0)),
-             (max(-box.x, 0), max(box.x + box.width - width, 0)), (0, 0))
+  inside = image[
+    max(box.y, 0) : min(box.y + box.height, height), max(box.x, 0) : min(box.x + box.width, width)
+  ]
+  padding = (
+    (max(-box.y, 0), max(box.y + box.height - height, 0)),
+    (max(-box.x, 0), max(box.x + box.width - width, 0)),
+    (0, 0),
+  )
   if any(before or after for before, after in padding):
     inside = np.pad(inside, padding, mode="edge")
   return inside

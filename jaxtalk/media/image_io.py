@@ -4,6 +4,7 @@ Files are read with imageio's Pillow plugin (EXIF orientation applied), falling 
 other plugins for formats Pillow lacks. Whatever the pixel format (grayscale, palette, alpha,
 16-bit, float, CMYK), the result is 8-bit RGB, with transparency composited over white.
 """
+
 import warnings
 
 import imageio.v3 as iio
@@ -28,8 +29,9 @@ def _read_pixels(path: str) -> np.ndarray:
   """The first frame of an image file as imageio returns it (any dtype, 2-D or [H, W, C])."""
   try:
     mode = iio.immeta(path, plugin="pillow").get("mode")
-    return iio.imread(path, index=0, plugin="pillow", rotate=True,
-                      mode=None if mode in _ARRAY_MODES else "RGB")
+    return iio.imread(
+      path, index=0, plugin="pillow", rotate=True, mode=None if mode in _ARRAY_MODES else "RGB"
+    )
   except Exception as pillow_error:  # Pillow raises many types for unreadable files
     try:
       with warnings.catch_warnings():  # imageio warns about legacy plugins it tries along the way
@@ -39,7 +41,9 @@ def _read_pixels(path: str) -> np.ndarray:
       reason = str(pillow_error).strip().splitlines()[0] if str(pillow_error).strip() else ""
       if not reason or "can not handle" in reason:  # imageio's words for "not an image it knows"
         reason = "not an image file, or a corrupt one"
-      raise UserError(f"cannot read image {path} ({reason}); give a png or jpg portrait") from pillow_error
+      raise UserError(
+        f"cannot read image {path} ({reason}); give a png or jpg portrait"
+      ) from pillow_error
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -97,7 +101,9 @@ def load_portrait(path: str, size: int) -> np.ndarray:
   pixels = _read_pixels(path)
   height, width = pixels.shape[:2]
   if min(height, width) < MIN_PORTRAIT_PX:
-    raise UserError(f"image {path} is {width}x{height} px; give a portrait of at least {MIN_PORTRAIT_PX} px")
+    raise UserError(
+      f"image {path} is {width}x{height} px; give a portrait of at least {MIN_PORTRAIT_PX} px"
+    )
   factor = max(1, min(height, width) // max(_WORKING_SIDE, 4 * size))
   image = _to_rgb(_shrink(_to_uint8(pixels), factor))
   face = detect_face(image)

@@ -4,11 +4,12 @@ Writing pipes raw RGB frames into ffmpeg and muxes the audio from a temporary WA
 the pixel format every player decodes) with AAC audio. Reading streams frames one at a time, so a
 long video never has to fit in memory unless the caller collects it.
 """
-from collections.abc import Iterable, Iterator
+
 import dataclasses
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 
 import imageio_ffmpeg
 import numpy as np
@@ -43,8 +44,13 @@ def _even_sized(frame: np.ndarray) -> np.ndarray:
   return frame
 
 
-def write_video(path: str, frames: np.ndarray | Iterable[np.ndarray], audio: np.ndarray | None = None,
-                sample_rate: int = 16000, fps: int = 25) -> None:
+def write_video(
+  path: str,
+  frames: np.ndarray | Iterable[np.ndarray],
+  audio: np.ndarray | None = None,
+  sample_rate: int = 16000,
+  fps: int = 25,
+) -> None:
   """Writes uint8 RGB frames ([T, H, W, 3], or any iterable of [H, W, 3]) as an H.264 video.
 
   `audio` (mono float32 [N]) is muxed in as AAC when given. Odd frame sizes are padded by one edge
@@ -52,7 +58,9 @@ def write_video(path: str, frames: np.ndarray | Iterable[np.ndarray], audio: np.
   extension and ValueError for malformed frames.
   """
   if os.path.splitext(path)[1].lower() not in VIDEO_SUFFIXES:
-    raise UserError(f"cannot write video {path}: use one of the extensions {', '.join(VIDEO_SUFFIXES)}")
+    raise UserError(
+      f"cannot write video {path}: use one of the extensions {', '.join(VIDEO_SUFFIXES)}"
+    )
   frames = iter(frames)
   first = next(frames, None)
   if first is None:
@@ -60,14 +68,38 @@ def write_video(path: str, frames: np.ndarray | Iterable[np.ndarray], audio: np.
   shape = _check_frame(first, None)
   height, width = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
   with atomic_output_path(path) as temp_path, tempfile.TemporaryDirectory() as work_dir:
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+    command = [
+      imageio_ffmpeg.get_ffmpeg_exe(),
+      "-nostdin",
+      "-v",
+      "error",
+      "-y",
+      "-f",
+      "rawvideo",
+      "-pix_fmt",
+      "rgb24",
+      "-s",
+      f"{width}x{height}",
+      "-r",
+      str(fps),
+      "-i",
+      "-",
+    ]
     if audio is not None:
       wav_path = os.path.join(work_dir, "audio.wav")
       save_wav(wav_path, audio, sample_rate)
       command += ["-i", wav_path, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
-    command += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(_H264_CRF), "-movflags", "+faststart",
-                temp_path]
+    command += [
+      "-c:v",
+      "libx264",
+      "-pix_fmt",
+      "yuv420p",
+      "-crf",
+      str(_H264_CRF),
+      "-movflags",
+      "+faststart",
+      temp_path,
+    ]
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a full pipe would stall ffmpeg
       process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=stderr)
       try:
@@ -92,9 +124,16 @@ def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarr
 
 def _check_frame(frame: np.ndarray, shape: tuple[int, ...] | None) -> tuple[int, ...]:
   """ValueError unless `frame` is uint8 [H, W, 3] (of `shape`, when given); returns its shape."""
-  if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-    raise ValueError(f"video frames must be uint8 arrays of shape [H, W, 3], got "
-                     f"{getattr(frame, 'dtype', type(frame))} {getattr(frame, 'shape', '')}")
+  if (
+    not isinstance(frame, np.ndarray)
+    or frame.dtype != np.uint8
+    or frame.ndim != 3
+    or frame.shape[2] != 3
+  ):
+    raise ValueError(
+      f"video frames must be uint8 arrays of shape [H, W, 3], got "
+      f"{getattr(frame, 'dtype', type(frame))} {getattr(frame, 'shape', '')}"
+    )
   if shape is not None and frame.shape != shape:
     raise ValueError(f"all video frames must have the same shape: {frame.shape} after {shape}")
   return frame.shape
@@ -104,7 +143,9 @@ def _unreadable(path: str, ffmpeg_output: str) -> UserError:
   if "matches no streams" in ffmpeg_output or "does not contain any stream" in ffmpeg_output:
     return UserError(f"{path} has no video stream; give a video file")
   reason = ffmpeg_error_reason(ffmpeg_output, 1)
-  return UserError(f"cannot read video {path} ({reason}); give an mp4, mov, mkv or webm file that plays")
+  return UserError(
+    f"cannot read video {path} ({reason}); give an mp4, mov, mkv or webm file that plays"
+  )
 
 
 def _open_reader(path: str, input_params: list[str], output_params: list[str]):
@@ -119,8 +160,9 @@ def _open_reader(path: str, input_params: list[str], output_params: list[str]):
   return reader, meta
 
 
-def _stream(path: str, fps: float | None, start_seconds: float,
-            max_seconds: float | None) -> tuple[dict, Iterator[np.ndarray]]:
+def _stream(
+  path: str, fps: float | None, start_seconds: float, max_seconds: float | None
+) -> tuple[dict, Iterator[np.ndarray]]:
   """Opens the video now (so a bad path raises at the call) and returns its metadata and a frame generator."""
   input_params = ["-ss", f"{start_seconds:.6f}"] if start_seconds else []
   if max_seconds is not None:
@@ -139,8 +181,9 @@ def _stream(path: str, fps: float | None, start_seconds: float,
   return meta, frames()
 
 
-def iter_frames(path: str, fps: float | None = None, start_seconds: float = 0.0,
-                max_seconds: float | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+  path: str, fps: float | None = None, start_seconds: float = 0.0, max_seconds: float | None = None
+) -> Iterator[np.ndarray]:
   """Streams a video's frames as uint8 [H, W, 3], resampled to `fps` if given.
 
   Only the span [start_seconds, start_seconds + max_seconds) is decoded. A bad path raises
@@ -167,5 +210,11 @@ def probe_video(path: str) -> VideoInfo:
   except RuntimeError as e:
     raise _unreadable(path, str(e)) from e
   width, height = meta["size"]
-  return VideoInfo(fps=float(meta["fps"]), width=int(width), height=int(height), num_frames=int(num_frames),
-                   duration=float(meta["duration"]), has_audio="audio_codec" in meta)
+  return VideoInfo(
+    fps=float(meta["fps"]),
+    width=int(width),
+    height=int(height),
+    num_frames=int(num_frames),
+    duration=float(meta["duration"]),
+    has_audio="audio_codec" in meta,
+  )

@@ -1,4 +1,5 @@
 """Config sections -> Flax modules. The one place that knows how a config names a model."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -23,5 +24,8 @@ def renderer(config) -> Renderer:
 
 
 def motion_transformer(config) -> MotionTransformer:
-  return MotionTransformer(latent_dim=motion_encoder(config).latent_dim, **config.motion.to_dict(),
-                           dtype=compute_dtype(config))
+  return MotionTransformer(
+    latent_dim=motion_encoder(config).latent_dim,
+    **config.motion.to_dict(),
+    dtype=compute_dtype(config),
+  )

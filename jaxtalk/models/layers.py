@@ -10,10 +10,11 @@ that the sharding rules in the configs map onto the device mesh. Names used here
 
 Parameters are float32; `dtype` fields set the compute dtype (float32 or bfloat16).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -29,38 +30,73 @@ def partitioned(init: Callable, axes: Axes) -> Callable:
   return nn.with_logical_partitioning(init, tuple(axes))
 
 
-def dense(features: int, axes: tuple[str | None, str | None], *, dtype=jnp.float32,
-          zero: bool = False, use_bias: bool = True, name: str | None = None) -> nn.Dense:
+def dense(
+  features: int,
+  axes: tuple[str | None, str | None],
+  *,
+  dtype=jnp.float32,
+  zero: bool = False,
+  use_bias: bool = True,
+  name: str | None = None,
+) -> nn.Dense:
   """`nn.Dense` with logical axes `(in_axis, out_axis)`; `zero=True` starts it at exactly zero."""
   kernel = nn.initializers.zeros_init() if zero else nn.initializers.xavier_uniform()
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
-                  kernel_init=partitioned(kernel, axes),
-                  bias_init=partitioned(nn.initializers.zeros_init(), axes[-1:]))
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    name=name,
+    kernel_init=partitioned(kernel, axes),
+    bias_init=partitioned(nn.initializers.zeros_init(), axes[-1:]),
+  )
 
 
-def conv(features: int, *, kernel_size: int = 3, strides: int = 1, dtype=jnp.float32,
-         zero: bool = False, name: str | None = None) -> nn.Conv:
+def conv(
+  features: int,
+  *,
+  kernel_size: int = 3,
+  strides: int = 1,
+  dtype=jnp.float32,
+  zero: bool = False,
+  name: str | None = None,
+) -> nn.Conv:
   """Square 'SAME' convolution with channel axes ("conv_in", "conv_out"); `zero` for residual ends."""
   kernel = nn.initializers.zeros_init() if zero else nn.initializers.lecun_normal()
-  return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides), padding="SAME",
-                 dtype=dtype, name=name,
-                 kernel_init=partitioned(kernel, (None, None, "conv_in", "conv_out")),
-                 bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)))
+  return nn.Conv(
+    features,
+    (kernel_size, kernel_size),
+    strides=(strides, strides),
+    padding="SAME",
+    dtype=dtype,
+    name=name,
+    kernel_init=partitioned(kernel, (None, None, "conv_in", "conv_out")),
+    bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)),
+  )
 
 
 def layer_norm(*, affine: bool = True, dtype=jnp.float32, name: str | None = None) -> nn.LayerNorm:
   """LayerNorm over "embed"; `affine=False` when a modulation supplies the scale and shift."""
-  return nn.LayerNorm(use_scale=affine, use_bias=affine, dtype=dtype, name=name,
-                      scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
-                      bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)))
+  return nn.LayerNorm(
+    use_scale=affine,
+    use_bias=affine,
+    dtype=dtype,
+    name=name,
+    scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
+    bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)),
+  )
 
 
-def group_norm(channels: int, max_groups: int = 8, *, dtype=jnp.float32,
-               name: str | None = None) -> nn.GroupNorm:
+def group_norm(
+  channels: int, max_groups: int = 8, *, dtype=jnp.float32, name: str | None = None
+) -> nn.GroupNorm:
   """GroupNorm with gcd(channels, max_groups) groups, so any channel count works."""
-  return nn.GroupNorm(num_groups=math.gcd(channels, max_groups), dtype=dtype, name=name,
-                      scale_init=partitioned(nn.initializers.ones_init(), ("conv_out",)),
-                      bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)))
+  return nn.GroupNorm(
+    num_groups=math.gcd(channels, max_groups),
+    dtype=dtype,
+    name=name,
+    scale_init=partitioned(nn.initializers.ones_init(), ("conv_out",)),
+    bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)),
+  )
 
 
 def space_to_depth(x: jax.Array, patch: int) -> jax.Array:
@@ -77,8 +113,9 @@ def depth_to_space(x: jax.Array, patch: int) -> jax.Array:
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height * patch, width * patch, -1)
 
 
-def timestep_embedding(t: jax.Array, dim: int, *, scale: float = 1000.0,
-                       max_period: float = 10_000.0) -> jax.Array:
+def timestep_embedding(
+  t: jax.Array, dim: int, *, scale: float = 1000.0, max_period: float = 10_000.0
+) -> jax.Array:
   """Sinusoidal embedding of flow time: any shape `t` -> `t.shape + (dim,)`, float32.
 
   Flow time lives in [0, 1]; it is multiplied by `scale` first so the frequencies (periods from 1 to
@@ -116,19 +153,26 @@ class Modulation(nn.Module):
   whose residual branch is multiplied by its gate starts as the identity (DiT's adaLN-Zero), and a
   modulated norm starts as a plain norm.
   """
+
   features: int
   num_chunks: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, cond: jax.Array) -> list[jax.Array]:
-    out = dense(self.features * self.num_chunks, ("embed", "mlp"), dtype=self.dtype, zero=True,
-                name="projection")(nn.silu(cond))
+    out = dense(
+      self.features * self.num_chunks,
+      ("embed", "mlp"),
+      dtype=self.dtype,
+      zero=True,
+      name="projection",
+    )(nn.silu(cond))
     return jnp.split(out, self.num_chunks, axis=-1)
 
 
 class Mlp(nn.Module):
   """Two dense layers with a GELU between; the output has the input's width."""
+
   hidden_dim: int
   dtype: jnp.dtype = jnp.float32
 
@@ -144,22 +188,25 @@ class MultiHeadAttention(nn.Module):
   `zero_output` starts the output projection at zero so a residual attention branch begins as a
   no-op.
   """
+
   num_heads: int
   head_dim: int
   zero_output: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array | None = None, *,
-               mask: Mask | None = None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, context: jax.Array | None = None, *, mask: Mask | None = None
+  ) -> jax.Array:
     """x [B, Lq, Dq] attends to context [B, Lk, Dk] (x itself when None) -> [B, Lq, Dq]."""
     context = x if context is None else context
 
     # Flat [in, heads * head_dim] kernels, heads-major so "heads" sharding splits whole heads:
     # nn.DenseGeneral creates its kernel flat and reshapes it, which breaks logical constraints.
     def project(name, inputs, in_axis):
-      out = dense(self.num_heads * self.head_dim, (in_axis, "heads"), dtype=self.dtype,
-                  name=name)(inputs)
+      out = dense(self.num_heads * self.head_dim, (in_axis, "heads"), dtype=self.dtype, name=name)(
+        inputs
+      )
       return out.reshape(*out.shape[:-1], self.num_heads, self.head_dim)
 
     q = project("query", x, "embed")
@@ -167,8 +214,9 @@ class MultiHeadAttention(nn.Module):
     v = project("value", context, "embed")
     out = attention(q, k, v, mask if mask is not None else FullMask())
     out = out.reshape(*out.shape[:-2], self.num_heads * self.head_dim)
-    return dense(x.shape[-1], ("heads", "embed"), dtype=self.dtype,
-                 zero=self.zero_output, name="out")(out)
+    return dense(
+      x.shape[-1], ("heads", "embed"), dtype=self.dtype, zero=self.zero_output, name="out"
+    )(out)
 
 
 class ConditionedTransformerBlock(nn.Module):
@@ -178,27 +226,38 @@ class ConditionedTransformerBlock(nn.Module):
   vector per example [B, C] or one per token [B, L, C]. The cross-attention branch has a zero-init
   output projection. Every branch therefore starts at zero and the block starts as the identity.
   """
+
   num_heads: int
   head_dim: int
   mlp_ratio: float = 4.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cond: jax.Array, context: jax.Array | None = None, *,
-               self_mask: Mask | None = None, cross_mask: Mask | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    cond: jax.Array,
+    context: jax.Array | None = None,
+    *,
+    self_mask: Mask | None = None,
+    cross_mask: Mask | None = None,
+  ) -> jax.Array:
     """x [B, L, D], cond [B, C] or [B, L, C], context [B, Lc, Dc] or None -> [B, L, D]."""
     width = x.shape[-1]
-    shift1, scale1, gate1, shift2, scale2, gate2 = Modulation(width, 6, self.dtype,
-                                                              name="modulation")(cond)
+    shift1, scale1, gate1, shift2, scale2, gate2 = Modulation(
+      width, 6, self.dtype, name="modulation"
+    )(cond)
     gate1, gate2 = broadcast_features(gate1, x.ndim), broadcast_features(gate2, x.ndim)
 
     h = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_self")(x), shift1, scale1)
-    x = x + gate1 * MultiHeadAttention(self.num_heads, self.head_dim, dtype=self.dtype,
-                                               name="self_attention")(h, mask=self_mask)
+    x = x + gate1 * MultiHeadAttention(
+      self.num_heads, self.head_dim, dtype=self.dtype, name="self_attention"
+    )(h, mask=self_mask)
     if context is not None:
       h = layer_norm(dtype=self.dtype, name="norm_cross")(x)
-      x = x + MultiHeadAttention(self.num_heads, self.head_dim, zero_output=True, dtype=self.dtype,
-                                 name="cross_attention")(h, context, mask=cross_mask)
+      x = x + MultiHeadAttention(
+        self.num_heads, self.head_dim, zero_output=True, dtype=self.dtype, name="cross_attention"
+      )(h, context, mask=cross_mask)
     h = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_mlp")(x), shift2, scale2)
     x = x + gate2 * Mlp(int(width * self.mlp_ratio), dtype=self.dtype, name="mlp")(h)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -212,6 +271,7 @@ class ResBlock(nn.Module):
   block the identity (or that projection) at initialisation, as in ADM; the AdaGN projection is zero-init too, so
   conditioning starts neutral and is learned.
   """
+
   features: int
   max_groups: int = 8
   dtype: jnp.dtype = jnp.float32

@@ -7,6 +7,7 @@ this space, so the latent is layer-normalised over all its numbers: every frame'
 mean and unit variance, a scale that matches the unit Gaussian noise of flow matching and cannot
 drift during training.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.layers import (MultiHeadAttention, ResBlock, conv, dense, group_norm,
-                                   layer_norm, partitioned, space_to_depth)
+from jaxtalk.models.layers import (
+  MultiHeadAttention,
+  ResBlock,
+  conv,
+  dense,
+  group_norm,
+  layer_norm,
+  partitioned,
+  space_to_depth,
+)
 
 
 class MotionEncoder(nn.Module):
@@ -29,6 +38,7 @@ class MotionEncoder(nn.Module):
   grid and a dense layer squeezes each to `token_dim` numbers. Works at any square side that is
   `patch_size * grid_size` times a power of two. The defaults are the 64x64 CPU demo size.
   """
+
   num_tokens: int = 4
   token_dim: int = 8
   grid_size: int = 8
@@ -49,8 +59,10 @@ class MotionEncoder(nn.Module):
     cell = self.patch_size * self.grid_size
     levels = math.log2(height / cell) if height == width else -1
     if levels < 0 or levels != int(levels):
-      raise ValueError(f"MotionEncoder needs a square image whose side is patch_size * grid_size = "
-                       f"{cell} times a power of two, got {height}x{width}")
+      raise ValueError(
+        f"MotionEncoder needs a square image whose side is patch_size * grid_size = "
+        f"{cell} times a power of two, got {height}x{width}"
+      )
     h = space_to_depth(image.astype(self.dtype), self.patch_size)
     h = conv(self.base_channels, dtype=self.dtype, name="stem")(h)
     for level in range(int(levels)):
@@ -61,15 +73,23 @@ class MotionEncoder(nn.Module):
 
     features = h.shape[-1]
     tokens = h.reshape(batch, self.grid_size * self.grid_size, features)
-    position = self.param("grid_position", partitioned(nn.initializers.normal(0.02), (None, "embed")),
-                          (self.grid_size * self.grid_size, features))
-    tokens = nn.with_logical_constraint(tokens + position.astype(self.dtype),
-                                        ("batch", "length", "embed"))
-    queries = self.param("queries", partitioned(nn.initializers.normal(1.0), (None, "embed")),
-                         (self.num_tokens, features))
+    position = self.param(
+      "grid_position",
+      partitioned(nn.initializers.normal(0.02), (None, "embed")),
+      (self.grid_size * self.grid_size, features),
+    )
+    tokens = nn.with_logical_constraint(
+      tokens + position.astype(self.dtype), ("batch", "length", "embed")
+    )
+    queries = self.param(
+      "queries",
+      partitioned(nn.initializers.normal(1.0), (None, "embed")),
+      (self.num_tokens, features),
+    )
     queries = jnp.broadcast_to(queries.astype(self.dtype), (batch,) + queries.shape)
-    pooled = MultiHeadAttention(self.pool_heads, features // self.pool_heads, dtype=self.dtype,
-                                name="pool")(queries, layer_norm(dtype=self.dtype, name="pool_norm")(tokens))
+    pooled = MultiHeadAttention(
+      self.pool_heads, features // self.pool_heads, dtype=self.dtype, name="pool"
+    )(queries, layer_norm(dtype=self.dtype, name="pool_norm")(tokens))
     latent = dense(self.token_dim, ("embed", None), dtype=self.dtype, name="bottleneck")(pooled)
     latent = latent.reshape(batch, self.latent_dim).astype(jnp.float32)
     latent = nn.LayerNorm(use_scale=False, use_bias=False, name="latent_norm")(latent)

@@ -14,6 +14,7 @@ The same `__call__` serves the sampler: pass `kv_context` (per-layer keys/values
 finished chunks) instead of `reference`, and the call attends to that cache and returns its own
 keys/values so finished chunks can be appended to the cache.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -21,8 +22,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.kernels import AudioWindowMask, BlockCausalMask, attention
-from jaxtalk.models.layers import (Mlp, Modulation, MultiHeadAttention, dense, layer_norm, modulate,
-                                   partitioned, timestep_embedding)
+from jaxtalk.models.layers import (
+  Mlp,
+  Modulation,
+  MultiHeadAttention,
+  dense,
+  layer_norm,
+  modulate,
+  partitioned,
+  timestep_embedding,
+)
 
 KV = tuple[jax.Array, jax.Array]
 
@@ -44,6 +53,7 @@ class MotionBlock(nn.Module):
   Self-attention is written out here rather than taken from `layers.MultiHeadAttention` because the
   sampler needs its keys/values back and feeds cached ones in.
   """
+
   dim: int
   heads: int
   mlp_ratio: float
@@ -53,8 +63,9 @@ class MotionBlock(nn.Module):
   @nn.compact
   def __call__(self, h, cond, positions, self_mask, num_prefix, kv_context, audio, audio_mask):
     head_dim = self.dim // self.heads
-    shift1, scale1, gate1, shift2, scale2, gate2 = Modulation(self.dim, 6, self.dtype,
-                                                              name="modulation")(cond)
+    shift1, scale1, gate1, shift2, scale2, gate2 = Modulation(
+      self.dim, 6, self.dtype, name="modulation"
+    )(cond)
 
     x = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_self")(h), shift1, scale1)
     qkv = dense(3 * self.dim, ("embed", "mlp"), dtype=self.dtype, name="qkv")(x)
@@ -74,8 +85,9 @@ class MotionBlock(nn.Module):
     frames = h[:, num_prefix:]
     if frames.shape[1]:  # the sink has no time of its own, so it does not listen to the audio
       x = layer_norm(dtype=self.dtype, name="norm_cross")(frames)
-      frames = frames + MultiHeadAttention(self.heads, head_dim, zero_output=True, dtype=self.dtype,
-                                           name="audio_attention")(x, audio, mask=audio_mask)
+      frames = frames + MultiHeadAttention(
+        self.heads, head_dim, zero_output=True, dtype=self.dtype, name="audio_attention"
+      )(x, audio, mask=audio_mask)
       h = jnp.concatenate([h[:, :num_prefix], frames], axis=1)
 
     x = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_mlp")(h), shift2, scale2)
@@ -85,6 +97,7 @@ class MotionBlock(nn.Module):
 
 class MotionTransformer(nn.Module):
   """Predicts the flow velocity of every frame's motion latent (see module docstring)."""
+
   latent_dim: int
   dim: int = 128
   depth: int = 4
@@ -102,8 +115,19 @@ class MotionTransformer(nn.Module):
     return 2 * int(self.dim // self.heads * self.rope_fraction / 2)
 
   @nn.compact
-  def __call__(self, latents, t, audio, *, audio_keep=None, reference=None, kv_context=None,
-               frame_offset=0, context_offset=0, audio_offset=0):
+  def __call__(
+    self,
+    latents,
+    t,
+    audio,
+    *,
+    audio_keep=None,
+    reference=None,
+    kv_context=None,
+    frame_offset=0,
+    context_offset=0,
+    audio_offset=0,
+  ):
     """Velocity for `latents` [B, T, latent_dim] at flow times `t` [B, T].
 
     Training: give `reference` [B, latent_dim]; the sink is prepended and attended to in-sequence.
@@ -120,39 +144,68 @@ class MotionTransformer(nn.Module):
     cond = embed_time(t)
     positions = frame_offset + jnp.arange(length)[None]
 
-    null_audio = self.param("null_audio", partitioned(nn.initializers.normal(0.02), ("audio_embed",)),
-                            (audio.shape[-1],))
+    null_audio = self.param(
+      "null_audio", partitioned(nn.initializers.normal(0.02), ("audio_embed",)), (audio.shape[-1],)
+    )
     if audio_keep is not None:
       audio = jnp.where(audio_keep[:, None, None], audio, null_audio.astype(audio.dtype))
-    audio_mask = AudioWindowMask(self.audio_window, *self.audio_rate,
-                                 q_offset=frame_offset, k_offset=audio_offset)
+    audio_mask = AudioWindowMask(
+      self.audio_window, *self.audio_rate, q_offset=frame_offset, k_offset=audio_offset
+    )
 
     num_prefix = 0
     if reference is not None:
-      sink = dense(self.dim, (None, "embed"), dtype=self.dtype, name="reference_in")(reference[:, None])
-      sink = sink + self.param("sink_embedding", partitioned(nn.initializers.normal(0.02), (None, "embed")),
-                               (1, self.dim))
+      sink = dense(self.dim, (None, "embed"), dtype=self.dtype, name="reference_in")(
+        reference[:, None]
+      )
+      sink = sink + self.param(
+        "sink_embedding", partitioned(nn.initializers.normal(0.02), (None, "embed")), (1, self.dim)
+      )
       h = jnp.concatenate([sink, h], axis=1)
       cond = jnp.concatenate([embed_time(jnp.ones((batch, 1))), cond], axis=1)
       positions = jnp.concatenate([jnp.zeros((1, 1), positions.dtype), positions], axis=1)
       num_prefix = 1
-      self_mask = BlockCausalMask(self.chunk_size, q_prefix=1, k_prefix=1,
-                                  window_chunks=self.window_chunks, q_offset=frame_offset,
-                                  k_offset=frame_offset)
+      self_mask = BlockCausalMask(
+        self.chunk_size,
+        q_prefix=1,
+        k_prefix=1,
+        window_chunks=self.window_chunks,
+        q_offset=frame_offset,
+        k_offset=frame_offset,
+      )
     else:
-      self_mask = BlockCausalMask(self.chunk_size, k_prefix=1, window_chunks=self.window_chunks,
-                                  q_offset=frame_offset, k_offset=context_offset)
+      self_mask = BlockCausalMask(
+        self.chunk_size,
+        k_prefix=1,
+        window_chunks=self.window_chunks,
+        q_offset=frame_offset,
+        k_offset=context_offset,
+      )
 
     own_kvs = []
     for i in range(self.depth):
-      h, own_kv = MotionBlock(self.dim, self.heads, self.mlp_ratio, self.rope_dims, self.dtype,
-                              name=f"block_{i}")(
-          h, cond, positions, self_mask, num_prefix,
-          None if kv_context is None else kv_context[i], audio, audio_mask)
+      h, own_kv = MotionBlock(
+        self.dim, self.heads, self.mlp_ratio, self.rope_dims, self.dtype, name=f"block_{i}"
+      )(
+        h,
+        cond,
+        positions,
+        self_mask,
+        num_prefix,
+        None if kv_context is None else kv_context[i],
+        audio,
+        audio_mask,
+      )
       own_kvs.append(own_kv)
 
     frames = h[:, num_prefix:]
-    shift, scale = Modulation(self.dim, 2, self.dtype, name="final_modulation")(cond[:, num_prefix:])
-    frames = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_out")(frames), shift, scale)
-    velocity = dense(self.latent_dim, ("embed", None), dtype=self.dtype, zero=True, name="latent_out")(frames)
+    shift, scale = Modulation(self.dim, 2, self.dtype, name="final_modulation")(
+      cond[:, num_prefix:]
+    )
+    frames = modulate(
+      layer_norm(affine=False, dtype=self.dtype, name="norm_out")(frames), shift, scale
+    )
+    velocity = dense(
+      self.latent_dim, ("embed", None), dtype=self.dtype, zero=True, name="latent_out"
+    )(frames)
     return velocity.astype(jnp.float32), own_kvs

@@ -13,15 +13,26 @@ The first layer folds `patch_size` x `patch_size` pixels into channels (space-to
 last unfolds them, which divides the cost of the full-resolution levels by `patch_size**2`
 without losing information; that is what makes the demo model train on a laptop CPU.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.layers import (ConditionedTransformerBlock, Modulation, ResBlock, conv, dense,
-                                   depth_to_space, group_norm, modulate, partitioned,
-                                   space_to_depth, timestep_embedding)
+from jaxtalk.models.layers import (
+  ConditionedTransformerBlock,
+  Modulation,
+  ResBlock,
+  conv,
+  dense,
+  depth_to_space,
+  group_norm,
+  modulate,
+  partitioned,
+  space_to_depth,
+  timestep_embedding,
+)
 
 
 class Renderer(nn.Module):
@@ -33,6 +44,7 @@ class Renderer(nn.Module):
   image tokens, cross-attention to the motion tokens). The output conv starts at zero, so the
   untrained model predicts a zero (mid-grey) frame. The defaults are the 64x64 CPU demo size.
   """
+
   base_channels: int = 32
   channel_mults: tuple[int, ...] = (1, 2, 2)
   blocks_per_level: int = 1
@@ -43,19 +55,23 @@ class Renderer(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_t: jax.Array, t: jax.Array, reference: jax.Array,
-               motion: jax.Array) -> jax.Array:
+  def __call__(
+    self, x_t: jax.Array, t: jax.Array, reference: jax.Array, motion: jax.Array
+  ) -> jax.Array:
     """x_t, reference [B, H, W, 3] in image scale; t [B] flow time; motion [B, N, Dm]."""
     batch, height, width, out_channels = x_t.shape
     factor = self.patch_size * 2 ** (len(self.channel_mults) - 1)
     if height % factor or width % factor:
-      raise ValueError(f"Renderer needs image sides divisible by {factor} (patch_size * 2**levels), "
-                       f"got {height}x{width}")
+      raise ValueError(
+        f"Renderer needs image sides divisible by {factor} (patch_size * 2**levels), "
+        f"got {height}x{width}"
+      )
     cond = self._conditioning(t, motion)
     block = lambda channels, name: ResBlock(channels, self.max_groups, self.dtype, name=name)
 
-    pixels = space_to_depth(jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype),
-                            self.patch_size)
+    pixels = space_to_depth(
+      jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype), self.patch_size
+    )
     h = conv(self.base_channels, dtype=self.dtype, name="stem")(pixels)
     skips = []
     for level, mult in enumerate(self.channel_mults):
@@ -75,11 +91,12 @@ class Renderer(nn.Module):
         h = block(channels, f"up_{level}_block_{i}")(h, cond)
       if level:
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-        h = conv(self.base_channels * self.channel_mults[level - 1], dtype=self.dtype,
-                 name=f"up_{level}")(h)
+        h = conv(
+          self.base_channels * self.channel_mults[level - 1], dtype=self.dtype, name=f"up_{level}"
+        )(h)
 
     h = nn.silu(group_norm(h.shape[-1], self.max_groups, dtype=self.dtype, name="out_norm")(h))
-    out_features = out_channels * self.patch_size ** 2
+    out_features = out_channels * self.patch_size**2
     h = conv(out_features, dtype=self.dtype, zero=True, name="out")(h)
     h = h + self._bypass(pixels, cond, out_features)
     return depth_to_space(h, self.patch_size).astype(jnp.float32)
@@ -101,12 +118,15 @@ class Renderer(nn.Module):
     """One vector per example from flow time and the whole motion latent: [B, cond_dim]."""
     time = timestep_embedding(t, self.base_channels)
     time = dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="time_in")(time)
-    time = dense(self.cond_dim, ("embed", "embed"), dtype=self.dtype, name="time_out")(nn.silu(time))
+    time = dense(self.cond_dim, ("embed", "embed"), dtype=self.dtype, name="time_out")(
+      nn.silu(time)
+    )
     flat_motion = motion.reshape(motion.shape[0], -1).astype(self.dtype)
     # Zero-initialised, so an untrained latent does not perturb the time conditioning: the motion
     # enters as it is found useful, like the adaLN-zero modulations it feeds.
-    return time + dense(self.cond_dim, (None, "embed"), dtype=self.dtype, zero=True,
-                        name="motion_in")(flat_motion)
+    return time + dense(
+      self.cond_dim, (None, "embed"), dtype=self.dtype, zero=True, name="motion_in"
+    )(flat_motion)
 
   def _attend(self, h: jax.Array, cond: jax.Array, motion: jax.Array) -> jax.Array:
     """Transformer block over the lowest-resolution grid, cross-attending to the motion tokens.
@@ -117,15 +137,24 @@ class Renderer(nn.Module):
     batch, height, width, channels = h.shape
     num_tokens = motion.shape[1]
     context = dense(channels, (None, "embed"), dtype=self.dtype, name="motion_tokens")(
-        motion.astype(self.dtype))
-    token_position = self.param("motion_token_position",
-                                partitioned(nn.initializers.normal(0.02), (None, "embed")),
-                                (num_tokens, channels))
-    context = nn.with_logical_constraint(context + token_position.astype(self.dtype),
-                                         ("batch", "length", "embed"))
-    tokens = nn.with_logical_constraint(h.reshape(batch, height * width, channels),
-                                        ("batch", "length", "embed"))
-    tokens = ConditionedTransformerBlock(self.attention_heads, channels // self.attention_heads,
-                                         mlp_ratio=2.0, dtype=self.dtype, name="attention")(
-        tokens, cond, context)
+      motion.astype(self.dtype)
+    )
+    token_position = self.param(
+      "motion_token_position",
+      partitioned(nn.initializers.normal(0.02), (None, "embed")),
+      (num_tokens, channels),
+    )
+    context = nn.with_logical_constraint(
+      context + token_position.astype(self.dtype), ("batch", "length", "embed")
+    )
+    tokens = nn.with_logical_constraint(
+      h.reshape(batch, height * width, channels), ("batch", "length", "embed")
+    )
+    tokens = ConditionedTransformerBlock(
+      self.attention_heads,
+      channels // self.attention_heads,
+      mlp_ratio=2.0,
+      dtype=self.dtype,
+      name="attention",
+    )(tokens, cond, context)
     return tokens.reshape(batch, height, width, channels)

@@ -6,6 +6,7 @@
 
 The same code runs on one CPU (a 1x1x1 mesh) and on a pod; only the sizes change.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ from jaxtalk.errors import UserError
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
-def make_mesh(axis_sizes: Mapping[str, int],
-              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+def make_mesh(
+  axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None
+) -> jax.sharding.Mesh:
   """Builds the ("data", "fsdp", "tensor") mesh over `devices` (default: all devices).
 
   Args:
@@ -40,12 +42,16 @@ def make_mesh(axis_sizes: Mapping[str, int],
 
   fixed = math.prod(size for size in shape if size != -1)
   if -1 in shape and len(devices) % fixed:
-    raise UserError(f"mesh {sizes} needs a multiple of {fixed} devices but {len(devices)} are "
-                    f"available; change the mesh sizes in the config")
+    raise UserError(
+      f"mesh {sizes} needs a multiple of {fixed} devices but {len(devices)} are "
+      f"available; change the mesh sizes in the config"
+    )
   shape = [len(devices) // fixed if size == -1 else size for size in shape]
   if math.prod(shape) != len(devices):
-    raise UserError(f"mesh {dict(zip(MESH_AXES, shape))} uses {math.prod(shape)} devices but "
-                    f"{len(devices)} are available; set one axis to -1 or match the device count")
+    raise UserError(
+      f"mesh {dict(zip(MESH_AXES, shape))} uses {math.prod(shape)} devices but "
+      f"{len(devices)} are available; set one axis to -1 or match the device count"
+    )
 
   # Auto axes: shardings come from explicit in/out_shardings and XLA propagates the rest. jax
   # 0.10 defaults to Explicit axes, which would make every op's sharding part of its type.

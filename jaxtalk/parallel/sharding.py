@@ -8,6 +8,7 @@ table in the config maps each logical name to mesh axes, e.g.
 
 so changing how a model is split across devices is a config edit, not a code change.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ def _rule_table(rules: Rules) -> dict[str, tuple[str, ...]]:
   return table
 
 
-def _spec_for_dims(mesh_axes_per_dim: Sequence[Sequence[str]], shape: Sequence[int],
-                  mesh: Mesh) -> PartitionSpec:
+def _spec_for_dims(
+  mesh_axes_per_dim: Sequence[Sequence[str]], shape: Sequence[int], mesh: Mesh
+) -> PartitionSpec:
   """The PartitionSpec that splits each dim over its mesh axes, wherever that is possible.
 
   A dim keeps the longest prefix of its axes whose total size divides it, so a tiny test model
@@ -77,12 +79,13 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
     if isinstance(leaf, nn.LogicallyPartitioned):
       per_dim = [table.get(name, ()) if name is not None else () for name in leaf.names]
     else:
-      per_dim = [() if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-                 for axes in leaf.names]
+      per_dim = [
+        () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        for axes in leaf.names
+      ]
     return NamedSharding(mesh, _spec_for_dims(per_dim, leaf.value.shape, mesh))
 
-  return jax.tree.map(sharding_of, abstract_tree,
-                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return jax.tree.map(sharding_of, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def strip_partitioning(tree: Any) -> Any:
@@ -92,8 +95,11 @@ def strip_partitioning(tree: Any) -> Any:
   global mesh is set, which fails on abstract values and would bypass the divisibility fallback
   above); shardings come from `param_shardings` instead.
   """
-  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
-                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return jax.tree.map(
+    lambda x: x.value if isinstance(x, nn.Partitioned) else x,
+    tree,
+    is_leaf=lambda x: isinstance(x, nn.Partitioned),
+  )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -118,8 +124,10 @@ def global_batch(local_batch: Any, sharding: NamedSharding) -> Any:
     x = np.asarray(x)
     global_rows = x.shape[0] * jax.process_count()
     if global_rows % shards:
-      raise UserError(f"global batch size {global_rows} is not divisible by the {shards} batch "
-                      f"shards of the mesh (data x fsdp); change batch_size or the mesh sizes")
+      raise UserError(
+        f"global batch size {global_rows} is not divisible by the {shards} batch "
+        f"shards of the mesh (data x fsdp); change batch_size or the mesh sizes"
+      )
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree.map(to_global, local_batch)

@@ -2,6 +2,7 @@
 
 The loop itself (sharding, checkpoints, resume, logging) is stage-agnostic: jaxtalk.training.loop.
 """
+
 from jaxtalk.stages import motion_stage, renderer_stage
 
 # Stage name -> train(config, workdir), in the order "all" runs them.

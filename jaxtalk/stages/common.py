@@ -1,4 +1,5 @@
 """Pieces both stages share: image scaling, data paths, workdir layout, running the loop."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,18 @@ def run_stage(config, workdir, stage: str, init_fn, loss_fn, dataset, frozen=Non
   """Runs the shared training loop with the stage's section of the config; `frozen` as in `loop.train`."""
   train_cfg = getattr(config, f"{stage}_train")
   return loop.train(
-      workdir=stage_dir(workdir, stage), config_dict=config.to_dict(), init_fn=init_fn,
-      loss_fn=loss_fn, dataset=dataset, num_steps=train_cfg.num_steps, optimizer_cfg=train_cfg,
-      mesh_cfg=config.mesh.to_dict(), rules=tuple(config.axis_rules), seed=config.seed,
-      log_every=train_cfg.log_every, checkpoint_every=train_cfg.checkpoint_every,
-      ema_decay=train_cfg.ema_decay, frozen=frozen)
+    workdir=stage_dir(workdir, stage),
+    config_dict=config.to_dict(),
+    init_fn=init_fn,
+    loss_fn=loss_fn,
+    dataset=dataset,
+    num_steps=train_cfg.num_steps,
+    optimizer_cfg=train_cfg,
+    mesh_cfg=config.mesh.to_dict(),
+    rules=tuple(config.axis_rules),
+    seed=config.seed,
+    log_every=train_cfg.log_every,
+    checkpoint_every=train_cfg.checkpoint_every,
+    ema_decay=train_cfg.ema_decay,
+    frozen=frozen,
+  )

@@ -6,6 +6,7 @@ the step itself); batches then carry latents instead of frames. Each frame gets 
 learns its velocity, conditioned on the audio and on the latent of a reference frame. A fraction
 of examples loses its audio, which classifier-free guidance needs at sampling time.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -51,8 +52,10 @@ def encode_clips(config, encoder_params, paths, batch_frames: int = 256) -> list
   lengths, latents, pending = [], [], []
 
   def flush(frames):
-    padded = np.concatenate([frames, np.zeros((batch_frames - len(frames),) + frames.shape[1:], frames.dtype)])
-    latents.append(np.asarray(encode(padded))[:len(frames)])
+    padded = np.concatenate(
+      [frames, np.zeros((batch_frames - len(frames),) + frames.shape[1:], frames.dtype)]
+    )
+    latents.append(np.asarray(encode(padded))[: len(frames)])
 
   for clip in read_clips(paths):
     lengths.append(len(clip.frames))
@@ -69,19 +72,24 @@ def encode_clips(config, encoder_params, paths, batch_frames: int = 256) -> list
 
 def with_latents(table, window_frames: int):
   """Batch transform: frames -> their precomputed latents, reference frame -> its latent."""
+
   def transform(batch):
     index, start, ref = batch["clip_index"], batch["start"], batch["reference_index"]
     return {
-        "latents": np.stack([table[c][s:s + window_frames] for c, s in zip(index, start)]),
-        "reference_latent": np.stack([table[c][r] for c, r in zip(index, ref)]),
-        "audio": batch["audio"],
+      "latents": np.stack([table[c][s : s + window_frames] for c, s in zip(index, start)]),
+      "reference_latent": np.stack([table[c][r] for c, r in zip(index, ref)]),
+      "audio": batch["audio"],
     }
+
   return transform
 
 
 def init_fn(config, pretrained_audio=None):
   """rng -> fresh params; `pretrained_audio` (imported backbone weights) replaces the random ones."""
-  audio_encoder, motion = make_audio_encoder(config.audio, config.data), build.motion_transformer(config)
+  audio_encoder, motion = (
+    make_audio_encoder(config.audio, config.data),
+    build.motion_transformer(config),
+  )
   frames, margin = config.motion_train.window_frames, audio_margin_frames(config)
   spf = config.data.sample_rate // config.data.fps
 
@@ -91,20 +99,32 @@ def init_fn(config, pretrained_audio=None):
     audio_params = audio_encoder.init(audio_rng, waveform)["params"]
     if pretrained_audio is not None:
       backbone = audio_encoders.BACKBONE
-      audio_params[backbone] = jax.tree.map(lambda box, value: box.replace_boxed(jnp.asarray(value)),
-                                            audio_params[backbone], pretrained_audio,
-                                            is_leaf=lambda x: isinstance(x, nn.Partitioned))
+      audio_params[backbone] = jax.tree.map(
+        lambda box, value: box.replace_boxed(jnp.asarray(value)),
+        audio_params[backbone],
+        pretrained_audio,
+        is_leaf=lambda x: isinstance(x, nn.Partitioned),
+      )
     features = jnp.zeros((1, frames + 2 * margin, config.audio.dim))
     latents = jnp.zeros((1, frames, motion.latent_dim))
-    motion_params = motion.init(motion_rng, latents, jnp.zeros((1, frames)), features,
-                                reference=jnp.zeros((1, motion.latent_dim)),
-                                audio_offset=-margin)["params"]
+    motion_params = motion.init(
+      motion_rng,
+      latents,
+      jnp.zeros((1, frames)),
+      features,
+      reference=jnp.zeros((1, motion.latent_dim)),
+      audio_offset=-margin,
+    )["params"]
     return {"audio_encoder": audio_params, "motion": motion_params}
+
   return init
 
 
 def loss_fn(config):
-  audio_encoder, motion = make_audio_encoder(config.audio, config.data), build.motion_transformer(config)
+  audio_encoder, motion = (
+    make_audio_encoder(config.audio, config.data),
+    build.motion_transformer(config),
+  )
   train_cfg, margin = config.motion_train, audio_margin_frames(config)
 
   def loss(params, batch, rng):
@@ -114,10 +134,18 @@ def loss_fn(config):
     t = jax.random.uniform(time_rng, latents.shape[:2])  # one flow time per frame
     noise = jax.random.normal(noise_rng, latents.shape)
     keep = jax.random.uniform(drop_rng, latents.shape[:1]) >= train_cfg.audio_dropout
-    velocity, _ = motion.apply({"params": params["motion"]}, flow.interpolate(latents, noise, t), t,
-                               features, audio_keep=keep, reference=reference, audio_offset=-margin)
+    velocity, _ = motion.apply(
+      {"params": params["motion"]},
+      flow.interpolate(latents, noise, t),
+      t,
+      features,
+      audio_keep=keep,
+      reference=reference,
+      audio_offset=-margin,
+    )
     value = flow.flow_matching_loss(velocity, latents, noise)
     return value, {"flow_loss": value}
+
   return loss
 
 
@@ -128,11 +156,16 @@ def frozen_encoder_params(config, workdir):
 
 
 def dataset(config, latent_table, shard_index=0, shard_count=1):
-  windows = window_dataset(train_paths(config), window_frames=config.motion_train.window_frames,
-                           audio_margin_frames=audio_margin_frames(config),
-                           batch_size=config.motion_train.batch_size, seed=config.seed + 1,
-                           shard_index=shard_index, shard_count=shard_count,
-                           windows_per_clip=config.data.windows_per_clip)
+  windows = window_dataset(
+    train_paths(config),
+    window_frames=config.motion_train.window_frames,
+    audio_margin_frames=audio_margin_frames(config),
+    batch_size=config.motion_train.batch_size,
+    seed=config.seed + 1,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    windows_per_clip=config.data.windows_per_clip,
+  )
   return windows.map(with_latents(latent_table, config.motion_train.window_frames))
 
 
@@ -147,6 +180,12 @@ def train(config, workdir):
   pretrained_audio = audio_encoders.import_pretrained(config.audio)
   say("encoding the training clips with the frozen stage-1 motion encoder")
   table = encode_clips(config, frozen_encoder_params(config, workdir), train_paths(config))
-  return run_stage(config, workdir, "motion", init_fn(config, pretrained_audio), loss_fn(config),
-                   dataset(config, table, jax.process_index(), jax.process_count()),
-                   frozen=lambda path: frozen_param(config, path))
+  return run_stage(
+    config,
+    workdir,
+    "motion",
+    init_fn(config, pretrained_audio),
+    loss_fn(config),
+    dataset(config, table, jax.process_index(), jax.process_count()),
+    frozen=lambda path: frozen_param(config, path),
+  )

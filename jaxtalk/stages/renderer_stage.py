@@ -15,6 +15,7 @@ clean-frame prediction itself (no 1 / (1 - t)^2), flow times lean towards noise 
 a negative mean, as in Li & He 2025), and pixels where target and reference differ, the pixels
 only the motion can explain, weigh `change_boost` times more.
 """
+
 from __future__ import annotations
 
 import jax
@@ -77,8 +78,11 @@ def init_fn(config):
     enc_rng, ren_rng = jax.random.split(rng)
     image = jnp.zeros((1, size, size, 3))
     motion = jnp.zeros((1, encoder.num_tokens, encoder.token_dim))
-    return {"motion_encoder": encoder.init(enc_rng, image)["params"],
-            "renderer": renderer.init(ren_rng, image, jnp.zeros((1,)), image, motion)["params"]}
+    return {
+      "motion_encoder": encoder.init(enc_rng, image)["params"],
+      "renderer": renderer.init(ren_rng, image, jnp.zeros((1,)), image, motion)["params"],
+    }
+
   return init
 
 
@@ -91,27 +95,46 @@ def loss_fn(config):
     reference = image_to_model(batch["reference"])
     jitter_rng, ref_jitter_rng, time_rng, noise_rng = jax.random.split(rng, 4)
     encode = lambda images, key: encoder.apply(
-        {"params": params["motion_encoder"]}, appearance_jitter(images, key, train_cfg.appearance_jitter))
+      {"params": params["motion_encoder"]},
+      appearance_jitter(images, key, train_cfg.appearance_jitter),
+    )
     motion = encode(target, jitter_rng)
-    spread = latent_spread_penalty(motion, encode(reference, ref_jitter_rng), train_cfg.latent_spread)
-    t = flow.sample_time(time_rng, target.shape[:1], train_cfg.time_schedule,
-                         mean=train_cfg.time_logit_mean)
+    spread = latent_spread_penalty(
+      motion, encode(reference, ref_jitter_rng), train_cfg.latent_spread
+    )
+    t = flow.sample_time(
+      time_rng, target.shape[:1], train_cfg.time_schedule, mean=train_cfg.time_logit_mean
+    )
     noise = jax.random.normal(noise_rng, target.shape)
     x_t = flow.interpolate(target, noise, t)
     frame = renderer.apply({"params": params["renderer"]}, x_t, t, reference, motion)
-    frame_loss = flow.weighted_mse(frame, target,
-                                   change_weights(target, reference, train_cfg.change_boost))
+    frame_loss = flow.weighted_mse(
+      frame, target, change_weights(target, reference, train_cfg.change_boost)
+    )
     return frame_loss + spread, {"frame_loss": frame_loss, "spread_penalty": spread}
+
   return loss
 
 
 def dataset(config, shard_index=0, shard_count=1):
-  return window_dataset(train_paths(config), window_frames=1, audio_margin_frames=0,
-                        batch_size=config.renderer_train.batch_size, seed=config.seed,
-                        shard_index=shard_index, shard_count=shard_count,
-                        windows_per_clip=config.data.windows_per_clip)
+  return window_dataset(
+    train_paths(config),
+    window_frames=1,
+    audio_margin_frames=0,
+    batch_size=config.renderer_train.batch_size,
+    seed=config.seed,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    windows_per_clip=config.data.windows_per_clip,
+  )
 
 
 def train(config, workdir):
-  return run_stage(config, workdir, "renderer", init_fn(config), loss_fn(config),
-                   dataset(config, jax.process_index(), jax.process_count()))
+  return run_stage(
+    config,
+    workdir,
+    "renderer",
+    init_fn(config),
+    loss_fn(config),
+    dataset(config, jax.process_index(), jax.process_count()),
+  )

@@ -5,6 +5,7 @@ A run is resumable at any point: it restores the newest checkpoint in its workdi
 EMA, optimizer, step, RNG and data-iterator position) and continues as if never stopped. Ctrl-C
 or SIGTERM (preemption) stops it at the next step boundary and saves first.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,11 +63,23 @@ class _StopRequest:
     raise SystemExit(128 + signal.SIGTERM)
 
 
-def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, loss_fn: LossFn,
-          dataset: Iterable[Any], num_steps: int, optimizer_cfg: Any, mesh_cfg: Any, rules: Rules,
-          seed: int = 0, log_every: int = 50, checkpoint_every: int = 1000,
-          ema_decay: float = 0.999,
-          frozen: Callable[[tuple[str, ...]], bool] | None = None) -> TrainState:
+def train(
+  *,
+  workdir: str | Path,
+  config_dict: dict[str, Any],
+  init_fn: InitFn,
+  loss_fn: LossFn,
+  dataset: Iterable[Any],
+  num_steps: int,
+  optimizer_cfg: Any,
+  mesh_cfg: Any,
+  rules: Rules,
+  seed: int = 0,
+  log_every: int = 50,
+  checkpoint_every: int = 1000,
+  ema_decay: float = 0.999,
+  frozen: Callable[[tuple[str, ...]], bool] | None = None,
+) -> TrainState:
   """Trains until `num_steps` updates have been applied, resuming from `workdir` if possible.
 
   Args:
@@ -97,8 +110,10 @@ def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, 
   workdir = Path(workdir)
   mesh = make_mesh(mesh_cfg)
   checkpointer = Checkpointer(workdir, save_interval=checkpoint_every)
-  say(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} "
-      f"device(s), mesh {dict(mesh.shape)}; workdir {workdir}")
+  say(
+    f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} "
+    f"device(s), mesh {dict(mesh.shape)}; workdir {workdir}"
+  )
 
   # ------------------------------------------------------------------------------------ model
   optimizer = make_optimizer(optimizer_cfg, frozen)
@@ -158,8 +173,10 @@ def train(*, workdir: str | Path, config_dict: dict[str, Any], init_fn: InitFn, 
     logger.close()
     checkpointer.close()  # waits for background writes, so the last save is complete on exit
   if exhausted:
-    raise UserError(f"the dataset ran out after {step} of {num_steps} steps; make it repeat "
-                    f"(grain: .repeat()) or lower num_steps")
+    raise UserError(
+      f"the dataset ran out after {step} of {num_steps} steps; make it repeat "
+      f"(grain: .repeat()) or lower num_steps"
+    )
   if stopped:
     say(f"stopped at step {step}; run the same command again to resume")
     stop.reraise()

@@ -1,4 +1,5 @@
 """The optimizer of both training stages: clipped AdamW with warmup and cosine decay; and EMA."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,8 +14,12 @@ def learning_rate_schedule(cfg: Any) -> optax.Schedule:
   times it at `num_steps`. A run shorter than its warmup (a quick demo) just stays in warmup."""
   decay_steps = max(cfg.num_steps, cfg.warmup_steps + 1)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-      decay_steps=decay_steps, end_value=cfg.learning_rate * cfg.end_learning_rate_factor)
+    init_value=0.0,
+    peak_value=cfg.learning_rate,
+    warmup_steps=cfg.warmup_steps,
+    decay_steps=decay_steps,
+    end_value=cfg.learning_rate * cfg.end_learning_rate_factor,
+  )
 
 
 def _decay_mask(params):
@@ -23,7 +28,9 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg: Any, frozen: Callable[[tuple[str, ...]], bool] | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+  cfg: Any, frozen: Callable[[tuple[str, ...]], bool] | None = None
+) -> optax.GradientTransformation:
   """AdamW with global-norm clipping and a warmup-cosine schedule.
 
   Args:
@@ -38,28 +45,37 @@ def make_optimizer(cfg: Any, frozen: Callable[[tuple[str, ...]], bool] | None = 
   can report the rate it actually used; the other hyperparameters stay constants of the code and
   always come from the config, also when a run resumes from a checkpoint.
   """
-  adamw = optax.inject_hyperparams(lambda learning_rate: optax.adamw(
-      learning_rate, b1=getattr(cfg, "b1", 0.9), b2=getattr(cfg, "b2", 0.999),
-      weight_decay=cfg.weight_decay, mask=_decay_mask))(learning_rate=learning_rate_schedule(cfg))
+  adamw = optax.inject_hyperparams(
+    lambda learning_rate: optax.adamw(
+      learning_rate,
+      b1=getattr(cfg, "b1", 0.9),
+      b2=getattr(cfg, "b2", 0.999),
+      weight_decay=cfg.weight_decay,
+      mask=_decay_mask,
+    )
+  )(learning_rate=learning_rate_schedule(cfg))
   optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
   if frozen is None:
     return optimizer
-  return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()},
-                               lambda params: _labels(params, frozen))
+  return optax.multi_transform(
+    {"train": optimizer, "frozen": optax.set_to_zero()}, lambda params: _labels(params, frozen)
+  )
 
 
 def _labels(params, frozen):
   def label(path, _):
     keys = tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
     return "frozen" if frozen(keys) else "train"
+
   return jax.tree_util.tree_map_with_path(label, params)
 
 
 def current_learning_rate(opt_state: optax.OptState) -> jax.Array | None:
   """The learning rate of the last update, or None for an optimizer without injected hyperparams."""
   # hyperparams_states also has a "learning_rate" entry (the schedule's step counter): keep arrays.
-  return optax.tree_utils.tree_get(opt_state, "learning_rate",
-                                   filtering=lambda _, value: isinstance(value, jax.Array))
+  return optax.tree_utils.tree_get(
+    opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
+  )
 
 
 def ema_update(ema_params: Any, params: Any, decay: float) -> Any:

@@ -5,6 +5,7 @@ step's metrics right away would make the host wait for that step and leave the d
 the next batch is prepared. So the logger holds on to each step's metrics and reads them only
 after the *next* step has been dispatched, when they are (nearly always) already computed.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,8 @@ class ProgressLogger:
       workdir = Path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
       self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
-      self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+      # Open for the whole run and closed by close(): appending line by line keeps it readable live.
+      self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
   def log(self, step: int, metrics: dict[str, Any]) -> None:
     """Records the metrics of `step` (device arrays) and reads those of the previous step."""
@@ -95,8 +97,10 @@ class ProgressLogger:
   def _report(self, step: int) -> None:
     """Writes the metrics averaged over the steps since the last report: diffusion losses are
     noisy step to step (random noise levels), their mean over a window is what to watch."""
-    values = {name: float(np.mean([v[name] for v in self._window if name in v]))
-              for name in self._window[-1]}
+    values = {
+      name: float(np.mean([v[name] for v in self._window if name in v]))
+      for name in self._window[-1]
+    }
     self._window = []
     self._update_rate(step)
     if not self._is_writer:
@@ -119,6 +123,9 @@ class ProgressLogger:
     now = time.perf_counter()
     if self._clock is not None and step > self._clock[0]:
       rate = (step - self._clock[0]) / max(now - self._clock[1], 1e-9)
-      self._rate = rate if self._rate is None else (
-          self.RATE_SMOOTHING * rate + (1 - self.RATE_SMOOTHING) * self._rate)
+      self._rate = (
+        rate
+        if self._rate is None
+        else (self.RATE_SMOOTHING * rate + (1 - self.RATE_SMOOTHING) * self._rate)
+      )
     self._clock = (step, now)

@@ -4,6 +4,7 @@ Parameters are first created abstractly (`jax.eval_shape`: shapes and logical ax
 memory), their shardings derived from the names, and only then materialised by a jitted init
 whose outputs already have those shardings: no parameter ever sits whole on one device.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,15 +39,24 @@ def _boxed_state_fn(init_fn: InitFn, optimizer: optax.GradientTransformation):
     params = init_fn(init_rng)
     # optax maps over the boxed leaves, so Adam's moments inherit the parameters' axis names
     # and are sharded exactly like them.
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                      opt_state=optimizer.init(params), rng=train_rng)
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=params,
+      opt_state=optimizer.init(params),
+      rng=train_rng,
+    )
 
   return init_state
 
 
-def abstract_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
-                         mesh: jax.sharding.Mesh, rules: Rules,
-                         rng: jax.Array) -> tuple[TrainState, TrainState]:
+def abstract_train_state(
+  init_fn: InitFn,
+  optimizer: optax.GradientTransformation,
+  mesh: jax.sharding.Mesh,
+  rules: Rules,
+  rng: jax.Array,
+) -> tuple[TrainState, TrainState]:
   """(abstract state of ShapeDtypeStructs, NamedSharding per leaf), computing nothing.
 
   Resuming from a checkpoint needs only these, so a resumed run never pays for a fresh init.
@@ -55,16 +65,24 @@ def abstract_train_state(init_fn: InitFn, optimizer: optax.GradientTransformatio
   return strip_partitioning(boxed), param_shardings(boxed, mesh, rules)
 
 
-def init_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
-                     state_shardings: TrainState, rng: jax.Array) -> TrainState:
+def init_train_state(
+  init_fn: InitFn,
+  optimizer: optax.GradientTransformation,
+  state_shardings: TrainState,
+  rng: jax.Array,
+) -> TrainState:
   """Materialises a fresh state (step 0, EMA = params) directly in `state_shardings`."""
   boxed_init = _boxed_state_fn(init_fn, optimizer)
   return jax.jit(lambda r: strip_partitioning(boxed_init(r)), out_shardings=state_shardings)(rng)
 
 
-def create_train_state(init_fn: InitFn, optimizer: optax.GradientTransformation,
-                       mesh: jax.sharding.Mesh, rules: Rules,
-                       rng: jax.Array) -> tuple[TrainState, TrainState]:
+def create_train_state(
+  init_fn: InitFn,
+  optimizer: optax.GradientTransformation,
+  mesh: jax.sharding.Mesh,
+  rules: Rules,
+  rng: jax.Array,
+) -> tuple[TrainState, TrainState]:
   """A freshly initialised, sharded TrainState and its shardings (step 0, EMA = params).
 
   Args:

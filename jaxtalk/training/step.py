@@ -4,6 +4,7 @@ Explicit in/out shardings pin the layout chosen in `jaxtalk.parallel` (XLA inser
 collectives), and donating the state lets XLA update parameters and optimizer moments in place,
 so peak memory holds one copy of the state, not two.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,9 +22,13 @@ from jaxtalk.training.state import TrainState
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    state_shardings: TrainState, batch_sharding: NamedSharding,
-                    ema_decay: float) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+def make_train_step(
+  loss_fn: LossFn,
+  optimizer: optax.GradientTransformation,
+  state_shardings: TrainState,
+  batch_sharding: NamedSharding,
+  ema_decay: float,
+) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (new_state, metrics)`, compiled on first call.
 
   metrics holds the loss function's metrics plus "loss", "grad_norm" (before clipping) and
@@ -37,22 +42,30 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     (loss, metrics), grads = grad_fn(state.params, batch, step_rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(step=state.step + 1, params=params,
-                           ema_params=ema_update(state.ema_params, params, ema_decay),
-                           opt_state=opt_state, rng=next_rng)
+    new_state = TrainState(
+      step=state.step + 1,
+      params=params,
+      ema_params=ema_update(state.ema_params, params, ema_decay),
+      opt_state=opt_state,
+      rng=next_rng,
+    )
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
     learning_rate = current_learning_rate(opt_state)
     if learning_rate is not None:
       metrics["learning_rate"] = learning_rate
     return new_state, metrics
 
-  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                 out_shardings=(state_shardings, replicated(batch_sharding.mesh)),
-                 donate_argnums=0)
+  return jax.jit(
+    train_step,
+    in_shardings=(state_shardings, batch_sharding),
+    out_shardings=(state_shardings, replicated(batch_sharding.mesh)),
+    donate_argnums=0,
+  )
 
 
-def make_eval_step(loss_fn: LossFn, params_shardings: Any,
-                   batch_sharding: NamedSharding) -> Callable[[Any, Any, jax.Array], dict]:
+def make_eval_step(
+  loss_fn: LossFn, params_shardings: Any, batch_sharding: NamedSharding
+) -> Callable[[Any, Any, jax.Array], dict]:
   """Returns `eval_step(params, batch, rng) -> metrics` (with "loss"), e.g. on `state.ema_params`
   with a fixed rng so that evaluations at different steps see the same noise."""
 
@@ -61,5 +74,8 @@ def make_eval_step(loss_fn: LossFn, params_shardings: Any,
     return {**metrics, "loss": loss}
 
   mesh = batch_sharding.mesh
-  return jax.jit(eval_step, in_shardings=(params_shardings, batch_sharding, replicated(mesh)),
-                 out_shardings=replicated(mesh))
+  return jax.jit(
+    eval_step,
+    in_shardings=(params_shardings, batch_sharding, replicated(mesh)),
+    out_shardings=replicated(mesh),
+  )

@@ -1,4 +1,5 @@
 """The Flax encoder for a spec."""
+
 import jax.numpy as jnp
 
 from jaxtalk.audio.pretrained.spec import Spec, WhisperSpec

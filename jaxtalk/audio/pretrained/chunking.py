@@ -11,6 +11,7 @@ Streaming (`AudioStream`): audio arrives chunk by chunk; each push encodes the n
 last `context_frames` video frames of audio carried before it, and returns the features of the
 frames that have `lookahead_frames` of audio after them.
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,16 +29,26 @@ def window_layout(num_frames: int, window_frames: int, context_frames: int):
   """
   chunk = window_frames - 2 * context_frames
   if chunk < 1:
-    raise ValueError(f"a window of {window_frames} frames leaves no room for {context_frames} frames of context each side")
+    raise ValueError(
+      f"a window of {window_frames} frames leaves no room for {context_frames} frames of context each side"
+    )
   num_windows = -(-num_frames // chunk)
-  starts = np.clip(np.arange(num_windows) * chunk - context_frames, 0, max(num_frames - window_frames, 0))
+  starts = np.clip(
+    np.arange(num_windows) * chunk - context_frames, 0, max(num_frames - window_frames, 0)
+  )
   frame = np.arange(num_frames)
   which = frame // chunk
   return starts, which, frame - starts[which]
 
 
-def encode_in_windows(backbone, spec: Spec, waveform: jax.Array, layers: tuple[int, ...],
-                      window_frames: int, context_frames: int) -> jax.Array:
+def encode_in_windows(
+  backbone,
+  spec: Spec,
+  waveform: jax.Array,
+  layers: tuple[int, ...],
+  window_frames: int,
+  context_frames: int,
+) -> jax.Array:
   """Hidden states `layers` of `backbone` for waveform [B, N], window by window -> [len(layers), B, T, D].
 
   `window_frames` is ignored for Whisper, whose window is fixed; audio shorter than Whisper's
@@ -59,12 +70,15 @@ def encode_in_windows(backbone, spec: Spec, waveform: jax.Array, layers: tuple[i
   starts, which, local = window_layout(num_frames, window_frames, context_frames)
   windows = waveform[:, starts[:, None] * stride + np.arange(window_samples)]  # [B, W, samples]
   states = backbone(windows.reshape(-1, window_samples))
-  picked = [states[i].reshape(batch, len(starts), -1, states[i].shape[-1])[:, which, local] for i in layers]
+  picked = [
+    states[i].reshape(batch, len(starts), -1, states[i].shape[-1])[:, which, local] for i in layers
+  ]
   return jnp.stack(picked)
 
 
-def resample_to_video_frames(features: jax.Array, spec: Spec, num_video_frames: int,
-                             samples_per_frame: int) -> jax.Array:
+def resample_to_video_frames(
+  features: jax.Array, spec: Spec, num_video_frames: int, samples_per_frame: int
+) -> jax.Array:
   """[..., T, D] encoder frames -> [..., num_video_frames, D], linearly interpolated at the centre
   of each video frame (wav2vec2 at 25 fps: between its frames 2i and 2i + 1, 0.38 of the way)."""
   centres = (np.arange(num_video_frames) + 0.5) * samples_per_frame
@@ -84,7 +98,9 @@ class AudioStream:
   `context_frames` frames before it, so its cost does not grow with the stream's length.
   """
 
-  def __init__(self, encoder, params, *, samples_per_frame: int, context_frames: int, lookahead_frames: int = 0):
+  def __init__(
+    self, encoder, params, *, samples_per_frame: int, context_frames: int, lookahead_frames: int = 0
+  ):
     self._encode = jax.jit(lambda audio: encoder.apply(params, audio))
     self._spf, self._dim = samples_per_frame, encoder.dim
     self._context, self._lookahead = context_frames, lookahead_frames
@@ -94,21 +110,25 @@ class AudioStream:
   def push(self, chunk) -> np.ndarray:
     chunk = np.asarray(chunk, np.float32)
     if chunk.shape[-1] % self._spf:
-      raise ValueError(f"push whole video frames of {self._spf} samples, got {chunk.shape[-1]} samples")
+      raise ValueError(
+        f"push whole video frames of {self._spf} samples, got {chunk.shape[-1]} samples"
+      )
     self._audio = chunk if self._audio is None else np.concatenate([self._audio, chunk], axis=-1)
     return self._emit(self._audio.shape[-1] // self._spf - self._carried_context - self._lookahead)
 
   def flush(self) -> np.ndarray:
-    return self._emit(0 if self._audio is None else self._audio.shape[-1] // self._spf - self._carried_context)
+    return self._emit(
+      0 if self._audio is None else self._audio.shape[-1] // self._spf - self._carried_context
+    )
 
   def _emit(self, count: int) -> np.ndarray:
     if self._audio is None or count <= 0:
       batch = 0 if self._audio is None else self._audio.shape[0]
       return np.zeros((batch, 0, self._dim), np.float32)
     features = np.asarray(self._encode(self._audio))
-    ready = features[:, self._carried_context:self._carried_context + count]
+    ready = features[:, self._carried_context : self._carried_context + count]
     end = self._carried_context + count
     keep_from = max(end - self._context, 0)
-    self._audio = self._audio[:, keep_from * self._spf:]
+    self._audio = self._audio[:, keep_from * self._spf :]
     self._carried_context = end - keep_from
     return ready

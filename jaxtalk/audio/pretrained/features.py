@@ -9,6 +9,7 @@ Frozen (the default), no gradient flows into the backbone: its outputs pass `sto
 the backward pass never runs through it, and the stage tells the optimizer to leave it alone
 (`jaxtalk.audio.encoder.is_frozen`).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -27,9 +28,12 @@ BACKBONE = "backbone"
 
 class PretrainedAudioEncoder(nn.Module):
   """waveform [B, N] at 16 kHz -> [B, N // samples_per_frame, dim], feature i for video frame i."""
+
   spec: Spec
   dim: int
-  layer: int = -1  # hidden state to use (0 = input of the first layer, -1 = output), unless weighted
+  layer: int = (
+    -1
+  )  # hidden state to use (0 = input of the first layer, -1 = output), unless weighted
   weighted_layers: bool = False
   trainable: bool = False
   window_seconds: float = 20.0  # wav2vec2 / HuBERT window for long audio (Whisper: always 30 s)
@@ -48,7 +52,9 @@ class PretrainedAudioEncoder(nn.Module):
     if self.weighted_layers:
       return tuple(range(count))
     if not -count <= self.layer < count:
-      raise ValueError(f"audio.layer {self.layer} does not exist: the model has hidden states 0..{count - 1}")
+      raise ValueError(
+        f"audio.layer {self.layer} does not exist: the model has hidden states 0..{count - 1}"
+      )
     return (self.layer % count,)
 
   @nn.compact
@@ -57,16 +63,25 @@ class PretrainedAudioEncoder(nn.Module):
     if isinstance(spec, Wav2Vec2Spec) and spec.normalize_input:
       waveform = normalize_waveform(waveform)  # over the whole input, before it is cut into windows
     frame_rate = self.sample_rate / spec.frame_stride
-    states = encode_in_windows(make_backbone(spec, self.dtype, name=BACKBONE), spec, waveform, self.layers,
-                               window_frames=int(self.window_seconds * frame_rate),
-                               context_frames=int(self.context_seconds * frame_rate))
+    states = encode_in_windows(
+      make_backbone(spec, self.dtype, name=BACKBONE),
+      spec,
+      waveform,
+      self.layers,
+      window_frames=int(self.window_seconds * frame_rate),
+      context_frames=int(self.context_seconds * frame_rate),
+    )
     if not self.trainable:
       states = jax.lax.stop_gradient(states)
     if self.weighted_layers:
-      logits = self.param("layer_weights", partitioned(nn.initializers.zeros_init(), (None,)), (len(self.layers),))
+      logits = self.param(
+        "layer_weights", partitioned(nn.initializers.zeros_init(), (None,)), (len(self.layers),)
+      )
       x = jnp.einsum("l,lbtd->btd", jax.nn.softmax(logits).astype(states.dtype), states)
     else:
       x = states[0]
-    x = resample_to_video_frames(x, spec, waveform.shape[-1] // self.samples_per_frame, self.samples_per_frame)
+    x = resample_to_video_frames(
+      x, spec, waveform.shape[-1] // self.samples_per_frame, self.samples_per_frame
+    )
     x = norm(1e-5, dtype=self.dtype, name="norm")(x)
     return dense(self.dim, ("embed", "audio_embed"), dtype=self.dtype, name="projection")(x)

@@ -8,6 +8,7 @@ one-line `UserError` that names the file or tensor.
 Tensors may sit under a head model's prefix (`wav2vec2.` in a CTC model, `model.` in Whisper's
 generation model); the prefix is found from the first conv's weight.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,10 @@ def _read_json(path: Path) -> dict:
 
 def _check_folder(folder: Path):
   if not folder.is_dir():
-    raise UserError(f"audio checkpoint folder {folder} does not exist; set audio.checkpoint to a local "
-                    f"Hugging Face folder with config.json and model.safetensors")
+    raise UserError(
+      f"audio checkpoint folder {folder} does not exist; set audio.checkpoint to a local "
+      f"Hugging Face folder with config.json and model.safetensors"
+    )
   if not (folder / "config.json").is_file():
     raise UserError(f"{folder} has no config.json: it is not a Hugging Face checkpoint folder")
 
@@ -51,13 +54,23 @@ def read_spec(folder) -> Spec:
   preprocessor = _read_json(preprocessor_file) if preprocessor_file.is_file() else {}
   kind = config.get("model_type")
   if kind not in SUPPORTED:
-    raise UserError(f"{folder} holds a {kind!r} model; jaxtalk imports {', '.join(SUPPORTED)} speech encoders")
+    raise UserError(
+      f"{folder} holds a {kind!r} model; jaxtalk imports {', '.join(SUPPORTED)} speech encoders"
+    )
   if preprocessor.get("sampling_rate", 16000) != 16000:
-    raise UserError(f"{folder}: the model expects {preprocessor['sampling_rate']} Hz audio; jaxtalk feeds 16 kHz")
+    raise UserError(
+      f"{folder}: the model expects {preprocessor['sampling_rate']} Hz audio; jaxtalk feeds 16 kHz"
+    )
   try:
-    return _whisper_spec(config, preprocessor) if kind == "whisper" else _wav2vec2_spec(config, preprocessor)
+    return (
+      _whisper_spec(config, preprocessor)
+      if kind == "whisper"
+      else _wav2vec2_spec(config, preprocessor)
+    )
   except (KeyError, TypeError, ValueError) as e:
-    raise UserError(f"{folder / 'config.json'} is not a valid {kind} config ({type(e).__name__}: {e})") from None
+    raise UserError(
+      f"{folder / 'config.json'} is not a valid {kind} config ({type(e).__name__}: {e})"
+    ) from None
 
 
 def _wav2vec2_spec(config: dict, preprocessor: dict) -> Wav2Vec2Spec:
@@ -68,38 +81,55 @@ def _wav2vec2_spec(config: dict, preprocessor: dict) -> Wav2Vec2Spec:
   if norm not in ("group", "layer"):
     raise ValueError(f"feat_extract_norm must be 'group' or 'layer', not {norm!r}")
   return Wav2Vec2Spec(
-      kind=config["model_type"], hidden_size=int(config["hidden_size"]),
-      num_layers=int(config["num_hidden_layers"]), num_heads=int(config["num_attention_heads"]),
-      intermediate_size=int(config["intermediate_size"]),
-      conv_dim=tuple(map(int, config["conv_dim"])), conv_kernel=tuple(map(int, config["conv_kernel"])),
-      conv_stride=tuple(map(int, config["conv_stride"])), conv_bias=bool(config.get("conv_bias", False)),
-      feat_extract_norm=norm, stable_layer_norm=bool(config.get("do_stable_layer_norm", False)),
-      num_conv_pos_embeddings=int(config.get("num_conv_pos_embeddings", 128)),
-      num_conv_pos_embedding_groups=int(config.get("num_conv_pos_embedding_groups", 16)),
-      layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)), hidden_act=config.get("hidden_act", "gelu"),
-      feat_extract_activation=config.get("feat_extract_activation", "gelu"),
-      feature_projection_norm=bool(config.get("feat_proj_layer_norm", True)),
-      # Without a preprocessor_config.json, follow the released models: "layer" checkpoints were
-      # trained on normalised audio, "group" ones on raw audio.
-      normalize_input=bool(preprocessor.get("do_normalize", norm == "layer")))
+    kind=config["model_type"],
+    hidden_size=int(config["hidden_size"]),
+    num_layers=int(config["num_hidden_layers"]),
+    num_heads=int(config["num_attention_heads"]),
+    intermediate_size=int(config["intermediate_size"]),
+    conv_dim=tuple(map(int, config["conv_dim"])),
+    conv_kernel=tuple(map(int, config["conv_kernel"])),
+    conv_stride=tuple(map(int, config["conv_stride"])),
+    conv_bias=bool(config.get("conv_bias", False)),
+    feat_extract_norm=norm,
+    stable_layer_norm=bool(config.get("do_stable_layer_norm", False)),
+    num_conv_pos_embeddings=int(config.get("num_conv_pos_embeddings", 128)),
+    num_conv_pos_embedding_groups=int(config.get("num_conv_pos_embedding_groups", 16)),
+    layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
+    hidden_act=config.get("hidden_act", "gelu"),
+    feat_extract_activation=config.get("feat_extract_activation", "gelu"),
+    feature_projection_norm=bool(config.get("feat_proj_layer_norm", True)),
+    # Without a preprocessor_config.json, follow the released models: "layer" checkpoints were
+    # trained on normalised audio, "group" ones on raw audio.
+    normalize_input=bool(preprocessor.get("do_normalize", norm == "layer")),
+  )
 
 
 def _whisper_spec(config: dict, preprocessor: dict) -> WhisperSpec:
   spec = WhisperSpec(
-      d_model=int(config["d_model"]), num_layers=int(config["encoder_layers"]),
-      num_heads=int(config["encoder_attention_heads"]), ffn_dim=int(config["encoder_ffn_dim"]),
-      num_mel_bins=int(config["num_mel_bins"]), max_source_positions=int(config["max_source_positions"]),
-      activation=config.get("activation_function", "gelu"),
-      n_fft=int(preprocessor.get("n_fft", 400)), hop_length=int(preprocessor.get("hop_length", 160)))
+    d_model=int(config["d_model"]),
+    num_layers=int(config["encoder_layers"]),
+    num_heads=int(config["encoder_attention_heads"]),
+    ffn_dim=int(config["encoder_ffn_dim"]),
+    num_mel_bins=int(config["num_mel_bins"]),
+    max_source_positions=int(config["max_source_positions"]),
+    activation=config.get("activation_function", "gelu"),
+    n_fft=int(preprocessor.get("n_fft", 400)),
+    hop_length=int(preprocessor.get("hop_length", 160)),
+  )
   if preprocessor.get("feature_size", spec.num_mel_bins) != spec.num_mel_bins:
-    raise ValueError(f"preprocessor feature_size {preprocessor['feature_size']} != num_mel_bins {spec.num_mel_bins}")
+    raise ValueError(
+      f"preprocessor feature_size {preprocessor['feature_size']} != num_mel_bins {spec.num_mel_bins}"
+    )
   return spec
 
 
 def _wav2vec2_names(spec: Wav2Vec2Spec) -> dict[str, str]:
   """Flax parameter path -> reference module name (no ".weight"/".bias")."""
-  names = {"feature_projection": "feature_projection.projection",
-           "position_conv": "encoder.pos_conv_embed.conv", "encoder_norm": "encoder.layer_norm"}
+  names = {
+    "feature_projection": "feature_projection.projection",
+    "position_conv": "encoder.pos_conv_embed.conv",
+    "encoder_norm": "encoder.layer_norm",
+  }
   if spec.feature_projection_norm:
     names["feature_norm"] = "feature_projection.layer_norm"
   for i in range(len(spec.conv_dim)):
@@ -108,23 +138,39 @@ def _wav2vec2_names(spec: Wav2Vec2Spec) -> dict[str, str]:
       names[f"conv_features/norm_{i}"] = f"feature_extractor.conv_layers.{i}.layer_norm"
   for i in range(spec.num_layers):
     ref = f"encoder.layers.{i}"
-    names.update(_layer_names(f"layer_{i}", ref, "attention", "layer_norm", "feed_forward.intermediate_dense",
-                              "feed_forward.output_dense"))
+    names.update(
+      _layer_names(
+        f"layer_{i}",
+        ref,
+        "attention",
+        "layer_norm",
+        "feed_forward.intermediate_dense",
+        "feed_forward.output_dense",
+      )
+    )
   return names
 
 
 def _whisper_names(spec: WhisperSpec) -> dict[str, str]:
   names = {"conv_1": "conv1", "conv_2": "conv2", "encoder_norm": "layer_norm"}
   for i in range(spec.num_layers):
-    names.update(_layer_names(f"layer_{i}", f"layers.{i}", "self_attn", "self_attn_layer_norm", "fc1", "fc2"))
+    names.update(
+      _layer_names(f"layer_{i}", f"layers.{i}", "self_attn", "self_attn_layer_norm", "fc1", "fc2")
+    )
   return names
 
 
 def _layer_names(ours, ref, attention, attention_norm, mlp_in, mlp_out):
-  return {f"{ours}/attention/query": f"{ref}.{attention}.q_proj", f"{ours}/attention/key": f"{ref}.{attention}.k_proj",
-          f"{ours}/attention/value": f"{ref}.{attention}.v_proj", f"{ours}/attention/out": f"{ref}.{attention}.out_proj",
-          f"{ours}/attention_norm": f"{ref}.{attention_norm}", f"{ours}/mlp_in": f"{ref}.{mlp_in}",
-          f"{ours}/mlp_out": f"{ref}.{mlp_out}", f"{ours}/mlp_norm": f"{ref}.final_layer_norm"}
+  return {
+    f"{ours}/attention/query": f"{ref}.{attention}.q_proj",
+    f"{ours}/attention/key": f"{ref}.{attention}.k_proj",
+    f"{ours}/attention/value": f"{ref}.{attention}.v_proj",
+    f"{ours}/attention/out": f"{ref}.{attention}.out_proj",
+    f"{ours}/attention_norm": f"{ref}.{attention_norm}",
+    f"{ours}/mlp_in": f"{ref}.{mlp_in}",
+    f"{ours}/mlp_out": f"{ref}.{mlp_out}",
+    f"{ours}/mlp_norm": f"{ref}.final_layer_norm",
+  }
 
 
 class _Tensors:
@@ -136,11 +182,13 @@ class _Tensors:
       self.files = {name: folder / file for name, file in index.get("weight_map", {}).items()}
     elif (folder / WEIGHTS).is_file():
       with safe_open(folder / WEIGHTS, framework="np") as f:
-        self.files = {name: folder / WEIGHTS for name in f.keys()}
+        self.files = {name: folder / WEIGHTS for name in f.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     elif any(folder.glob("*.bin")):
-      raise UserError(f"{folder} holds PyTorch .bin weights, which jaxtalk does not unpickle; convert them "
-                      f"once where transformers is installed: AutoModel.from_pretrained('{folder}')"
-                      f".save_pretrained('{folder}', safe_serialization=True)")
+      raise UserError(
+        f"{folder} holds PyTorch .bin weights, which jaxtalk does not unpickle; convert them "
+        f"once where transformers is installed: AutoModel.from_pretrained('{folder}')"
+        f".save_pretrained('{folder}', safe_serialization=True)"
+      )
     else:
       raise UserError(f"{folder} has no {WEIGHTS}")
     self.folder = folder
@@ -148,24 +196,30 @@ class _Tensors:
   def find_prefix(self, suffix: str) -> str:
     for name in self.files:
       if name.endswith(suffix):
-        return name[:-len(suffix)]
-    raise UserError(f"{self.folder} has no tensor *{suffix}: the weights do not belong to its config.json")
+        return name[: -len(suffix)]
+    raise UserError(
+      f"{self.folder} has no tensor *{suffix}: the weights do not belong to its config.json"
+    )
 
   def __contains__(self, name: str) -> bool:
     return name in self.files
 
   def __getitem__(self, name: str) -> np.ndarray:
     if name not in self.files:
-      raise UserError(f"{self.folder} lacks tensor {name}: the checkpoint is incomplete or its config.json "
-                      f"describes another model")
+      raise UserError(
+        f"{self.folder} lacks tensor {name}: the checkpoint is incomplete or its config.json "
+        f"describes another model"
+      )
     with safe_open(self.files[name], framework="np") as f:
       return np.asarray(f.get_tensor(name), np.float32)
 
 
 def _position_conv_weight(tensors: _Tensors, module: str) -> np.ndarray:
   """The positional conv's kernel, folding weight normalisation (norm over all but the kernel axis)."""
-  for magnitude, direction in ((f"{module}.parametrizations.weight.original0", f"{module}.parametrizations.weight.original1"),
-                               (f"{module}.weight_g", f"{module}.weight_v")):
+  for magnitude, direction in (
+    (f"{module}.parametrizations.weight.original0", f"{module}.parametrizations.weight.original1"),
+    (f"{module}.weight_g", f"{module}.weight_v"),
+  ):
     if magnitude in tensors:
       g, v = tensors[magnitude], tensors[direction]
       return g * v / np.sqrt(np.sum(np.square(v), axis=(0, 1), keepdims=True))
@@ -194,7 +248,10 @@ def read_checkpoint(folder) -> tuple[Spec, dict]:
   if isinstance(spec, WhisperSpec):
     prefix, names = tensors.find_prefix("conv1.weight"), _whisper_names(spec)
   else:
-    prefix, names = tensors.find_prefix("feature_extractor.conv_layers.0.conv.weight"), _wav2vec2_names(spec)
+    prefix, names = (
+      tensors.find_prefix("feature_extractor.conv_layers.0.conv.weight"),
+      _wav2vec2_names(spec),
+    )
   expected = flax.traverse_util.flatten_dict(abstract_backbone_params(spec), sep="/")
   params = {}
   for path, leaf in expected.items():
@@ -204,8 +261,10 @@ def read_checkpoint(folder) -> tuple[Spec, dict]:
     else:
       value = _converted(tensors, prefix, module, names[module], leaf_name)
     if value.shape != leaf.shape:
-      raise UserError(f"{folder}: tensor for {names.get(module, path)}.{leaf_name} has shape {value.shape}, "
-                      f"config.json implies {leaf.shape}")
+      raise UserError(
+        f"{folder}: tensor for {names.get(module, path)}.{leaf_name} has shape {value.shape}, "
+        f"config.json implies {leaf.shape}"
+      )
     params[path] = value
   return spec, flax.traverse_util.unflatten_dict(params, sep="/")
 
@@ -214,5 +273,7 @@ def abstract_backbone_params(spec: Spec) -> dict:
   """ShapeDtypeStructs of the encoder's parameters, without computing anything."""
   backbone = make_backbone(spec)
   samples = spec.window if isinstance(spec, WhisperSpec) else spec.window_samples(1)
-  abstract = jax.eval_shape(backbone.init, jax.random.key(0), jax.ShapeDtypeStruct((1, samples), np.float32))
+  abstract = jax.eval_shape(
+    backbone.init, jax.random.key(0), jax.ShapeDtypeStruct((1, samples), np.float32)
+  )
   return strip_partitioning(abstract["params"])

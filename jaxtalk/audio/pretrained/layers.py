@@ -3,6 +3,7 @@
 Initialisers only matter for shapes and axis names: real values come from the importer. Norms use
 the two-pass variance (`use_fast_variance=False`), as PyTorch does, which float32 parity needs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,12 +16,12 @@ from jaxtalk.kernels import FullMask, attention
 from jaxtalk.models.layers import dense, partitioned
 
 ACTIVATIONS = {
-    "gelu": functools.partial(nn.gelu, approximate=False),
-    "gelu_new": functools.partial(nn.gelu, approximate=True),
-    "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
-    "relu": nn.relu,
-    "swish": nn.silu,
-    "silu": nn.silu,
+  "gelu": functools.partial(nn.gelu, approximate=False),
+  "gelu_new": functools.partial(nn.gelu, approximate=True),
+  "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
+  "relu": nn.relu,
+  "swish": nn.silu,
+  "silu": nn.silu,
 }
 
 
@@ -32,22 +33,45 @@ def activation(name: str):
 
 def norm(eps: float, *, dtype=jnp.float32, name: str | None = None) -> nn.LayerNorm:
   """LayerNorm over the last ("embed") axis with PyTorch's epsilon semantics."""
-  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, name=name,
-                      scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
-                      bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)))
+  return nn.LayerNorm(
+    epsilon=eps,
+    use_fast_variance=False,
+    dtype=dtype,
+    name=name,
+    scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
+    bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)),
+  )
 
 
-def conv1d(features: int, kernel: int, *, stride: int = 1, padding="VALID", groups: int = 1,
-           use_bias: bool = True, dtype=jnp.float32, name: str | None = None) -> nn.Conv:
+def conv1d(
+  features: int,
+  kernel: int,
+  *,
+  stride: int = 1,
+  padding="VALID",
+  groups: int = 1,
+  use_bias: bool = True,
+  dtype=jnp.float32,
+  name: str | None = None,
+) -> nn.Conv:
   """1-D convolution over [B, T, C]; kernel [k, C / groups, features] as ("conv_in", "conv_out")."""
-  return nn.Conv(features, (kernel,), strides=(stride,), padding=padding, feature_group_count=groups,
-                 use_bias=use_bias, dtype=dtype, name=name,
-                 kernel_init=partitioned(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
-                 bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)))
+  return nn.Conv(
+    features,
+    (kernel,),
+    strides=(stride,),
+    padding=padding,
+    feature_group_count=groups,
+    use_bias=use_bias,
+    dtype=dtype,
+    name=name,
+    kernel_init=partitioned(nn.initializers.lecun_normal(), (None, "conv_in", "conv_out")),
+    bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)),
+  )
 
 
 class SelfAttention(nn.Module):
   """Bidirectional multi-head self-attention with q/k/v/out projections (Whisper: no key bias)."""
+
   num_heads: int
   key_bias: bool = True
   dtype: jnp.dtype = jnp.float32
@@ -67,6 +91,7 @@ class SelfAttention(nn.Module):
 
 class EncoderLayer(nn.Module):
   """Transformer layer: attention and MLP branches, post-norm (wav2vec2 base) or pre-norm."""
+
   num_heads: int
   mlp_dim: int
   eps: float
@@ -83,7 +108,9 @@ class EncoderLayer(nn.Module):
 
     def mlp(h):
       h = dense(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="mlp_in")(h)
-      return dense(x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="mlp_out")(activation(self.act)(h))
+      return dense(x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="mlp_out")(
+        activation(self.act)(h)
+      )
 
     if self.pre_norm:
       x = x + attend(attention_norm(x))

@@ -5,6 +5,7 @@ sampling bundle then rebuilds the encoder without the Hugging Face folder it was
 Specs also know their frame geometry (how many encoder frames N samples give, and where each
 frame is centred), which chunking and resampling to video frames need.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ import math
 @dataclasses.dataclass(frozen=True)
 class Wav2Vec2Spec:
   """wav2vec2 and HuBERT: a strided conv stack on the waveform, then a transformer encoder."""
+
   kind: str  # "wav2vec2" or "hubert": same architecture, different checkpoints
   hidden_size: int
   num_layers: int
@@ -23,7 +25,9 @@ class Wav2Vec2Spec:
   conv_kernel: tuple[int, ...]
   conv_stride: tuple[int, ...]
   conv_bias: bool
-  feat_extract_norm: str  # "group": GroupNorm after the first conv (base); "layer": LayerNorm after each
+  feat_extract_norm: (
+    str  # "group": GroupNorm after the first conv (base); "layer": LayerNorm after each
+  )
   stable_layer_norm: bool  # pre-norm transformer layers (the large "lv60" variants)
   num_conv_pos_embeddings: int
   num_conv_pos_embedding_groups: int
@@ -31,7 +35,9 @@ class Wav2Vec2Spec:
   hidden_act: str
   feat_extract_activation: str
   feature_projection_norm: bool  # LayerNorm before the feature projection (HuBERT may omit it)
-  normalize_input: bool  # zero-mean unit-variance waveform, as the checkpoint's feature extractor does
+  normalize_input: (
+    bool  # zero-mean unit-variance waveform, as the checkpoint's feature extractor does
+  )
 
   @property
   def num_hidden_states(self) -> int:
@@ -68,6 +74,7 @@ class Wav2Vec2Spec:
 @dataclasses.dataclass(frozen=True)
 class WhisperSpec:
   """Whisper's encoder: log-mel of a fixed 30-second window, two convs, a pre-norm transformer."""
+
   d_model: int
   num_layers: int
   num_heads: int

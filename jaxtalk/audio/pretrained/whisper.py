@@ -5,6 +5,7 @@ stride 2), each with GELU -> plus learned absolute positions -> pre-norm transfo
 final LayerNorm. Absolute positions are why the input length is fixed: shorter audio is padded
 with silence to the window, as Whisper's feature extractor pads it.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -25,6 +26,7 @@ class WhisperEncoder(nn.Module):
   As the reference's `hidden_states`: the input of the first layer, each layer's output, the last
   one after the final LayerNorm.
   """
+
   spec: WhisperSpec
   dtype: jnp.dtype = jnp.float32
 
@@ -32,17 +34,36 @@ class WhisperEncoder(nn.Module):
   def __call__(self, waveform: jax.Array) -> tuple[jax.Array, ...]:
     spec, act = self.spec, activation(self.spec.activation)
     if waveform.shape[-1] != spec.window:
-      raise ValueError(f"Whisper encodes windows of exactly {spec.window} samples, got {waveform.shape[-1]}")
-    mel = whisper_log_mel(waveform, n_mels=spec.num_mel_bins, n_fft=spec.n_fft, hop_length=spec.hop_length)
-    h = act(conv1d(spec.d_model, 3, padding=[(1, 1)], dtype=self.dtype, name="conv_1")(mel.astype(self.dtype)))
+      raise ValueError(
+        f"Whisper encodes windows of exactly {spec.window} samples, got {waveform.shape[-1]}"
+      )
+    mel = whisper_log_mel(
+      waveform, n_mels=spec.num_mel_bins, n_fft=spec.n_fft, hop_length=spec.hop_length
+    )
+    h = act(
+      conv1d(spec.d_model, 3, padding=[(1, 1)], dtype=self.dtype, name="conv_1")(
+        mel.astype(self.dtype)
+      )
+    )
     h = act(conv1d(spec.d_model, 3, stride=2, padding=[(1, 1)], dtype=self.dtype, name="conv_2")(h))
-    positions = self.param("positions", partitioned(nn.initializers.normal(0.02), (None, "embed")),
-                           (spec.max_source_positions, spec.d_model))
+    positions = self.param(
+      "positions",
+      partitioned(nn.initializers.normal(0.02), (None, "embed")),
+      (spec.max_source_positions, spec.d_model),
+    )
     h = h + positions.astype(self.dtype)
     states = [h]
     for i in range(spec.num_layers):
-      h = EncoderLayer(spec.num_heads, spec.ffn_dim, LAYER_NORM_EPS, spec.activation, pre_norm=True,
-                       key_bias=False, dtype=self.dtype, name=f"layer_{i}")(h)
+      h = EncoderLayer(
+        spec.num_heads,
+        spec.ffn_dim,
+        LAYER_NORM_EPS,
+        spec.activation,
+        pre_norm=True,
+        key_bias=False,
+        dtype=self.dtype,
+        name=f"layer_{i}",
+      )(h)
       states.append(h)
     states[-1] = norm(LAYER_NORM_EPS, dtype=self.dtype, name="encoder_norm")(h)
     return tuple(states)

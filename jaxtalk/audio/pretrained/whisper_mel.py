@@ -7,6 +7,7 @@ from 0 to 8 kHz. Compression: log10(max(mel, 1e-10)), floored at 8 below the lou
 whole input (Whisper's dynamic range), then (x + 4) / 4. The floor makes every value depend on the
 input's maximum, which is why Whisper always sees one 30-second window at a time.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,14 @@ MEL_FLOOR = 1e-10
 DYNAMIC_RANGE = 8.0  # log10 units: 80 dB
 
 
-def whisper_log_mel(waveform: jax.Array, *, n_mels: int, n_fft: int = 400, hop_length: int = 160,
-                    sample_rate: int = 16000) -> jax.Array:
+def whisper_log_mel(
+  waveform: jax.Array,
+  *,
+  n_mels: int,
+  n_fft: int = 400,
+  hop_length: int = 160,
+  sample_rate: int = 16000,
+) -> jax.Array:
   """waveform [B, N] -> log-mel [B, N // hop_length, n_mels], float32."""
   waveform = jnp.asarray(waveform, jnp.float32)
   num_frames = waveform.shape[-1] // hop_length

@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seconds", type=float, default=4.0, help="length of every clip")
   parser.add_argument("--image-size", type=int, default=64, help="frame height and width in pixels")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--workers", type=int, default=2, help="processes rendering clips in parallel")
+  parser.add_argument(
+    "--workers", type=int, default=2, help="processes rendering clips in parallel"
+  )
   args = parser.parse_args(argv)
   return run_reporting_user_errors(_write_splits, args)
 
@@ -24,10 +26,14 @@ def main(argv: list[str] | None = None) -> int:
 def _write_splits(args) -> None:
   for split, num_clips in (("train", args.train_clips), ("eval", args.eval_clips)):
     start = time.perf_counter()
-    paths = generate.generate_split(args.out, split, num_clips, args.seconds, args.image_size, args.seed,
-                                    workers=args.workers)
-    print(f"{split}: {num_clips} clips of {args.seconds:g} s at {args.image_size}x{args.image_size} -> "
-          f"{len(paths)} shards in {args.out} ({time.perf_counter() - start:.1f} s)")
+    paths = generate.generate_split(
+      args.out, split, num_clips, args.seconds, args.image_size, args.seed, workers=args.workers
+    )
+    print(
+      f"{split}: {num_clips} clips of {args.seconds:g} s at {args.image_size}x{args.image_size} -> "
+      f"{len(paths)} shards in {args.out} ({time.perf_counter() - start:.1f} s)"
+    )
+
 
 if __name__ == "__main__":
   sys.exit(main())

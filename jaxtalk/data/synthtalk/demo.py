@@ -6,6 +6,7 @@ Both come from the eval split's seed range, past the clips `generate_split` make
 identity and speech were never seen in training. The portrait is the identity at rest (mouth
 closed, head straight): at sampling time the portrait is all the model knows of the face.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,15 @@ DEMO_INDEX = 10_000  # an eval-split clip index far past any generated eval set
 REST_POSE = np.array([0.0, motion.REST_WIDTH, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
 
 
-def write_demo_inputs(out_dir, *, image_size: int = 64, seconds: float = 8.0, emotion: str = "happy"):
-  clip = generate.make_clip(**generate.clip_seeds("eval", 0, DEMO_INDEX), seconds=seconds,
-                            image_size=image_size, emotion=emotion)
+def write_demo_inputs(
+  out_dir, *, image_size: int = 64, seconds: float = 8.0, emotion: str = "happy"
+):
+  clip = generate.make_clip(
+    **generate.clip_seeds("eval", 0, DEMO_INDEX),
+    seconds=seconds,
+    image_size=image_size,
+    emotion=emotion,
+  )
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   with atomic_output_path(str(out_dir / "portrait.png")) as tmp:

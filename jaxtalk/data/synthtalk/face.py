@@ -17,24 +17,60 @@ import numpy as np
 from jaxtalk.data.synthtalk import motion as motion_lib
 
 IDENTITY_PARAMS = (
-    "face_width", "face_height",
-    "skin_r", "skin_g", "skin_b",
-    "hair_r", "hair_g", "hair_b", "hair_style",
-    "eye_r", "eye_g", "eye_b", "eye_size",
-    "brow_thickness",
-    "lip_r", "lip_g", "lip_b",
-    "bg_top_r", "bg_top_g", "bg_top_b", "bg_bottom_r", "bg_bottom_g", "bg_bottom_b", "bg_angle",
-    "shirt_r", "shirt_g", "shirt_b",
+  "face_width",
+  "face_height",
+  "skin_r",
+  "skin_g",
+  "skin_b",
+  "hair_r",
+  "hair_g",
+  "hair_b",
+  "hair_style",
+  "eye_r",
+  "eye_g",
+  "eye_b",
+  "eye_size",
+  "brow_thickness",
+  "lip_r",
+  "lip_g",
+  "lip_b",
+  "bg_top_r",
+  "bg_top_g",
+  "bg_top_b",
+  "bg_bottom_r",
+  "bg_bottom_g",
+  "bg_bottom_b",
+  "bg_angle",
+  "shirt_r",
+  "shirt_g",
+  "shirt_b",
 )
 HAIR_STYLES = ("short", "long", "bob", "shaved", "afro")
 
-_SKIN_TONES = np.array([(0.98, 0.87, 0.78), (0.93, 0.76, 0.64), (0.80, 0.60, 0.45), (0.60, 0.41, 0.28),
-                        (0.40, 0.26, 0.18)])
+_SKIN_TONES = np.array(
+  [
+    (0.98, 0.87, 0.78),
+    (0.93, 0.76, 0.64),
+    (0.80, 0.60, 0.45),
+    (0.60, 0.41, 0.28),
+    (0.40, 0.26, 0.18),
+  ]
+)
 # Black, dark brown, brown, blond, red, grey; grey is the rarest.
-_HAIR_COLOURS = np.array([(0.08, 0.07, 0.07), (0.25, 0.15, 0.09), (0.45, 0.29, 0.15), (0.85, 0.70, 0.42),
-                          (0.62, 0.25, 0.10), (0.70, 0.70, 0.70)])
+_HAIR_COLOURS = np.array(
+  [
+    (0.08, 0.07, 0.07),
+    (0.25, 0.15, 0.09),
+    (0.45, 0.29, 0.15),
+    (0.85, 0.70, 0.42),
+    (0.62, 0.25, 0.10),
+    (0.70, 0.70, 0.70),
+  ]
+)
 _HAIR_WEIGHTS = np.array([0.25, 0.25, 0.2, 0.13, 0.1, 0.07])
-_EYE_COLOURS = np.array([(0.25, 0.45, 0.75), (0.30, 0.55, 0.35), (0.40, 0.25, 0.12), (0.15, 0.10, 0.07)])
+_EYE_COLOURS = np.array(
+  [(0.25, 0.45, 0.75), (0.30, 0.55, 0.35), (0.40, 0.25, 0.12), (0.15, 0.10, 0.07)]
+)
 _MOUTH_INSIDE = np.array([0.30, 0.06, 0.08], np.float32)
 _TEETH = np.array([0.95, 0.94, 0.90], np.float32)
 _SCLERA = np.array([0.97, 0.97, 0.96], np.float32)
@@ -42,7 +78,7 @@ _DARK = np.array([0.08, 0.06, 0.06], np.float32)
 
 _HEAD_CENTRE = (0.0, -0.04)
 # Sizes at which the mouth spans ~12-18 px wide and opens up to ~8 px in a 64 px frame.
-_MOUTH_HALF_WIDTH = (0.19, 0.08)       # rest + gain x mouth_width
+_MOUTH_HALF_WIDTH = (0.19, 0.08)  # rest + gain x mouth_width
 _MOUTH_MAX_HALF_OPEN = 0.125
 _LIP_THICKNESS = 0.045
 _JAW_DROP = 0.09
@@ -62,18 +98,34 @@ def sample_identity(rng: np.random.Generator) -> np.ndarray:
   low = min(int(tone), len(_SKIN_TONES) - 2)
   skin = _SKIN_TONES[low] + (tone - low) * (_SKIN_TONES[low + 1] - _SKIN_TONES[low])
   skin = np.clip(skin + rng.normal(0.0, 0.02, 3), 0.0, 1.0)
-  hair = np.clip(_HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS)] + rng.normal(0.0, 0.03, 3), 0, 1)
+  hair = np.clip(
+    _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS)] + rng.normal(0.0, 0.03, 3), 0, 1
+  )
   eye = np.clip(_EYE_COLOURS[rng.integers(len(_EYE_COLOURS))] + rng.normal(0.0, 0.04, 3), 0.0, 1.0)
-  lip = np.clip(skin * np.array([0.85, 0.55, 0.55]) + np.array([0.08, 0.0, 0.02]) + rng.normal(0.0, 0.03, 3), 0, 1)
+  lip = np.clip(
+    skin * np.array([0.85, 0.55, 0.55]) + np.array([0.08, 0.0, 0.02]) + rng.normal(0.0, 0.03, 3),
+    0,
+    1,
+  )
   bg_top = rng.uniform(0.2, 0.95, 3)
   bg_bottom = np.clip(bg_top * rng.uniform(0.5, 1.0) + rng.normal(0.0, 0.1, 3), 0.0, 1.0)
   values = {
-      "face_width": rng.uniform(0.40, 0.48), "face_height": rng.uniform(0.50, 0.58),
-      "hair_style": rng.integers(len(HAIR_STYLES)), "eye_size": rng.uniform(0.85, 1.15),
-      "brow_thickness": rng.uniform(0.0, 1.0), "bg_angle": rng.uniform(0.0, 2.0 * np.pi),
+    "face_width": rng.uniform(0.40, 0.48),
+    "face_height": rng.uniform(0.50, 0.58),
+    "hair_style": rng.integers(len(HAIR_STYLES)),
+    "eye_size": rng.uniform(0.85, 1.15),
+    "brow_thickness": rng.uniform(0.0, 1.0),
+    "bg_angle": rng.uniform(0.0, 2.0 * np.pi),
   }
-  for prefix, colour in (("skin", skin), ("hair", hair), ("eye", eye), ("lip", lip), ("bg_top", bg_top),
-                         ("bg_bottom", bg_bottom), ("shirt", rng.uniform(0.05, 0.95, 3))):
+  for prefix, colour in (
+    ("skin", skin),
+    ("hair", hair),
+    ("eye", eye),
+    ("lip", lip),
+    ("bg_top", bg_top),
+    ("bg_bottom", bg_bottom),
+    ("shirt", rng.uniform(0.05, 0.95, 3)),
+  ):
     for channel, value in zip("rgb", colour):
       values[f"{prefix}_{channel}"] = value
   return np.array([values[name] for name in IDENTITY_PARAMS], np.float32)
@@ -81,7 +133,7 @@ def sample_identity(rng: np.random.Generator) -> np.ndarray:
 
 def _colour(identity: np.ndarray, prefix: str) -> np.ndarray:
   start = _index(f"{prefix}_r")
-  return identity[start:start + 3].astype(np.float32)
+  return identity[start : start + 3].astype(np.float32)
 
 
 def _per_frame(value) -> np.ndarray:
@@ -112,7 +164,9 @@ class _Canvas:
     """0 -> 1 as `value` (a distance in normalised units) goes from negative to positive."""
     return np.clip(0.5 + value * (self.pixels_per_unit / np.float32(softness)), 0.0, 1.0)
 
-  def ellipse(self, centre, radii, colour, angle=0.0, radius_below=None, opacity=1.0, softness=1.0, mask=None):
+  def ellipse(
+    self, centre, radii, colour, angle=0.0, radius_below=None, opacity=1.0, softness=1.0, mask=None
+  ):
     """Paints an ellipse with half-axes `radii`, turned clockwise by `angle` radians.
 
     Every geometric argument is a scalar or one value per frame. `radius_below` gives the half of
@@ -155,9 +209,10 @@ class _Canvas:
 @dataclasses.dataclass(frozen=True)
 class _Pose:
   """Places head-local points (offsets from the head centre, with a depth) into the image."""
+
   face_width: float
   face_height: float
-  yaw: np.ndarray      # [T] radians
+  yaw: np.ndarray  # [T] radians
   pitch: np.ndarray
   roll: np.ndarray
 
@@ -182,14 +237,20 @@ def _paint_body(canvas: _Canvas, identity: np.ndarray) -> None:
   along = np.cos(angle) * canvas.coords[None, :] + np.sin(angle) * canvas.coords[:, None]
   blend = np.clip(0.5 + 0.5 * along, 0.0, 1.0)
   top, bottom = _colour(identity, "bg_top"), _colour(identity, "bg_bottom")
-  canvas.planes[:] = (top[:, None, None, None] * (1.0 - blend) + bottom[:, None, None, None] * blend)
+  canvas.planes[:] = top[:, None, None, None] * (1.0 - blend) + bottom[:, None, None, None] * blend
   skin, shirt = _colour(identity, "skin"), _colour(identity, "shirt")
   neck_top = _HEAD_CENTRE[1] + 0.6 * float(identity[_index("face_height")])
   canvas.ellipse((0.0, neck_top + 0.3), (0.19, 0.42), skin * 0.82)
   canvas.ellipse((0.0, 1.25), (0.98, 0.52), shirt)
   # Shade the shirt darker toward the bottom of the frame.
-  canvas.ellipse((0.0, 1.25), (0.98, 0.52), shirt * 0.75, softness=12.0, opacity=0.5,
-                 mask=lambda x, y: canvas.soft_step(y, 20.0))
+  canvas.ellipse(
+    (0.0, 1.25),
+    (0.98, 0.52),
+    shirt * 0.75,
+    softness=12.0,
+    opacity=0.5,
+    mask=lambda x, y: canvas.soft_step(y, 20.0),
+  )
   # A round neckline: the lower half of a skin ellipse cut into the shirt.
   canvas.ellipse((0.0, 0.74), (0.2, 0.1), skin * 0.8, mask=lambda x, y: canvas.soft_step(y))
 
@@ -197,12 +258,21 @@ def _paint_body(canvas: _Canvas, identity: np.ndarray) -> None:
 def _paint_back_hair(canvas: _Canvas, pose: _Pose, hair: np.ndarray, style: str) -> None:
   fw, fh = pose.face_width * pose.squeeze, pose.face_height
   # (vertical offset, half-width and half-height over the face's, where the hair ends below).
-  shapes = {"long": (0.35, 1.3, 1.45, 0.95), "bob": (0.05, 1.28, 1.12, 0.7), "afro": (-0.2, 1.45, 1.2, 0.55)}
+  shapes = {
+    "long": (0.35, 1.3, 1.45, 0.95),
+    "bob": (0.05, 1.28, 1.12, 0.7),
+    "afro": (-0.2, 1.45, 1.2, 0.55),
+  }
   if style not in shapes:
     return
   offset, width, height, end = shapes[style]
-  canvas.ellipse(pose.place(0.0, offset * fh, -0.05), (width * fw, height * fh), hair * 0.85, angle=pose.roll,
-                 mask=lambda x, y: canvas.soft_step(end * fh - y, 2.0))
+  canvas.ellipse(
+    pose.place(0.0, offset * fh, -0.05),
+    (width * fw, height * fh),
+    hair * 0.85,
+    angle=pose.roll,
+    mask=lambda x, y: canvas.soft_step(end * fh - y, 2.0),
+  )
 
 
 def _paint_face(canvas: _Canvas, skin: np.ndarray, pose: _Pose, jaw: np.ndarray) -> None:
@@ -211,13 +281,23 @@ def _paint_face(canvas: _Canvas, skin: np.ndarray, pose: _Pose, jaw: np.ndarray)
     ear = pose.place(side * 0.97 * pose.face_width, 0.02 * fh, -0.1)
     canvas.ellipse(ear, (0.07, 0.12), skin * 0.88, angle=pose.roll)
   chin = fh + _JAW_DROP * jaw
-  canvas.ellipse(pose.place(0.0, 0.0, 0.0), (fw, fh), skin * 0.86, angle=pose.roll, radius_below=chin)
+  canvas.ellipse(
+    pose.place(0.0, 0.0, 0.0), (fw, fh), skin * 0.86, angle=pose.roll, radius_below=chin
+  )
   # A wide soft inner ellipse leaves a darker rim: cheap shading that gives the head volume.
-  canvas.ellipse(pose.place(0.0, -0.05 * fh, 0.05), (0.9 * fw, 0.9 * fh), skin, angle=pose.roll,
-                 radius_below=0.93 * chin, softness=10.0)
+  canvas.ellipse(
+    pose.place(0.0, -0.05 * fh, 0.05),
+    (0.9 * fw, 0.9 * fh),
+    skin,
+    angle=pose.roll,
+    radius_below=0.93 * chin,
+    softness=10.0,
+  )
 
 
-def _paint_hair_cap(canvas: _Canvas, skin: np.ndarray, pose: _Pose, hair: np.ndarray, style: str) -> None:
+def _paint_hair_cap(
+  canvas: _Canvas, skin: np.ndarray, pose: _Pose, hair: np.ndarray, style: str
+) -> None:
   fw, fh = _per_frame(pose.face_width * pose.squeeze), pose.face_height
   offset = -0.07 * fh
   if style == "shaved":
@@ -225,11 +305,17 @@ def _paint_hair_cap(canvas: _Canvas, skin: np.ndarray, pose: _Pose, hair: np.nda
   else:
     colour, brow_gap = hair, 0.45
   # Hairline: high on the forehead, down to the temples at the sides.
-  hairline = lambda x, y: canvas.soft_step((-brow_gap + 0.5 * np.square(x / fw)) * fh - (y + offset), 1.5)
-  canvas.ellipse(pose.place(0.0, offset, 0.0), (1.06 * fw, 1.02 * fh), colour, angle=pose.roll, mask=hairline)
+  hairline = lambda x, y: canvas.soft_step(
+    (-brow_gap + 0.5 * np.square(x / fw)) * fh - (y + offset), 1.5
+  )
+  canvas.ellipse(
+    pose.place(0.0, offset, 0.0), (1.06 * fw, 1.02 * fh), colour, angle=pose.roll, mask=hairline
+  )
 
 
-def _paint_eyes(canvas: _Canvas, identity: np.ndarray, pose: _Pose, blink: np.ndarray, brow: np.ndarray) -> None:
+def _paint_eyes(
+  canvas: _Canvas, identity: np.ndarray, pose: _Pose, blink: np.ndarray, brow: np.ndarray
+) -> None:
   fw, fh = pose.face_width, pose.face_height
   size = float(identity[_index("eye_size")])
   half_w, half_h = 0.085 * size, 0.058 * size
@@ -244,22 +330,46 @@ def _paint_eyes(canvas: _Canvas, identity: np.ndarray, pose: _Pose, blink: np.nd
     # The dark outline doubles as the lash line once the lids are shut.
     canvas.ellipse(centre, (half_w + 0.012, lid + 0.016), _DARK, angle=pose.roll)
     canvas.ellipse(centre, (half_w, lid), _SCLERA, angle=pose.roll)
-    canvas.ellipse(centre, (iris_radius, iris_radius), _colour(identity, "eye"), angle=pose.roll, mask=inside_lids)
-    canvas.ellipse(centre, (0.45 * iris_radius, 0.45 * iris_radius), _DARK, angle=pose.roll, mask=inside_lids)
+    canvas.ellipse(
+      centre,
+      (iris_radius, iris_radius),
+      _colour(identity, "eye"),
+      angle=pose.roll,
+      mask=inside_lids,
+    )
+    canvas.ellipse(
+      centre, (0.45 * iris_radius, 0.45 * iris_radius), _DARK, angle=pose.roll, mask=inside_lids
+    )
     # Brows rise with `brow`; raised brows lift their inner ends, lowered ones knit them down.
     brow_centre = pose.place(side * 0.4 * fw, -0.08 * fh - 0.115 - 0.06 * brow, 0.55)
-    canvas.ellipse(brow_centre, (0.105, brow_half_h), brow_colour, angle=pose.roll + side * 0.3 * brow)
+    canvas.ellipse(
+      brow_centre, (0.105, brow_half_h), brow_colour, angle=pose.roll + side * 0.3 * brow
+    )
 
 
 def _paint_nose(canvas: _Canvas, skin: np.ndarray, pose: _Pose) -> None:
   fh = pose.face_height
-  canvas.ellipse(pose.place(0.0, 0.1 * fh, 0.75), (0.035, 0.12), np.minimum(skin * 1.06, 1.0), angle=pose.roll,
-                 softness=4.0, opacity=0.8)
-  canvas.ellipse(pose.place(0.0, 0.25 * fh, 0.85), (0.06, 0.035), skin * 0.72, angle=pose.roll, softness=2.0)
+  canvas.ellipse(
+    pose.place(0.0, 0.1 * fh, 0.75),
+    (0.035, 0.12),
+    np.minimum(skin * 1.06, 1.0),
+    angle=pose.roll,
+    softness=4.0,
+    opacity=0.8,
+  )
+  canvas.ellipse(
+    pose.place(0.0, 0.25 * fh, 0.85), (0.06, 0.035), skin * 0.72, angle=pose.roll, softness=2.0
+  )
 
 
-def _paint_mouth(canvas: _Canvas, lip_colour: np.ndarray, pose: _Pose, open_: np.ndarray, width: np.ndarray,
-                 jaw: np.ndarray) -> None:
+def _paint_mouth(
+  canvas: _Canvas,
+  lip_colour: np.ndarray,
+  pose: _Pose,
+  open_: np.ndarray,
+  width: np.ndarray,
+  jaw: np.ndarray,
+) -> None:
   fh = pose.face_height
   open_, width = np.clip(open_, 0.0, 1.0), np.clip(width, 0.0, 1.0)
   half_open = _MOUTH_MAX_HALF_OPEN * open_
@@ -273,22 +383,40 @@ def _paint_mouth(canvas: _Canvas, lip_colour: np.ndarray, pose: _Pose, open_: np
   canvas.ellipse(centre, (0.85 * half_w, inner_h), _MOUTH_INSIDE, angle=pose.roll)
   frame_inner_h = _per_frame(inner_h)
   teeth_band = lambda x, y: canvas.soft_step(0.04 - frame_inner_h - y)
-  canvas.ellipse(centre, (0.85 * half_w, inner_h), _TEETH, angle=pose.roll, mask=teeth_band,
-                 opacity=np.clip((half_open - 0.02) / 0.03, 0.0, 1.0))
+  canvas.ellipse(
+    centre,
+    (0.85 * half_w, inner_h),
+    _TEETH,
+    angle=pose.roll,
+    mask=teeth_band,
+    opacity=np.clip((half_open - 0.02) / 0.03, 0.0, 1.0),
+  )
 
 
 def _paint_head(canvas: _Canvas, identity: np.ndarray, motion: np.ndarray) -> None:
   params = dict(zip(motion_lib.MOTION_PARAMS, motion.astype(np.float64).T))
-  pose = _Pose(float(identity[_index("face_width")]), float(identity[_index("face_height")]),
-               *np.deg2rad([params["yaw"], params["pitch"], params["roll"]]))
+  pose = _Pose(
+    float(identity[_index("face_width")]),
+    float(identity[_index("face_height")]),
+    *np.deg2rad([params["yaw"], params["pitch"], params["roll"]]),
+  )
   skin, hair = _colour(identity, "skin"), _colour(identity, "hair")
-  style = HAIR_STYLES[int(np.clip(round(float(identity[_index("hair_style")])), 0, len(HAIR_STYLES) - 1))]
+  style = HAIR_STYLES[
+    int(np.clip(round(float(identity[_index("hair_style")])), 0, len(HAIR_STYLES) - 1))
+  ]
   _paint_back_hair(canvas, pose, hair, style)
   _paint_face(canvas, skin, pose, params["jaw"])
   _paint_hair_cap(canvas, skin, pose, hair, style)
   _paint_eyes(canvas, identity, pose, params["blink"], params["brow"])
   _paint_nose(canvas, skin, pose)
-  _paint_mouth(canvas, _colour(identity, "lip"), pose, params["mouth_open"], params["mouth_width"], params["jaw"])
+  _paint_mouth(
+    canvas,
+    _colour(identity, "lip"),
+    pose,
+    params["mouth_open"],
+    params["mouth_width"],
+    params["jaw"],
+  )
 
 
 def render_clip(identity: np.ndarray, motion: np.ndarray, size: int) -> np.ndarray:
@@ -298,7 +426,9 @@ def render_clip(identity: np.ndarray, motion: np.ndarray, size: int) -> np.ndarr
   if identity.shape != (len(IDENTITY_PARAMS),):
     raise ValueError(f"identity must have shape ({len(IDENTITY_PARAMS)},), got {identity.shape}")
   if motion.ndim != 2 or motion.shape[1] != len(motion_lib.MOTION_PARAMS):
-    raise ValueError(f"motion must have shape [T, {len(motion_lib.MOTION_PARAMS)}], got {motion.shape}")
+    raise ValueError(
+      f"motion must have shape [T, {len(motion_lib.MOTION_PARAMS)}], got {motion.shape}"
+    )
   if size < 8:
     raise ValueError(f"image size must be at least 8, got {size}")
   body = _Canvas(1, 2 * size)
@@ -306,11 +436,11 @@ def render_clip(identity: np.ndarray, motion: np.ndarray, size: int) -> np.ndarr
   batch = max(1, _BATCH_PIXELS // (4 * size * size))
   frames = np.empty((len(motion), size, size, 3), np.uint8)
   for start in range(0, len(motion), batch):
-    chunk = motion[start:start + batch]
+    chunk = motion[start : start + batch]
     canvas = _Canvas(len(chunk), 2 * size)
     canvas.planes[:] = body.planes
     _paint_head(canvas, identity, chunk)
-    frames[start:start + len(chunk)] = canvas.downsampled()
+    frames[start : start + len(chunk)] = canvas.downsampled()
   return frames
 
 

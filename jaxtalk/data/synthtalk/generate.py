@@ -6,9 +6,9 @@ identity and utterance seeds from disjoint ranges, so no face and no sentence of
 is ever seen in training, whatever `seed` each split was made with.
 """
 
-from collections.abc import Iterator
 import functools
 import multiprocessing
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -40,8 +40,15 @@ def num_frames_for(seconds: float) -> int:
   return max(1, int(round(seconds * motion.FPS)))
 
 
-def make_clip(seed: int, *, seconds: float, image_size: int, identity_seed: int, utterance_seed: int,
-              emotion: str | None = None) -> clips.Clip:
+def make_clip(
+  seed: int,
+  *,
+  seconds: float,
+  image_size: int,
+  identity_seed: int,
+  utterance_seed: int,
+  emotion: str | None = None,
+) -> clips.Clip:
   """One SynthTalk clip of `round(seconds * 25)` frames at `image_size`^2 and 16 kHz audio."""
   rng = np.random.default_rng([seed, 0x5EED])
   if emotion is None:
@@ -49,36 +56,58 @@ def make_clip(seed: int, *, seconds: float, image_size: int, identity_seed: int,
   if emotion not in speech.EMOTIONS:
     raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(speech.EMOTIONS)}")
   num_frames = num_frames_for(seconds)
-  utterance = speech.synthesize_utterance(utterance_seed, num_frames * speech.SAMPLE_RATE // motion.FPS, emotion)
+  utterance = speech.synthesize_utterance(
+    utterance_seed, num_frames * speech.SAMPLE_RATE // motion.FPS, emotion
+  )
   clip_motion = motion.sample_motion(utterance.schedule, num_frames, emotion, rng)
   identity = face.sample_identity(np.random.default_rng([identity_seed, 0x1D]))
   split = split_of_seeds(identity_seed, utterance_seed)
   meta = {
-      "clip_id": f"synthtalk-{split}-{seed}",
-      "identity_id": f"synthtalk-id-{identity_seed}",
-      "utterance_id": f"synthtalk-utt-{utterance_seed}",
-      "emotion": emotion,
-      "source": "synthtalk",
-      "split": split,
-      # Enough to regenerate the clip, or just its syllable schedule for exact lip-sync ground truth.
-      "seeds": {"clip": int(seed), "identity": int(identity_seed), "utterance": int(utterance_seed)},
+    "clip_id": f"synthtalk-{split}-{seed}",
+    "identity_id": f"synthtalk-id-{identity_seed}",
+    "utterance_id": f"synthtalk-utt-{utterance_seed}",
+    "emotion": emotion,
+    "source": "synthtalk",
+    "split": split,
+    # Enough to regenerate the clip, or just its syllable schedule for exact lip-sync ground truth.
+    "seeds": {"clip": int(seed), "identity": int(identity_seed), "utterance": int(utterance_seed)},
   }
-  return clips.Clip(frames=face.render_clip(identity, clip_motion, image_size), audio=utterance.audio, meta=meta,
-                    fps=motion.FPS, sample_rate=speech.SAMPLE_RATE, motion=clip_motion, identity=identity)
+  return clips.Clip(
+    frames=face.render_clip(identity, clip_motion, image_size),
+    audio=utterance.audio,
+    meta=meta,
+    fps=motion.FPS,
+    sample_rate=speech.SAMPLE_RATE,
+    motion=clip_motion,
+    identity=identity,
+  )
 
 
 def clip_seeds(split: str, seed: int, index: int) -> dict[str, int]:
   first = _SPLIT_BASES[split] + seed * _SEED_SPAN
-  return {"seed": first + index, "identity_seed": first + index // CLIPS_PER_IDENTITY,
-          "utterance_seed": first + index}
+  return {
+    "seed": first + index,
+    "identity_seed": first + index // CLIPS_PER_IDENTITY,
+    "utterance_seed": first + index,
+  }
 
 
-def _make_indexed_clip(index: int, *, split: str, seed: int, seconds: float, image_size: int) -> clips.Clip:
+def _make_indexed_clip(
+  index: int, *, split: str, seed: int, seconds: float, image_size: int
+) -> clips.Clip:
   return make_clip(**clip_seeds(split, seed, index), seconds=seconds, image_size=image_size)
 
 
-def generate_split(out_dir: str, split: str, num_clips: int, seconds: float, image_size: int, seed: int,
-                   *, workers: int = 2) -> list[str]:
+def generate_split(
+  out_dir: str,
+  split: str,
+  num_clips: int,
+  seconds: float,
+  image_size: int,
+  seed: int,
+  *,
+  workers: int = 2,
+) -> list[str]:
   """Writes `num_clips` clips of `split` as ArrayRecord shards in out_dir; returns the shard paths.
 
   The result depends only on the arguments, not on `workers` (processes that render clips in
@@ -91,8 +120,12 @@ def generate_split(out_dir: str, split: str, num_clips: int, seconds: float, ima
   if not 0 <= seed < _SEED_SPAN:
     raise UserError(f"seed must be between 0 and {_SEED_SPAN - 1}, got {seed}")
   if seconds <= 0 or image_size < 8:
-    raise UserError(f"clips need a positive length and an image size of at least 8, got {seconds} s, {image_size} px")
-  make = functools.partial(_make_indexed_clip, split=split, seed=seed, seconds=seconds, image_size=image_size)
+    raise UserError(
+      f"clips need a positive length and an image size of at least 8, got {seconds} s, {image_size} px"
+    )
+  make = functools.partial(
+    _make_indexed_clip, split=split, seed=seed, seconds=seconds, image_size=image_size
+  )
   if workers <= 1 or num_clips == 1:
     return clips.write_shards(map(make, range(num_clips)), out_dir, split)
   # "spawn": the caller may have JAX loaded, whose threads make fork unsafe.

@@ -27,7 +27,7 @@ VOWEL_JAW = np.array([1.0, 0.55, 0.25, 0.7, 0.35])
 # Brow offset per emotion, and how lively the head is.
 _EMOTION_BROW = {"neutral": 0.0, "happy": 0.35, "sad": -0.25, "angry": -0.6}
 _EMOTION_HEAD_GAIN = {"neutral": 1.0, "happy": 1.2, "sad": 0.7, "angry": 1.3}
-_HEAD_STD_DEG = np.array([4.0, 2.5, 2.0])   # yaw, pitch, roll
+_HEAD_STD_DEG = np.array([4.0, 2.5, 2.0])  # yaw, pitch, roll
 _HEAD_LIMIT_DEG = 12.0
 
 
@@ -36,7 +36,9 @@ def frame_times(num_frames: int, fps: int = FPS) -> np.ndarray:
   return (np.arange(num_frames) + 0.5) / fps
 
 
-def mouth_from_schedule(schedule: speech.SyllableSchedule, num_frames: int, fps: int = FPS) -> np.ndarray:
+def mouth_from_schedule(
+  schedule: speech.SyllableSchedule, num_frames: int, fps: int = FPS
+) -> np.ndarray:
   """Ground-truth `[T, 3]` (mouth_open, mouth_width, jaw) at each frame's centre time.
 
   Closures and pauses have no vowel sounding, so the mouth is shut there (open = jaw = 0, width at
@@ -70,7 +72,9 @@ def _blinks(rng: np.random.Generator, num_frames: int, fps: int) -> np.ndarray:
     phase = (times - start) / duration
     closing = np.clip(phase / 0.4, 0.0, 1.0)
     opening = np.clip((1.0 - phase) / 0.6, 0.0, 1.0)
-    blink = np.maximum(blink, np.where((phase > 0) & (phase < 1), np.minimum(closing, opening), 0.0))
+    blink = np.maximum(
+      blink, np.where((phase > 0) & (phase < 1), np.minimum(closing, opening), 0.0)
+    )
     start += rng.uniform(2.0, 6.0)
   # A blink shorter than a frame would otherwise be missed entirely by frame-centre sampling.
   return np.clip(blink * 1.5, 0.0, 1.0)
@@ -81,16 +85,25 @@ def _smooth_noise(rng: np.random.Generator, num_frames: int, sigma_frames: float
   pad = int(4 * sigma_frames)
   noise = scipy.ndimage.gaussian_filter1d(rng.standard_normal(num_frames + 2 * pad), sigma_frames)
   # Filtering white noise with a unit-area Gaussian scales its variance by 1 / (2 sqrt(pi) sigma).
-  return noise[pad:pad + num_frames] * np.sqrt(2.0 * np.sqrt(np.pi) * sigma_frames)
+  return noise[pad : pad + num_frames] * np.sqrt(2.0 * np.sqrt(np.pi) * sigma_frames)
 
 
-def sample_motion(schedule: speech.SyllableSchedule, num_frames: int, emotion: str, rng: np.random.Generator,
-                  fps: int = FPS) -> np.ndarray:
+def sample_motion(
+  schedule: speech.SyllableSchedule,
+  num_frames: int,
+  emotion: str,
+  rng: np.random.Generator,
+  fps: int = FPS,
+) -> np.ndarray:
   """Full `[T, 8]` motion: mouth from the schedule; blink, brow and head from `rng`."""
   mouth = mouth_from_schedule(schedule, num_frames, fps)
   blink = _blinks(rng, num_frames, fps)
   brow = _EMOTION_BROW[emotion] + 0.12 * _smooth_noise(rng, num_frames, sigma_frames=0.4 * fps)
-  head = np.stack([_smooth_noise(rng, num_frames, sigma_frames=0.5 * fps) for _ in range(3)], axis=-1)
-  head = np.clip(head * _HEAD_STD_DEG * _EMOTION_HEAD_GAIN[emotion], -_HEAD_LIMIT_DEG, _HEAD_LIMIT_DEG)
+  head = np.stack(
+    [_smooth_noise(rng, num_frames, sigma_frames=0.5 * fps) for _ in range(3)], axis=-1
+  )
+  head = np.clip(
+    head * _HEAD_STD_DEG * _EMOTION_HEAD_GAIN[emotion], -_HEAD_LIMIT_DEG, _HEAD_LIMIT_DEG
+  )
   motion = np.concatenate([mouth, blink[:, None], np.clip(brow, -1.0, 1.0)[:, None], head], axis=-1)
   return motion.astype(np.float32)

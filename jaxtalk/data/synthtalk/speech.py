@@ -22,13 +22,15 @@ EMOTIONS = ("neutral", "happy", "sad", "angry")
 PEAK = 0.8
 
 # Formant frequencies (F1, F2, F3) in Hz of an adult speaker, per vowel in `VOWELS` order.
-_FORMANTS_HZ = np.array([
+_FORMANTS_HZ = np.array(
+  [
     (730.0, 1090.0, 2440.0),
     (530.0, 1840.0, 2480.0),
     (270.0, 2290.0, 3010.0),
     (570.0, 840.0, 2410.0),
     (300.0, 870.0, 2240.0),
-])
+  ]
+)
 _FORMANT_BANDWIDTHS_HZ = (90.0, 110.0, 170.0)
 
 # Vowel amplitude ramps. Short enough to leave a plateau in a 100 ms vowel, long enough that the
@@ -39,17 +41,17 @@ RELEASE_S = 0.06
 
 @dataclasses.dataclass(frozen=True)
 class EmotionStyle:
-  pitch_hz: float          # mean f0
-  pitch_range_st: float    # spread of syllable pitch targets, in semitones
-  loudness: float          # mean syllable loudness in (0, 1]
-  rate: float              # speaking-rate multiplier (durations are divided by it)
+  pitch_hz: float  # mean f0
+  pitch_range_st: float  # spread of syllable pitch targets, in semitones
+  loudness: float  # mean syllable loudness in (0, 1]
+  rate: float  # speaking-rate multiplier (durations are divided by it)
 
 
 EMOTION_STYLES = {
-    "neutral": EmotionStyle(pitch_hz=140.0, pitch_range_st=4.0, loudness=0.75, rate=1.0),
-    "happy": EmotionStyle(pitch_hz=185.0, pitch_range_st=8.0, loudness=0.85, rate=1.1),
-    "sad": EmotionStyle(pitch_hz=115.0, pitch_range_st=2.0, loudness=0.55, rate=0.8),
-    "angry": EmotionStyle(pitch_hz=165.0, pitch_range_st=7.0, loudness=1.0, rate=1.2),
+  "neutral": EmotionStyle(pitch_hz=140.0, pitch_range_st=4.0, loudness=0.75, rate=1.0),
+  "happy": EmotionStyle(pitch_hz=185.0, pitch_range_st=8.0, loudness=0.85, rate=1.1),
+  "sad": EmotionStyle(pitch_hz=115.0, pitch_range_st=2.0, loudness=0.55, rate=0.8),
+  "angry": EmotionStyle(pitch_hz=165.0, pitch_range_st=7.0, loudness=1.0, rate=1.2),
 }
 
 
@@ -59,15 +61,16 @@ class SyllableSchedule:
 
   Vowels never overlap: `onsets[k] < offsets[k] <= onsets[k + 1]`.
   """
-  onsets: np.ndarray     # [N] float64 seconds, vowel start
-  offsets: np.ndarray    # [N] float64 seconds, vowel end
-  vowels: np.ndarray     # [N] int32 index into VOWELS
-  loudness: np.ndarray   # [N] float64 in (0, 1], the vowel's peak amplitude before normalisation
+
+  onsets: np.ndarray  # [N] float64 seconds, vowel start
+  offsets: np.ndarray  # [N] float64 seconds, vowel end
+  vowels: np.ndarray  # [N] int32 index into VOWELS
+  loudness: np.ndarray  # [N] float64 in (0, 1], the vowel's peak amplitude before normalisation
 
 
 @dataclasses.dataclass(frozen=True)
 class Utterance:
-  audio: np.ndarray      # [num_samples] float32, peak PEAK
+  audio: np.ndarray  # [num_samples] float32, peak PEAK
   schedule: SyllableSchedule
   emotion: str
 
@@ -77,7 +80,9 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
   return x * x * (3.0 - 2.0 * x)
 
 
-def syllable_envelope(schedule: SyllableSchedule, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def syllable_envelope(
+  schedule: SyllableSchedule, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """The vowel sounding at each time and its unit amplitude envelope.
 
   Returns `(index, shape)`: `index[j]` is the syllable whose vowel contains `times[j]` (-1 when none
@@ -91,7 +96,9 @@ def syllable_envelope(schedule: SyllableSchedule, times: np.ndarray) -> tuple[np
   safe = np.maximum(index, 0)
   onset, offset = schedule.onsets[safe], schedule.offsets[safe]
   inside = (index >= 0) & (times < offset)
-  shape = np.minimum(_smoothstep((times - onset) / ATTACK_S), _smoothstep((offset - times) / RELEASE_S))
+  shape = np.minimum(
+    _smoothstep((times - onset) / ATTACK_S), _smoothstep((offset - times) / RELEASE_S)
+  )
   return np.where(inside, index, -1), np.where(inside, shape, 0.0)
 
 
@@ -110,13 +117,14 @@ def _resonator_cascade(source: np.ndarray, vowel: int) -> np.ndarray:
 @dataclasses.dataclass
 class _Event:
   """One syllable as planned: its content (from the utterance seed) and its prosody."""
+
   vowel: int
-  closure: str           # "stop", "fricative" or "none"
+  closure: str  # "stop", "fricative" or "none"
   closure_s: float
   vowel_s: float
-  gap_after_s: float     # word gap or phrase pause after the vowel, 0 inside a word
+  gap_after_s: float  # word gap or phrase pause after the vowel, 0 inside a word
   loudness: float
-  pitch_z: float         # pitch target in units of the emotion's range, ~[-1, 1]
+  pitch_z: float  # pitch target in units of the emotion's range, ~[-1, 1]
 
 
 def _plan_events(utterance_seed: int, emotion: str, seconds: float) -> tuple[float, list[_Event]]:
@@ -138,7 +146,11 @@ def _plan_events(utterance_seed: int, emotion: str, seconds: float) -> tuple[flo
       for s in range(num_syllables):
         first_in_phrase = w == 0 and s == 0
         # Only a phrase may start on a bare vowel; inside one, a closure keeps vowels apart.
-        closure = str(content.choice(["stop", "fricative", "none"] if first_in_phrase else ["stop", "fricative"]))
+        closure = str(
+          content.choice(
+            ["stop", "fricative", "none"] if first_in_phrase else ["stop", "fricative"]
+          )
+        )
         if closure == "stop":
           closure_s = prosody.uniform(0.05, 0.09)
         elif closure == "fricative":
@@ -156,19 +168,31 @@ def _plan_events(utterance_seed: int, emotion: str, seconds: float) -> tuple[flo
         stress = 1.0 if s == 0 else 0.85
         declination = 1.0 - 0.25 * w / max(num_words - 1, 1)
         loudness = style.loudness * prosody.uniform(0.7, 1.0) * stress * declination
-        pitch_z = 0.5 - w / max(num_words - 1, 1) + (0.6 if s == 0 else 0.0) * prosody.uniform(0.3, 1.0)
+        pitch_z = (
+          0.5 - w / max(num_words - 1, 1) + (0.6 if s == 0 else 0.0) * prosody.uniform(0.3, 1.0)
+        )
         pitch_z += prosody.normal(0.0, 0.15)
-        event = _Event(int(content.integers(len(VOWELS))), closure, closure_s / style.rate,
-                       vowel_s / style.rate, gap_after_s / style.rate, float(np.clip(loudness, 0.1, 1.0)),
-                       float(pitch_z))
+        event = _Event(
+          int(content.integers(len(VOWELS))),
+          closure,
+          closure_s / style.rate,
+          vowel_s / style.rate,
+          gap_after_s / style.rate,
+          float(np.clip(loudness, 0.1, 1.0)),
+          float(pitch_z),
+        )
         events.append(event)
         t += event.closure_s + event.vowel_s + event.gap_after_s
   return lead_in, events
 
 
 # Noise colours of the consonants: hiss for fricatives, a broader click for plosive releases.
-_FRICATIVE_BAND = scipy.signal.butter(2, [2500.0, 6500.0], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-_BURST_BAND = scipy.signal.butter(2, [1000.0, 5000.0], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+_FRICATIVE_BAND = scipy.signal.butter(
+  2, [2500.0, 6500.0], btype="bandpass", fs=SAMPLE_RATE, output="sos"
+)
+_BURST_BAND = scipy.signal.butter(
+  2, [1000.0, 5000.0], btype="bandpass", fs=SAMPLE_RATE, output="sos"
+)
 
 
 def _band_noise(rng: np.random.Generator, n: int, band: np.ndarray) -> np.ndarray:
@@ -177,7 +201,9 @@ def _band_noise(rng: np.random.Generator, n: int, band: np.ndarray) -> np.ndarra
   return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
 
 
-def synthesize_utterance(utterance_seed: int, num_samples: int, emotion: str = "neutral") -> Utterance:
+def synthesize_utterance(
+  utterance_seed: int, num_samples: int, emotion: str = "neutral"
+) -> Utterance:
   """Speech-like audio of exactly `num_samples` samples at `SAMPLE_RATE`, and its schedule.
 
   Deterministic in (utterance_seed, num_samples, emotion). Vowels that would run past the end are
@@ -207,7 +233,7 @@ def synthesize_utterance(utterance_seed: int, num_samples: int, emotion: str = "
     elif event.closure == "stop":
       burst_len = min(int(0.012 * SAMPLE_RATE), stop - start)
       burst = _band_noise(noise_rng, burst_len, _BURST_BAND)
-      audio[stop - burst_len:stop] += 0.25 * event.loudness * burst * np.hanning(burst_len)
+      audio[stop - burst_len : stop] += 0.25 * event.loudness * burst * np.hanning(burst_len)
     onsets.append(onset)
     offsets.append(offset)
     vowels.append(event.vowel)
@@ -216,8 +242,12 @@ def synthesize_utterance(utterance_seed: int, num_samples: int, emotion: str = "
     pitch_hz.append(style.pitch_hz * 2.0 ** (style.pitch_range_st / 12.0 * 0.5 * event.pitch_z))
     t = offset + event.gap_after_s
 
-  schedule = SyllableSchedule(np.array(onsets, np.float64), np.array(offsets, np.float64),
-                              np.array(vowels, np.int32), np.array(loudness, np.float64))
+  schedule = SyllableSchedule(
+    np.array(onsets, np.float64),
+    np.array(offsets, np.float64),
+    np.array(vowels, np.int32),
+    np.array(loudness, np.float64),
+  )
   times = np.arange(num_samples) / SAMPLE_RATE
   if onsets:
     # One continuous glottal phase over the whole utterance: pitch glides between syllable targets,
@@ -233,7 +263,9 @@ def synthesize_utterance(utterance_seed: int, num_samples: int, emotion: str = "
       stop = min(int(np.ceil(offsets[k] * SAMPLE_RATE)) + 1, num_samples)
       voiced = _resonator_cascade(glottal[start:stop], int(vowels[k]))
       voiced /= np.sqrt(np.mean(voiced**2)) + 1e-12
-      audio[start:stop] += voiced * np.where(index[start:stop] == k, shape[start:stop], 0.0) * loudness[k]
+      audio[start:stop] += (
+        voiced * np.where(index[start:stop] == k, shape[start:stop], 0.0) * loudness[k]
+      )
 
   peak = np.max(np.abs(audio))
   if peak > 0:
