@@ -23,7 +23,7 @@ def get_config():
     attention_heads=8,
     cond_dim=512,
   )
-  config.motion.update(dim=512, depth=12, heads=8, window_chunks=8)
+  config.motion.update(dim=512, depth=12, heads=8, lookback_chunks=8)
   config.renderer_train.update(
     batch_size=32,
     num_steps=300_000,
@@ -41,5 +41,5 @@ def get_config():
     checkpoint_every=5_000,
     log_every=100,
   )
-  config.sample.update(render_steps=12, motion_steps=12, motion_window=3, batch_frames=16)
+  config.sample.update(render_steps=12, motion_steps=12, chunks_in_flight=3, batch_frames=16)
   return config

@@ -23,7 +23,7 @@ def get_config():
     attention_heads=12,
     cond_dim=768,
   )
-  config.motion.update(dim=1024, depth=24, heads=16, window_chunks=8)
+  config.motion.update(dim=1024, depth=24, heads=16, lookback_chunks=8)
   config.renderer_train.update(
     batch_size=512,
     num_steps=500_000,
@@ -41,6 +41,6 @@ def get_config():
     checkpoint_every=2_000,
     log_every=100,
   )
-  config.sample.update(render_steps=16, motion_steps=12, motion_window=3, batch_frames=8)
+  config.sample.update(render_steps=16, motion_steps=12, chunks_in_flight=3, batch_frames=8)
   config.mesh.update(data=-1, fsdp=4, tensor=2)
   return config

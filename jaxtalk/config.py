@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
       layer=-1,  # hidden state fed to the motion model (0: before the first layer, -1: the output) ...
       weighted_layers=False,  # ... or a learned softmax-weighted sum of all of them
       trainable=False,  # fine-tune the pretrained weights too (default: only layer weights + projection)
-      window_seconds=20.0,
+      segment_seconds=20.0,
       context_seconds=1.0,  # long audio: windows, and context kept on each side
       architecture={},  # filled in from the checkpoint by training, so bundles need no folder
     )
@@ -100,8 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
       heads=4,
       mlp_ratio=4.0,
       chunk_size=4,
-      window_chunks=6,
-      audio_window=3,
+      lookback_chunks=6,
+      audio_radius=3,
       rope_fraction=0.5,
     )
   )
@@ -123,7 +123,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.motion_train.audio_dropout = 0.1  # drop the audio of this fraction of examples (for guidance)
 
   c.sample = ml_collections.ConfigDict(
-    dict(render_steps=6, motion_steps=8, motion_window=2, cfg_scale=2.0, batch_frames=32)
+    dict(render_steps=6, motion_steps=8, chunks_in_flight=2, cfg_scale=2.0, batch_frames=32)
   )
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -31,7 +31,7 @@ VARIANTS = {
   ),
   "hubert-base": (transformers.HubertConfig, transformers.HubertModel, _WAV2VEC2),
   "hubert-large": (transformers.HubertConfig, transformers.HubertModel, {**_WAV2VEC2, **_STABLE}),
-  # max_source_positions=50: a 1-second window instead of 30 s.
+  # max_source_positions=50: a 1-second segment instead of 30 s.
   "whisper": (
     transformers.WhisperConfig,
     transformers.WhisperModel,

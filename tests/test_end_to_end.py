@@ -24,12 +24,12 @@ def tiny_config(data_dir):
   config.audio.update(dim=16, layers=1)
   config.motion_encoder.update(base_channels=8, max_channels=16, num_tokens=2, token_dim=4)
   config.renderer.update(base_channels=8, channel_mults=(1, 2), attention_heads=2, cond_dim=32)
-  config.motion.update(dim=32, depth=1, heads=2, chunk_size=2, window_chunks=2, audio_window=2)
+  config.motion.update(dim=32, depth=1, heads=2, chunk_size=2, lookback_chunks=2, audio_radius=2)
   config.renderer_train.update(batch_size=8, num_steps=2, log_every=1, warmup_steps=1)
   config.motion_train.update(
     batch_size=8, num_steps=2, log_every=1, warmup_steps=1, window_frames=8
   )
-  config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=8)
+  config.sample.update(render_steps=2, motion_steps=2, chunks_in_flight=2, batch_frames=8)
   return config
 
 

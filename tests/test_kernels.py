@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.kernels.flash import flash_attention
-from jaxtalk.kernels.masks import AudioWindowMask, BlockCausalMask, FullMask
+from jaxtalk.kernels.masks import BlockCausalMask, FullMask, LocalAudioMask
 from jaxtalk.kernels.pallas_gpu import PallasGpu
 from jaxtalk.kernels.pallas_tpu import PallasTpu
 from jaxtalk.kernels.reference import reference_attention
@@ -37,7 +37,7 @@ CASES = {
   # Example 0 has no keys at all: its rows must come out as zeros, with zero gradients.
   "full_key_padding": (FullMask(jnp.array([0, 29, 150])), 3, 45, 150, 2, 1, 128, jnp.bfloat16),
   "block_causal_sink": (
-    BlockCausalMask(8, q_prefix=1, k_prefix=1, window_chunks=3),
+    BlockCausalMask(8, q_prefix=1, k_prefix=1, lookback_chunks=3),
     1,
     97,
     97,
@@ -46,10 +46,10 @@ CASES = {
     64,
     jnp.bfloat16,
   ),
-  "block_causal_gqa": (BlockCausalMask(5, window_chunks=None), 1, 70, 70, 4, 1, 128, jnp.float32),
-  "audio_window": (AudioWindowMask(4, rate_num=2), 1, 60, 135, 2, 2, 128, jnp.bfloat16),
-  "audio_window_padded": (
-    AudioWindowMask(
+  "block_causal_gqa": (BlockCausalMask(5, lookback_chunks=None), 1, 70, 70, 4, 1, 128, jnp.float32),
+  "audio_radius": (LocalAudioMask(4, rate_num=2), 1, 60, 135, 2, 2, 128, jnp.bfloat16),
+  "local_audio_padded": (
+    LocalAudioMask(
       3, rate_num=5, rate_den=2, q_offset=3, k_offset=-2, kv_lengths=jnp.array([90, 160])
     ),
     2,
@@ -113,7 +113,7 @@ def test_kernel_follows_traced_offsets(backend):
 
   def both(frame_offset):
     mask = BlockCausalMask(
-      4, k_prefix=1, window_chunks=6, q_offset=frame_offset, k_offset=frame_offset - 24
+      4, k_prefix=1, lookback_chunks=6, q_offset=frame_offset, k_offset=frame_offset - 24
     )
     got = _value_and_grads(
       functools.partial(flash_attention, BACKENDS[backend]), q, k, v, dout, mask

@@ -11,14 +11,14 @@ def test_benchmark_writes_a_row_per_implementation(tmp_path):
     bench.main(
       [
         "--masks",
-        "audio_window",
+        "audio_radius",
         "--lengths",
         "64",
         "--head-dims",
         "64",
         "--heads",
         "1",
-        "--window",
+        "--audio-radius",
         "4",
         "--out",
         str(out),

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from jaxtalk.kernels.block_map import block_map
-from jaxtalk.kernels.masks import AudioWindowMask, BlockCausalMask, FullMask
+from jaxtalk.kernels.masks import BlockCausalMask, FullMask, LocalAudioMask
 
 MASKS = {
   "full": (FullMask(), 23, 31),
   "full_padded": (FullMask(jnp.array([0, 17, 31])), 23, 31),
-  "block_causal_sink": (BlockCausalMask(4, q_prefix=1, k_prefix=1, window_chunks=2), 37, 37),
+  "block_causal_sink": (BlockCausalMask(4, q_prefix=1, k_prefix=1, lookback_chunks=2), 37, 37),
   "block_causal_cache": (
     BlockCausalMask(
-      3, k_prefix=2, window_chunks=3, q_offset=7, k_offset=-5, kv_lengths=jnp.array([9, 40])
+      3, k_prefix=2, lookback_chunks=3, q_offset=7, k_offset=-5, kv_lengths=jnp.array([9, 40])
     ),
     19,
     40,
@@ -24,8 +24,8 @@ MASKS = {
     29,
     29,
   ),
-  "audio_window": (AudioWindowMask(3, rate_num=5, rate_den=2, q_offset=2, k_offset=-3), 21, 64),
-  "audio_window_padded": (AudioWindowMask(2, kv_lengths=jnp.array([12, 30])), 30, 30),
+  "audio_radius": (LocalAudioMask(3, rate_num=5, rate_den=2, q_offset=2, k_offset=-3), 21, 64),
+  "local_audio_padded": (LocalAudioMask(2, kv_lengths=jnp.array([12, 30])), 30, 30),
 }
 
 
@@ -48,11 +48,11 @@ def test_intervals_follow_traced_offsets():
 
   def ranges(q_offset, k_offset):
     return BlockCausalMask(
-      4, k_prefix=1, window_chunks=2, q_offset=q_offset, k_offset=k_offset
+      4, k_prefix=1, lookback_chunks=2, q_offset=q_offset, k_offset=k_offset
     ).intervals(8, 17)
 
   for q_offset, k_offset in [(-8, -24), (0, -16), (12, -4)]:
-    mask = BlockCausalMask(4, k_prefix=1, window_chunks=2, q_offset=q_offset, k_offset=k_offset)
+    mask = BlockCausalMask(4, k_prefix=1, lookback_chunks=2, q_offset=q_offset, k_offset=k_offset)
     np.testing.assert_array_equal(jax.jit(ranges)(q_offset, k_offset), mask.intervals(8, 17))
 
 
@@ -77,10 +77,10 @@ def test_block_map_lists_exactly_the_reachable_blocks(name):
         assert set(visited[num_partial[b, outer] :]) == set(np.flatnonzero(want_full[b, outer]))
 
 
-def test_audio_window_cost_is_linear_in_length():
+def test_local_audio_cost_is_linear_in_length():
   """Each query block reaches the few key blocks around its audio frames, however long the clip."""
   for length in (256, 1024):
-    bmap = block_map(AudioWindowMask(4), length, length, 32, 32)
+    bmap = block_map(LocalAudioMask(4), length, length, 32, 32)
     assert int(bmap.by_query.num_blocks.max()) == 3  # its own block and one on each side
     assert int(bmap.by_query.num_partial.max()) == 3  # a window edge crosses every block it reaches
 

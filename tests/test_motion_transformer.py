@@ -18,7 +18,14 @@ LATENT, AUDIO_DIM = 6, 10
 
 def _model(**kw):
   return MotionTransformer(
-    latent_dim=LATENT, dim=32, depth=2, heads=4, chunk_size=3, window_chunks=2, audio_window=2, **kw
+    latent_dim=LATENT,
+    dim=32,
+    depth=2,
+    heads=4,
+    chunk_size=3,
+    lookback_chunks=2,
+    audio_radius=2,
+    **kw,
   )
 
 
@@ -90,10 +97,10 @@ def test_reference_sink_is_position_free(model_and_params):
 
 
 def test_cached_sampler_matches_recompute(model_and_params):
-  """With guidance, a window of 3 chunks, and a length that is not a whole number of chunks."""
-  cfg_scale, num_frames, window = 2.5, 13, 3
+  """With guidance, 3 chunks in flight, and a length that is not a whole number of chunks."""
+  cfg_scale, num_frames, in_flight = 2.5, 13, 3
   model, params = model_and_params
-  schedule = RollingSchedule(steps=6, window=window, cfg_scale=cfg_scale)
+  schedule = RollingSchedule(steps=6, chunks_in_flight=in_flight, cfg_scale=cfg_scale)
   front, back = padded_audio_frames(model, schedule, num_frames)
   rng = np.random.default_rng(2)
   audio = jnp.asarray(rng.normal(size=(2, front + num_frames + back, AUDIO_DIM)), jnp.float32)

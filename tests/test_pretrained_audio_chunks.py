@@ -1,4 +1,4 @@
-"""Long audio in windows, and streaming, against one pass over the whole file.
+"""Long audio in segments, and streaming, against one pass over the whole file.
 
 Without transformer layers a wav2vec2 (layer-norm variant) sees only +-8 frames (its positional
 conv) around each frame, so chunked and streamed features must equal one pass exactly once the
@@ -49,8 +49,8 @@ def test_windows_with_enough_context_match_one_pass(local_encoder):
   encoder, params, waveform = local_encoder
   one_pass = _features(encoder, params, waveform)
   windowed = _features(
-    encoder.clone(window_seconds=0.6, context_seconds=0.2), params, waveform
-  )  # 8 windows
+    encoder.clone(segment_seconds=0.6, context_seconds=0.2), params, waveform
+  )  # 8 segments
   assert windowed.shape == one_pass.shape == (1, 40, 8)
   assert _relative_error(windowed, one_pass) < 1e-5
 
@@ -67,7 +67,7 @@ def test_streaming_with_context_and_lookahead_matches_one_pass(local_encoder):
 def test_windows_of_a_model_with_attention_stay_within_the_stated_bound(tmp_path):
   encoder, params, waveform = _encoder(tmp_path, "wav2vec2-base", weighted_layers=True)
   one_pass = _features(encoder, params, waveform)
-  windowed = _features(encoder.clone(window_seconds=1.0, context_seconds=0.3), params, waveform)
+  windowed = _features(encoder.clone(segment_seconds=1.0, context_seconds=0.3), params, waveform)
   error = _relative_error(windowed, one_pass)
   print(f"windowed vs one pass, random model with attention: relative error {error:.2e}")
   assert error < 0.05
@@ -75,19 +75,19 @@ def test_windows_of_a_model_with_attention_stay_within_the_stated_bound(tmp_path
 
 def test_whisper_pads_short_audio_and_windows_long_audio(tmp_path):
   save_tiny_model("whisper", tmp_path)
-  spec, backbone = read_checkpoint(tmp_path)  # a 1-second window
+  spec, backbone = read_checkpoint(tmp_path)  # a 1-second segment
   encoder = PretrainedAudioEncoder(spec=spec, dim=8, context_seconds=0.2)
   waveform = np.random.default_rng(1).standard_normal((1, 60 * SPF)).astype(np.float32) * 0.1
   params = jax.jit(encoder.init)(jax.random.key(0), waveform[:, :SPF])
   params["params"]["backbone"] = backbone
 
-  long = _features(encoder, params, waveform)  # 2.4 s: windows of 1 s, chunks of 0.6 s
+  long = _features(encoder, params, waveform)  # 2.4 s: segments of 1 s, chunks of 0.6 s
   first_window = _features(
     encoder, params, waveform[:, : 25 * SPF]
-  )  # exactly one window, no padding
-  short = _features(encoder, params, waveform[:, : 10 * SPF])  # padded to the window
+  )  # exactly one segment, no padding
+  short = _features(encoder, params, waveform[:, : 10 * SPF])  # padded to the segment
   assert long.shape == (1, 60, 8) and short.shape == (1, 10, 8)
-  # The first chunk comes from the first window; a padded short input differs from it only
+  # The first chunk comes from the first segment; a padded short input differs from it only
   # through what attention sees of the padding.
   np.testing.assert_allclose(long[:, :15], first_window[:, :15], atol=1e-5)
   assert np.all(np.isfinite(short))

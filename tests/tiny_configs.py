@@ -14,8 +14,8 @@ def tiny_config():
   config.renderer.update(
     base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2, cond_dim=32
   )
-  config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, window_chunks=2, audio_window=2)
-  config.sample.update(render_steps=2, motion_steps=2, motion_window=2, batch_frames=8)
+  config.motion.update(dim=32, depth=1, heads=2, chunk_size=4, lookback_chunks=2, audio_radius=2)
+  config.sample.update(render_steps=2, motion_steps=2, chunks_in_flight=2, batch_frames=8)
   config.renderer_train.batch_size = 2
   config.motion_train.update(batch_size=2, window_frames=8)
   return config

@@ -84,7 +84,7 @@ def make_audio_encoder(audio_cfg, data_cfg, dtype=jnp.float32) -> nn.Module:
     layer=audio_cfg.layer,
     weighted_layers=audio_cfg.weighted_layers,
     trainable=audio_cfg.trainable,
-    window_seconds=audio_cfg.window_seconds,
+    segment_seconds=audio_cfg.segment_seconds,
     context_seconds=audio_cfg.context_seconds,
     sample_rate=data_cfg.sample_rate,
     fps=data_cfg.fps,
@@ -93,7 +93,7 @@ def make_audio_encoder(audio_cfg, data_cfg, dtype=jnp.float32) -> nn.Module:
 
 
 def margin_frames(audio_cfg, data_cfg) -> int:
-  """Frames of audio beyond each end of a window the encoder should hear, so that edge frames are
+  """Frames of audio beyond each end of a segment the encoder should hear, so that edge frames are
   encoded as they would be mid-clip: the mel encoder's receptive field, or a pretrained encoder's
   `context_seconds` (its attention reaches the whole input)."""
   if audio_cfg.encoder == "mel":

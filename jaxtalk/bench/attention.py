@@ -31,7 +31,7 @@ from jaxtalk.bench.machine import describe_machine
 from jaxtalk.bench.timing import measure
 from jaxtalk.kernels import attention
 from jaxtalk.kernels.cudnn import cudnn_attention
-from jaxtalk.kernels.masks import AudioWindowMask, BlockCausalMask, FullMask, Mask
+from jaxtalk.kernels.masks import BlockCausalMask, FullMask, LocalAudioMask, Mask
 from jaxtalk.media import write_json
 
 ACCELERATOR_LENGTHS = (1024, 2048, 4096, 8192, 16384)
@@ -44,7 +44,7 @@ def make_mask(kind: str, args) -> Mask:
     return FullMask()
   if kind == "block_causal":
     return BlockCausalMask(args.chunk)
-  return AudioWindowMask(args.window)
+  return LocalAudioMask(args.audio_radius)
 
 
 def visible_pairs(mask: Mask, q_len: int, k_len: int) -> int:
@@ -100,7 +100,7 @@ def run(args) -> dict:
     "dtype": args.dtype,
     "batch": args.batch,
     "chunk": args.chunk,
-    "window": args.window,
+    "audio_radius": args.audio_radius,
     "rows": [],
   }
   if jax.default_backend() == "cpu":
@@ -155,8 +155,8 @@ def parse_args(argv=None):
   parser.add_argument(
     "--masks",
     nargs="+",
-    default=["full", "block_causal", "audio_window"],
-    choices=["full", "block_causal", "audio_window"],
+    default=["full", "block_causal", "local_audio"],
+    choices=["full", "block_causal", "local_audio"],
   )
   parser.add_argument(
     "--lengths",
@@ -171,10 +171,10 @@ def parse_args(argv=None):
   parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
   parser.add_argument("--chunk", type=int, default=128, help="block-causal chunk size")
   parser.add_argument(
-    "--window",
+    "--audio-radius",
     type=int,
     default=31,
-    help="audio window half-width w (T / (2w + 1) >= 32 from T = 2k on)",
+    help="local audio mask radius r (T / (2r + 1) >= 32 from T = 2k on)",
   )
   parser.add_argument("--out", default=None, help="results JSON (default benchmarks/attention/...)")
   args = parser.parse_args(argv)

@@ -63,7 +63,7 @@ def run(model: str, seconds: float, repeats: int) -> dict:
     reference.save_pretrained(folder, safe_serialization=True)
     spec, params = read_checkpoint(folder)
   if model == "whisper":
-    seconds = spec.window / 16000  # Whisper always encodes whole 30-second windows
+    seconds = spec.segment_samples / 16000  # Whisper always encodes whole 30-second segments
   waveform = (
     np.random.default_rng(0).standard_normal((1, int(seconds * 16000))).astype(np.float32) * 0.1
   )

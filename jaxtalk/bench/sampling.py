@@ -103,7 +103,7 @@ def sampler_comparison(
   The cached sampler's cost grows linearly with the audio, the recompute sampler's quadratically
   (every step attends over the whole history). max_abs_difference checks they computed the same.
   """
-  schedule = RollingSchedule(options.motion_steps, options.motion_window, options.cfg_scale)
+  schedule = RollingSchedule(options.motion_steps, options.chunks_in_flight, options.cfg_scale)
   samplers = {
     name: jax.jit(functools.partial(fn, model.motion_model), static_argnums=(4, 5))
     for name, fn in (("kv_cache", sample_motion), ("recompute", sample_motion_recompute))

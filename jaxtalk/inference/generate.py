@@ -34,7 +34,7 @@ from jaxtalk.stages.common import image_to_model, model_to_image
 class SampleOptions:
   render_steps: int = 6
   motion_steps: int = 8
-  motion_window: int = 2
+  chunks_in_flight: int = 2
   cfg_scale: float = 2.0
   batch_frames: int = 32
   seed: int = 0
@@ -108,7 +108,7 @@ class TalkingHead:
   ) -> np.ndarray:
     """Motion latents [T, latent_dim] for a 16 kHz mono waveform, T = len // samples_per_frame."""
     num_frames = self.num_frames(waveform)
-    schedule = RollingSchedule(options.motion_steps, options.motion_window, options.cfg_scale)
+    schedule = RollingSchedule(options.motion_steps, options.chunks_in_flight, options.cfg_scale)
     front, back = padded_audio_frames(self.motion_model, schedule, num_frames)
     spf = self.samples_per_frame
     padded = np.zeros(((front + num_frames + back) * spf,), np.float32)

@@ -1,12 +1,13 @@
 """Rolling diffusion-forcing sampler for the motion transformer, and its recompute reference.
 
-Schedule ("pyramid"): each chunk of frames is denoised in `steps` Euler steps; `window` chunks are in
-flight at once, staggered by `steps // window` steps, so the oldest chunk in the window is nearly
-clean and the newest is pure noise. Every `steps // window` iterations the oldest chunk finishes: it
-is run once more at t = 1 to get its clean keys/values, which enter a fixed-size KV cache (the
-model's `window_chunks` most recent chunks, plus the reference as a permanent sink), and a fresh noise
-chunk enters the window. The whole loop is a `lax.scan`, and the cache has a fixed size, so memory
-does not grow with the length of the audio.
+Schedule ("pyramid"): each chunk of frames is denoised in `steps` Euler steps; `chunks_in_flight`
+chunks are denoised at once, staggered by `steps // chunks_in_flight` steps, so the oldest chunk in
+flight is nearly clean and the newest is pure noise. Every `steps // chunks_in_flight` iterations
+the schedule *advances*: the oldest chunk finishes, is run once more at t = 1 to get its clean
+keys/values, which enter a fixed-size KV cache (the model's `lookback_chunks` most recent chunks,
+plus the reference as a permanent sink), and a fresh noise chunk joins those in flight. The whole
+loop is a `lax.scan` over advances, and the cache has a fixed size, so memory does not grow with
+the length of the audio.
 
 `sample_motion_recompute` computes the same thing without a cache, running the model over the whole
 history at every step (the training-mode forward). It is the reference the cached sampler is tested
@@ -29,23 +30,27 @@ from jaxtalk.models.motion_transformer import MotionTransformer
 
 @dataclasses.dataclass(frozen=True)
 class RollingSchedule:
-  """Denoising steps per chunk and how many chunks are denoised at once (steps % window == 0)."""
+  """Denoising steps per chunk and how many chunks are denoised at once (a divisor of steps)."""
 
   steps: int = 8
-  window: int = 2
+  chunks_in_flight: int = 2
   cfg_scale: float = 1.0
 
   def __post_init__(self):
-    if self.steps % self.window:
-      raise ValueError(f"steps ({self.steps}) must be a multiple of window ({self.window})")
+    if self.steps % self.chunks_in_flight:
+      raise ValueError(
+        f"steps ({self.steps}) must be a multiple of chunks_in_flight ({self.chunks_in_flight})"
+      )
 
   @property
-  def steps_per_shift(self) -> int:
-    return self.steps // self.window
+  def steps_per_advance(self) -> int:
+    return self.steps // self.chunks_in_flight
 
   def slot_steps(self, iteration):
-    """Steps already taken by each window slot (oldest first) at an iteration within a shift."""
-    return (self.window - 1 - jnp.arange(self.window)) * self.steps_per_shift + iteration
+    """Steps already taken by each chunk in flight (oldest first) at an iteration within an advance."""
+    return (
+      self.chunks_in_flight - 1 - jnp.arange(self.chunks_in_flight)
+    ) * self.steps_per_advance + iteration
 
 
 def chunk_noise(rng, chunk_index, shape):
@@ -72,17 +77,17 @@ class _Layout:
     return -(-self.num_frames // self.chunk)
 
   @property
-  def num_shifts(self):
-    return self.num_chunks + self.schedule.window - 1
+  def num_advances(self):
+    return self.num_chunks + self.schedule.chunks_in_flight - 1
 
   @property
   def audio_front_pad(self):
-    """Frames of silence before frame 0 so every window's audio slice starts in range."""
-    return (self.schedule.window - 1) * self.chunk + self.model.audio_window
+    """Frames of silence before frame 0 so the audio slice of every advance starts in range."""
+    return (self.schedule.chunks_in_flight - 1) * self.chunk + self.model.audio_radius
 
   @property
   def audio_back_pad(self):
-    return (self.num_shifts * self.chunk + self.model.audio_window) - self.num_frames
+    return (self.num_advances * self.chunk + self.model.audio_radius) - self.num_frames
 
   @property
   def guided(self):
@@ -130,17 +135,17 @@ def sample_motion(
   `padded_audio_frames(...)` frames of silence, as in training where audio outside a clip is silent.
   """
   layout = _Layout(model, schedule, num_frames)
-  chunk, window = layout.chunk, schedule.window
+  chunk, in_flight = layout.chunk, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
   audio, ref, keep = _guidance_inputs(layout, audio_features, reference)
   grid = time_grid(schedule.steps)
-  audio_len = window * chunk + 2 * model.audio_window
+  audio_len = in_flight * chunk + 2 * model.audio_radius
   apply = lambda *a, **kw: model.apply({"params": params}, *a, audio_keep=keep, **kw)
 
   # The sink's keys/values: the reference alone, a sequence with no frames.
   empty = jnp.zeros((ref.shape[0], 0, latent_dim))
   _, sink_kv = apply(empty, jnp.zeros((ref.shape[0], 0)), audio[:, :1], reference=ref)
-  cache_len = model.window_chunks * chunk
+  cache_len = model.lookback_chunks * chunk
 
   def with_empty_frames(kv):
     k, v = kv
@@ -150,15 +155,17 @@ def sample_motion(
   cache = [with_empty_frames(kv) for kv in sink_kv]
 
   noise_shape = (batch, chunk, latent_dim)
-  first = jnp.concatenate([chunk_noise(rng, n, noise_shape) for n in range(-window + 1, 1)], axis=1)
+  first = jnp.concatenate(
+    [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, 1)], axis=1
+  )
 
-  def shift(carry, s):
+  def advance(carry, s):
     latents, cache = carry
-    frame_offset = (s - window + 1) * chunk
+    frame_offset = (s - in_flight + 1) * chunk
     context_offset = frame_offset - cache_len
-    audio_start = frame_offset - model.audio_window + layout.audio_front_pad
+    audio_start = frame_offset - model.audio_radius + layout.audio_front_pad
     audio_slice = jax.lax.dynamic_slice_in_dim(audio, audio_start, audio_len, axis=1)
-    audio_offset = frame_offset - model.audio_window
+    audio_offset = frame_offset - model.audio_radius
 
     def denoise(i, latents):
       done = schedule.slot_steps(i)
@@ -175,7 +182,7 @@ def sample_motion(
       )
       return latents + dt * _combine_guidance(layout, velocity)
 
-    latents = jax.lax.fori_loop(0, schedule.steps_per_shift, denoise, latents)
+    latents = jax.lax.fori_loop(0, schedule.steps_per_advance, denoise, latents)
 
     finished = latents[:, :chunk]
     _, finished_kv = apply(
@@ -197,8 +204,8 @@ def sample_motion(
     latents = jnp.concatenate([latents[:, chunk:], chunk_noise(rng, s + 1, noise_shape)], axis=1)
     return (latents, cache), finished
 
-  _, finished = jax.lax.scan(shift, (first, cache), jnp.arange(layout.num_shifts))
-  frames = jnp.moveaxis(finished[window - 1 :], 0, 1).reshape(batch, -1, latent_dim)
+  _, finished = jax.lax.scan(advance, (first, cache), jnp.arange(layout.num_advances))
+  frames = jnp.moveaxis(finished[in_flight - 1 :], 0, 1).reshape(batch, -1, latent_dim)
   return frames[:, :num_frames]
 
 
@@ -213,25 +220,25 @@ def sample_motion_recompute(
 ):
   """The same samples as `sample_motion`, recomputing the whole history at every step (no cache)."""
   layout = _Layout(model, schedule, num_frames)
-  chunk, window = layout.chunk, schedule.window
+  chunk, in_flight = layout.chunk, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
   audio, ref, keep = _guidance_inputs(layout, audio_features, reference)
   grid = time_grid(schedule.steps)
   noise_shape = (batch, chunk, latent_dim)
-  # Buffer slot b holds chunk b - (window - 1); negative chunks are the empty warm-up slots.
+  # Buffer slot b holds chunk b - (in_flight - 1); negative chunks are the empty warm-up slots.
   latents = jnp.concatenate(
-    [chunk_noise(rng, n, noise_shape) for n in range(-window + 1, layout.num_chunks)], axis=1
+    [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, layout.num_chunks)], axis=1
   )
-  buffer_offset = -(window - 1) * chunk
-  slot_chunk = jnp.arange(layout.num_shifts) - (window - 1)
+  buffer_offset = -(in_flight - 1) * chunk
+  slot_chunk = jnp.arange(layout.num_advances) - (in_flight - 1)
 
-  def shift(latents, s):
+  def advance(latents, s):
     def denoise(i, latents):
       # Steps taken per chunk: finished chunks are at `steps`, chunks not yet started at 0.
-      done = jnp.clip((s - slot_chunk) * schedule.steps_per_shift + i, 0, schedule.steps)
+      done = jnp.clip((s - slot_chunk) * schedule.steps_per_advance + i, 0, schedule.steps)
       t = jnp.repeat(grid[done], chunk)[None].repeat(batch, 0)
       dt = jnp.repeat(grid[jnp.minimum(done + 1, schedule.steps)] - grid[done], chunk)
-      active = jnp.repeat((slot_chunk <= s) & (slot_chunk > s - window), chunk)
+      active = jnp.repeat((slot_chunk <= s) & (slot_chunk > s - in_flight), chunk)
       velocity, _ = model.apply(
         {"params": params},
         _double(layout, latents),
@@ -247,7 +254,7 @@ def sample_motion_recompute(
       )
       return latents + step
 
-    return jax.lax.fori_loop(0, schedule.steps_per_shift, denoise, latents), None
+    return jax.lax.fori_loop(0, schedule.steps_per_advance, denoise, latents), None
 
-  latents, _ = jax.lax.scan(shift, latents, jnp.arange(layout.num_shifts))
-  return latents[:, (window - 1) * chunk :][:, :num_frames]
+  latents, _ = jax.lax.scan(advance, latents, jnp.arange(layout.num_advances))
+  return latents[:, (in_flight - 1) * chunk :][:, :num_frames]

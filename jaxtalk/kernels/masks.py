@@ -1,7 +1,7 @@
 """Attention mask objects: what each query may see, described by structure rather than a dense matrix.
 
 A mask is a small pytree (static structure + traced offsets) so that one mask type serves training
-(whole sequences) and the rolling sampler (a window of queries against a cache of keys, with offsets
+(whole sequences) and the rolling sampler (a few chunks of queries against a cache of keys, with offsets
 that change every step inside a `lax` loop). Each mask answers two questions:
 
 - `dense()` materialises the boolean matrix for the plain `jnp` reference, the source of truth;
@@ -73,7 +73,7 @@ class BlockCausalMask:
   """Full attention inside a chunk of `chunk_size` frames, causal across chunks.
 
   `q_prefix` / `k_prefix` leading tokens are the always-visible sink (the reference motion): prefix
-  keys are seen by every query, prefix queries see only prefix keys. `window_chunks`, when set, limits
+  keys are seen by every query, prefix queries see only prefix keys. `lookback_chunks`, when set, limits
   how many earlier chunks a frame sees; this bounds the receptive field per layer so a fixed-size KV
   cache reproduces exactly what the model computes on the whole sequence.
   """
@@ -81,7 +81,7 @@ class BlockCausalMask:
   chunk_size: int = struct.field(pytree_node=False)
   q_prefix: int = struct.field(pytree_node=False, default=0)
   k_prefix: int = struct.field(pytree_node=False, default=0)
-  window_chunks: int | None = struct.field(pytree_node=False, default=None)
+  lookback_chunks: int | None = struct.field(pytree_node=False, default=None)
   q_offset: jnp.ndarray | int = 0
   k_offset: jnp.ndarray | int = 0
   kv_lengths: jnp.ndarray | None = None
@@ -95,8 +95,8 @@ class BlockCausalMask:
     k_frame = self.k_offset + kj - self.k_prefix
     k_chunk = k_frame // self.chunk_size
     frame_visible = (k_frame[None, :] >= 0) & (k_chunk[None, :] <= q_chunk[:, None])
-    if self.window_chunks is not None:
-      frame_visible &= k_chunk[None, :] >= q_chunk[:, None] - self.window_chunks
+    if self.lookback_chunks is not None:
+      frame_visible &= k_chunk[None, :] >= q_chunk[:, None] - self.lookback_chunks
     visible = jnp.where(k_is_prefix[None, :], True, frame_visible & ~q_is_prefix[:, None])
     return _combine(visible, self.kv_lengths, k_len)
 
@@ -106,8 +106,8 @@ class BlockCausalMask:
     q_chunk = (self.q_offset + qi - self.q_prefix) // self.chunk_size
     first_frame = (
       0
-      if self.window_chunks is None
-      else jnp.maximum((q_chunk - self.window_chunks) * self.chunk_size, 0)
+      if self.lookback_chunks is None
+      else jnp.maximum((q_chunk - self.lookback_chunks) * self.chunk_size, 0)
     )
     end_frame = (q_chunk + 1) * self.chunk_size
     to_key = self.k_prefix - self.k_offset  # key index of frame f is f + to_key
@@ -118,15 +118,15 @@ class BlockCausalMask:
 
 
 @struct.dataclass
-class AudioWindowMask:
-  """Video frame i sees audio features j with |j - c(i)| <= `window`, c(i) = floor(i * num / den).
+class LocalAudioMask:
+  """Video frame i sees audio features j with |j - c(i)| <= `radius`, c(i) = floor(i * num / den).
 
   `rate_num / rate_den` is the number of audio feature frames per video frame (1/1 when the audio
   encoder already runs at the video rate). `q_offset` / `k_offset` are the frame index of the first
   query and the audio index of the first key, so a slice of a long feature sequence keeps its alignment.
   """
 
-  window: int = struct.field(pytree_node=False)
+  radius: int = struct.field(pytree_node=False)
   rate_num: int = struct.field(pytree_node=False, default=1)
   rate_den: int = struct.field(pytree_node=False, default=1)
   q_offset: jnp.ndarray | int = 0
@@ -136,13 +136,13 @@ class AudioWindowMask:
   def dense(self, q_len: int, k_len: int) -> jnp.ndarray:
     centre = ((self.q_offset + jnp.arange(q_len)) * self.rate_num) // self.rate_den
     audio_index = self.k_offset + jnp.arange(k_len)
-    visible = jnp.abs(audio_index[None, :] - centre[:, None]) <= self.window
+    visible = jnp.abs(audio_index[None, :] - centre[:, None]) <= self.radius
     return _combine(visible, self.kv_lengths, k_len)
 
   def intervals(self, q_rows: int, k_len: int) -> jnp.ndarray:
     centre = ((self.q_offset + jnp.arange(q_rows)) * self.rate_num) // self.rate_den - self.k_offset
     limit = _key_limit(self.kv_lengths, k_len)
-    return _stack_intervals(centre - self.window, centre + self.window + 1, 0, 0, limit, q_rows)
+    return _stack_intervals(centre - self.radius, centre + self.radius + 1, 0, 0, limit, q_rows)
 
 
-Mask = FullMask | BlockCausalMask | AudioWindowMask
+Mask = FullMask | BlockCausalMask | LocalAudioMask

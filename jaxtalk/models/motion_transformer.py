@@ -5,7 +5,7 @@ independently noised frames and the rolling sampler, where older frames are clea
 
 Token layout: `[sink, frame_0, ..., frame_{T-1}]`. The sink is the reference motion latent (the
 portrait's own expression), always visible, with t = 1 (clean). Self-attention is block-causal over
-chunks of `chunk_size` frames with a lookback of `window_chunks` chunks; each frame also cross-attends
+chunks of `chunk_size` frames with a lookback of `lookback_chunks` chunks; each frame also cross-attends
 to a window of audio features around its own time. Rotary position embedding covers only part of each
 head (`rope_fraction`): the sink's key has that part zeroed, so how much a frame attends to the
 reference does not depend on how far into the video the frame is, however long the audio.
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.kernels import AudioWindowMask, BlockCausalMask, attention
+from jaxtalk.kernels import BlockCausalMask, LocalAudioMask, attention
 from jaxtalk.models.layers import (
   Mlp,
   Modulation,
@@ -104,8 +104,8 @@ class MotionTransformer(nn.Module):
   heads: int = 4
   mlp_ratio: float = 4.0
   chunk_size: int = 4
-  window_chunks: int = 6
-  audio_window: int = 3
+  lookback_chunks: int = 6
+  audio_radius: int = 3
   audio_rate: tuple[int, int] = (1, 1)  # audio feature frames per video frame, as num/den
   rope_fraction: float = 0.5
   dtype: jnp.dtype = jnp.float32
@@ -149,8 +149,8 @@ class MotionTransformer(nn.Module):
     )
     if audio_keep is not None:
       audio = jnp.where(audio_keep[:, None, None], audio, null_audio.astype(audio.dtype))
-    audio_mask = AudioWindowMask(
-      self.audio_window, *self.audio_rate, q_offset=frame_offset, k_offset=audio_offset
+    audio_mask = LocalAudioMask(
+      self.audio_radius, *self.audio_rate, q_offset=frame_offset, k_offset=audio_offset
     )
 
     num_prefix = 0
@@ -169,7 +169,7 @@ class MotionTransformer(nn.Module):
         self.chunk_size,
         q_prefix=1,
         k_prefix=1,
-        window_chunks=self.window_chunks,
+        lookback_chunks=self.lookback_chunks,
         q_offset=frame_offset,
         k_offset=frame_offset,
       )
@@ -177,7 +177,7 @@ class MotionTransformer(nn.Module):
       self_mask = BlockCausalMask(
         self.chunk_size,
         k_prefix=1,
-        window_chunks=self.window_chunks,
+        lookback_chunks=self.lookback_chunks,
         q_offset=frame_offset,
         k_offset=context_offset,
       )

@@ -30,7 +30,7 @@ def audio_margin_frames(config) -> int:
   """Audio context beyond each end of a window: what the cross-attention window plus the audio
   encoder's receptive field (or a pretrained one's context) reach, so frames at the window edge
   hear what they would mid-clip."""
-  return config.motion.audio_window + audio_encoders.margin_frames(config.audio, config.data)
+  return config.motion.audio_radius + audio_encoders.margin_frames(config.audio, config.data)
 
 
 def encode_frames(encoder, encoder_params, frames):

@@ -1,10 +1,10 @@
-"""Long audio through encoders that see a bounded window: overlapping chunks, and streaming.
+"""Long audio through encoders that see a bounded segment: overlapping chunks, and streaming.
 
-Offline (`encode_in_windows`): the encoder-frame axis is cut into chunks; each chunk is encoded in
-a window with `context` frames on both sides (shifted inward at the ends of the file, so every
-window has one shape and all run as one batch), and only the chunk's own frames are kept. Whisper
-always uses its 30-second window; wav2vec2 / HuBERT use a configurable one. The kept frames match a
-single pass exactly when the window covers the file, and otherwise within what attention to audio
+Offline (`encode_in_segments`): the encoder-frame axis is cut into chunks; each chunk is encoded in
+a segment with `context` frames on both sides (shifted inward at the ends of the file, so every
+segment has one shape and all run as one batch), and only the chunk's own frames are kept. Whisper
+always uses its 30-second segment; wav2vec2 / HuBERT use a configurable one. The kept frames match a
+single pass exactly when the segment covers the file, and otherwise within what attention to audio
 beyond the context contributes (measured in tests/test_pretrained_audio_chunks.py).
 
 Streaming (`AudioStream`): audio arrives chunk by chunk; each push encodes the new audio with the
@@ -21,55 +21,55 @@ import numpy as np
 from jaxtalk.audio.pretrained.spec import Spec, WhisperSpec
 
 
-def window_layout(num_frames: int, window_frames: int, context_frames: int):
-  """Static layout: (first frame of every window, and per output frame its window and its index in it).
+def segment_layout(num_frames: int, segment_frames: int, context_frames: int):
+  """Static layout: (first frame of every segment, and per output frame its segment and its index in it).
 
-  Chunks of `window_frames - 2 * context_frames` frames; each window starts `context_frames` before
-  its chunk, clamped into [0, num_frames - window_frames].
+  Chunks of `segment_frames - 2 * context_frames` frames; each segment starts `context_frames` before
+  its chunk, clamped into [0, num_frames - segment_frames].
   """
-  chunk = window_frames - 2 * context_frames
+  chunk = segment_frames - 2 * context_frames
   if chunk < 1:
     raise ValueError(
-      f"a window of {window_frames} frames leaves no room for {context_frames} frames of context each side"
+      f"a segment of {segment_frames} frames leaves no room for {context_frames} frames of context each side"
     )
-  num_windows = -(-num_frames // chunk)
+  num_segments = -(-num_frames // chunk)
   starts = np.clip(
-    np.arange(num_windows) * chunk - context_frames, 0, max(num_frames - window_frames, 0)
+    np.arange(num_segments) * chunk - context_frames, 0, max(num_frames - segment_frames, 0)
   )
   frame = np.arange(num_frames)
   which = frame // chunk
   return starts, which, frame - starts[which]
 
 
-def encode_in_windows(
+def encode_in_segments(
   backbone,
   spec: Spec,
   waveform: jax.Array,
   layers: tuple[int, ...],
-  window_frames: int,
+  segment_frames: int,
   context_frames: int,
 ) -> jax.Array:
-  """Hidden states `layers` of `backbone` for waveform [B, N], window by window -> [len(layers), B, T, D].
+  """Hidden states `layers` of `backbone` for waveform [B, N], segment by segment -> [len(layers), B, T, D].
 
-  `window_frames` is ignored for Whisper, whose window is fixed; audio shorter than Whisper's
-  window is padded with silence, as its feature extractor does.
+  `segment_frames` is ignored for Whisper, whose segment is fixed; audio shorter than Whisper's
+  segment is padded with silence, as its feature extractor does.
   """
   batch, samples = waveform.shape
   stride = spec.frame_stride
   num_frames = spec.num_frames(samples)
   if isinstance(spec, WhisperSpec):
-    window_samples, window_frames = spec.window, spec.window // stride
-    if samples < window_samples:
-      waveform = jnp.pad(waveform, ((0, 0), (0, window_samples - samples)))
+    segment_samples, segment_frames = spec.segment_samples, spec.segment_samples // stride
+    if samples < segment_samples:
+      waveform = jnp.pad(waveform, ((0, 0), (0, segment_samples - samples)))
   else:
-    window_samples = spec.window_samples(window_frames)
-  if waveform.shape[1] <= window_samples:
-    states = backbone(waveform[:, :window_samples])
+    segment_samples = spec.samples_for_frames(segment_frames)
+  if waveform.shape[1] <= segment_samples:
+    states = backbone(waveform[:, :segment_samples])
     return jnp.stack([states[i][:, :num_frames] for i in layers])
 
-  starts, which, local = window_layout(num_frames, window_frames, context_frames)
-  windows = waveform[:, starts[:, None] * stride + np.arange(window_samples)]  # [B, W, samples]
-  states = backbone(windows.reshape(-1, window_samples))
+  starts, which, local = segment_layout(num_frames, segment_frames, context_frames)
+  segments = waveform[:, starts[:, None] * stride + np.arange(segment_samples)]  # [B, W, samples]
+  states = backbone(segments.reshape(-1, segment_samples))
   picked = [
     states[i].reshape(batch, len(starts), -1, states[i].shape[-1])[:, which, local] for i in layers
   ]

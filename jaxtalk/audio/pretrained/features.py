@@ -1,6 +1,6 @@
 """The audio encoder the motion model sees when a pretrained speech model does the listening.
 
-waveform [B, N] -> (input normalisation) -> the pretrained encoder, in windows for long audio ->
+waveform [B, N] -> (input normalisation) -> the pretrained encoder, in segments for long audio ->
 one chosen hidden state, or a learned softmax-weighted sum of all of them -> resampled to video
 frames -> LayerNorm + projection to `dim`. Parameters: {"backbone": the imported weights,
 "layer_weights" (weighted sum only), "norm", "projection"}.
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.audio.pretrained.backbones import make_backbone
-from jaxtalk.audio.pretrained.chunking import encode_in_windows, resample_to_video_frames
+from jaxtalk.audio.pretrained.chunking import encode_in_segments, resample_to_video_frames
 from jaxtalk.audio.pretrained.layers import norm
 from jaxtalk.audio.pretrained.spec import Spec, Wav2Vec2Spec
 from jaxtalk.audio.pretrained.wav2vec2 import normalize_waveform
@@ -36,8 +36,8 @@ class PretrainedAudioEncoder(nn.Module):
   )  # hidden state to use (0 = input of the first layer, -1 = output), unless weighted
   weighted_layers: bool = False
   trainable: bool = False
-  window_seconds: float = 20.0  # wav2vec2 / HuBERT window for long audio (Whisper: always 30 s)
-  context_seconds: float = 1.0  # audio each window sees beyond the frames it keeps, on each side
+  segment_seconds: float = 20.0  # wav2vec2 / HuBERT segment for long audio (Whisper: always 30 s)
+  context_seconds: float = 1.0  # audio each segment sees beyond the frames it keeps, on each side
   sample_rate: int = 16000
   fps: int = 25
   dtype: jnp.dtype = jnp.float32
@@ -61,14 +61,16 @@ class PretrainedAudioEncoder(nn.Module):
   def __call__(self, waveform: jax.Array) -> jax.Array:
     spec = self.spec
     if isinstance(spec, Wav2Vec2Spec) and spec.normalize_input:
-      waveform = normalize_waveform(waveform)  # over the whole input, before it is cut into windows
+      waveform = normalize_waveform(
+        waveform
+      )  # over the whole input, before it is cut into segments
     frame_rate = self.sample_rate / spec.frame_stride
-    states = encode_in_windows(
+    states = encode_in_segments(
       make_backbone(spec, self.dtype, name=BACKBONE),
       spec,
       waveform,
       self.layers,
-      window_frames=int(self.window_seconds * frame_rate),
+      segment_frames=int(self.segment_seconds * frame_rate),
       context_frames=int(self.context_seconds * frame_rate),
     )
     if not self.trainable:

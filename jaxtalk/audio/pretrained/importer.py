@@ -272,7 +272,7 @@ def read_checkpoint(folder) -> tuple[Spec, dict]:
 def abstract_backbone_params(spec: Spec) -> dict:
   """ShapeDtypeStructs of the encoder's parameters, without computing anything."""
   backbone = make_backbone(spec)
-  samples = spec.window if isinstance(spec, WhisperSpec) else spec.window_samples(1)
+  samples = spec.segment_samples if isinstance(spec, WhisperSpec) else spec.samples_for_frames(1)
   abstract = jax.eval_shape(
     backbone.init, jax.random.key(0), jax.ShapeDtypeStruct((1, samples), np.float32)
   )

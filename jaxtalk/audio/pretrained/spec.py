@@ -66,14 +66,14 @@ class Wav2Vec2Spec:
       num_samples = (num_samples - kernel) // stride + 1
     return max(num_samples, 0)
 
-  def window_samples(self, num_frames: int) -> int:
+  def samples_for_frames(self, num_frames: int) -> int:
     """The fewest samples that give `num_frames` frames."""
     return (num_frames - 1) * self.frame_stride + self.receptive_field
 
 
 @dataclasses.dataclass(frozen=True)
 class WhisperSpec:
-  """Whisper's encoder: log-mel of a fixed 30-second window, two convs, a pre-norm transformer."""
+  """Whisper's encoder: log-mel of a fixed 30-second segment, two convs, a pre-norm transformer."""
 
   d_model: int
   num_layers: int
@@ -99,7 +99,7 @@ class WhisperSpec:
     return 0.0  # mel frame k is centred on sample k * hop; encoder frame j on mel frame 2j
 
   @property
-  def window(self) -> int:
+  def segment_samples(self) -> int:
     """Samples of the one input length Whisper was trained on (30 s for the released models)."""
     return 2 * self.max_source_positions * self.hop_length
 

@@ -1,9 +1,9 @@
 """Whisper's audio encoder, layer for layer as the reference.
 
-One window of exactly `spec.window` samples (30 s) -> log-mel -> conv (k3) and strided conv (k3,
+One segment of exactly `spec.segment_samples` samples (30 s) -> log-mel -> conv (k3) and strided conv (k3,
 stride 2), each with GELU -> plus learned absolute positions -> pre-norm transformer layers ->
 final LayerNorm. Absolute positions are why the input length is fixed: shorter audio is padded
-with silence to the window, as Whisper's feature extractor pads it.
+with silence to the segment, as Whisper's feature extractor pads it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ LAYER_NORM_EPS = 1e-5  # Whisper's LayerNorms use PyTorch's default
 
 
 class WhisperEncoder(nn.Module):
-  """waveform [B, spec.window] -> num_layers + 1 hidden states [B, window // 320, d_model].
+  """waveform [B, spec.segment_samples] -> num_layers + 1 hidden states [B, segment // 320, d_model].
 
   As the reference's `hidden_states`: the input of the first layer, each layer's output, the last
   one after the final LayerNorm.
@@ -33,9 +33,9 @@ class WhisperEncoder(nn.Module):
   @nn.compact
   def __call__(self, waveform: jax.Array) -> tuple[jax.Array, ...]:
     spec, act = self.spec, activation(self.spec.activation)
-    if waveform.shape[-1] != spec.window:
+    if waveform.shape[-1] != spec.segment_samples:
       raise ValueError(
-        f"Whisper encodes windows of exactly {spec.window} samples, got {waveform.shape[-1]}"
+        f"Whisper encodes segments of exactly {spec.segment_samples} samples, got {waveform.shape[-1]}"
       )
     mel = whisper_log_mel(
       waveform, n_mels=spec.num_mel_bins, n_fft=spec.n_fft, hop_length=spec.hop_length
