@@ -2,48 +2,46 @@
 
   python sample.py                                  # the bundled demo: demo.mp4
   python sample.py --image me.png --audio hello.wav --out hello.mp4 [--checkpoint DIR]
-                   [--steps 6] [--motion-steps 8] [--cfg 2.0] [--seed 0]
+                   [--steps 6] [--motion-steps 8] [--chunks-in-flight 2] [--cfg 2.0] [--seed 0]
 
-Writes H.264 at the model's frame rate (25 fps) with the audio muxed as AAC; the video has one frame
-per 40 ms of audio. The file appears only once it is complete.
+Writes H.264 at 25 fps with the audio muxed as AAC; the video has one frame per 40 ms of audio. The
+file appears only once it is complete.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
-from jaxtalk.errors import UserError, run_reporting_user_errors
-
-DEMO = resources.files("jaxtalk") / "assets" / "demo"
+from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.demo import DEMO_BUNDLE, DEMO_PORTRAIT, DEMO_SPEECH
+from jaxtalk.errors import UserError
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument(
-    "--image", default=str(DEMO / "portrait.png"), help="portrait image (png, jpg, ...)"
-  )
-  p.add_argument(
-    "--audio", default=str(DEMO / "speech.wav"), help="speech (wav, flac, ogg, mp3, m4a)"
-  )
+  p = argument_parser("sample.py", __doc__)
+  p.add_argument("--image", default=str(DEMO_PORTRAIT), help="portrait image (png, jpg, ...)")
+  p.add_argument("--audio", default=str(DEMO_SPEECH), help="speech (wav, flac, ogg, mp3, m4a)")
   p.add_argument("--out", default="demo.mp4", help="output video (.mp4)")
   p.add_argument(
     "--checkpoint",
-    default=str(DEMO / "model"),
+    default=str(DEMO_BUNDLE),
     help="model bundle folder (a training run's bundle/; default: the bundled demo)",
   )
+  # Unset sampling options come from the bundle's config (its `sample` section).
   p.add_argument("--steps", type=int, help="renderer denoising steps per frame")
   p.add_argument("--motion-steps", type=int, help="motion denoising steps per chunk")
+  p.add_argument(
+    "--chunks-in-flight", type=int, help="chunks denoised at once; must divide --motion-steps"
+  )
   p.add_argument("--cfg", type=float, help="classifier-free guidance scale on the audio (1 = off)")
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-  return run_reporting_user_errors(make_video, parse_args(argv))
+  return run_command(make_video, parse_args(argv))
 
 
 def make_video(args):
@@ -54,27 +52,30 @@ def make_video(args):
   if Path(args.out).suffix.lower() != ".mp4":
     raise UserError(f"--out {args.out} must end in .mp4")
   from jaxtalk.inference.bundle import load_bundle
+  from jaxtalk.inference.generate import SampleOptions
 
   config, params = load_bundle(args.checkpoint)
-  waveform = load_audio(args.audio, config.data.sample_rate, fps=config.data.fps)
-  portrait = load_portrait(args.image, config.data.image_size)
-
-  from tqdm import tqdm
-
-  from jaxtalk.inference.generate import SampleOptions, TalkingHead
-  from jaxtalk.media.video_io import write_video
-
-  model = TalkingHead(config, params)
   options = SampleOptions.from_config(
     config.sample,
     render_steps=args.steps,
     motion_steps=args.motion_steps,
+    chunks_in_flight=args.chunks_in_flight,
     cfg_scale=args.cfg,
     seed=args.seed,
   )
-  num_frames = model.num_frames(waveform)
+  waveform = load_audio(args.audio)
+  portrait = load_portrait(args.image, config.data.image_size)
+
+  from tqdm import tqdm
+
+  from jaxtalk.inference.generate import TalkingHead
+  from jaxtalk.media.video_io import write_video
+  from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
+
+  model = TalkingHead(config, params)
   start = time.perf_counter()
   latents = model.motion_latents(waveform, portrait, options)
+  num_frames = len(latents)
   with tqdm(total=num_frames, unit="frame", desc="rendering") as bar:
 
     def frames():
@@ -82,16 +83,9 @@ def make_video(args):
         bar.update(len(batch))
         yield from batch
 
-    write_video(
-      args.out,
-      frames(),
-      waveform[: num_frames * model.samples_per_frame],
-      config.data.sample_rate,
-      config.data.fps,
-    )
-  seconds = num_frames / config.data.fps
+    write_video(args.out, frames(), waveform[: num_frames * SAMPLES_PER_FRAME])
   print(
-    f"wrote {args.out}: {num_frames} frames ({seconds:.2f} s of video) in "
+    f"wrote {args.out}: {num_frames} frames ({num_frames / FPS:.2f} s of video) in "
     f"{time.perf_counter() - start:.1f} s"
   )
 

@@ -9,28 +9,20 @@ from jaxtalk.config import base_config
 
 def get_config():
   config = base_config()
-  config.stage = "all"
   config.compute_dtype = "bfloat16"
-  config.data.train_dir = "data/talk512"
-  config.data.image_size = 512
+  config.data.update(train_dir="data/talk512", image_size=512)
   config.audio.update(dim=768, layers=6)
-  config.motion_encoder.update(num_tokens=8, token_dim=16, base_channels=32, max_channels=512)
+  config.motion_encoder.max_channels = 512
   config.renderer.update(
-    base_channels=192,
-    channel_mults=(1, 2, 3, 4, 4),
-    blocks_per_level=2,
-    patch_size=2,
-    attention_heads=12,
-    cond_dim=768,
+    base_channels=192, channel_mults=(1, 2, 3, 4, 4), attention_heads=12, cond_dim=768
   )
-  config.motion.update(dim=1024, depth=24, heads=16, lookback_chunks=8)
+  config.motion.update(dim=1024, depth=24, heads=16)
   config.renderer_train.update(
     batch_size=512,
     num_steps=500_000,
     learning_rate=1e-4,
     warmup_steps=5_000,
     checkpoint_every=2_000,
-    log_every=100,
   )
   config.motion_train.update(
     batch_size=1024,
@@ -39,8 +31,7 @@ def get_config():
     warmup_steps=5_000,
     window_frames=96,
     checkpoint_every=2_000,
-    log_every=100,
   )
-  config.sample.update(render_steps=16, motion_steps=12, chunks_in_flight=3, batch_frames=8)
+  config.sample.update(render_steps=16, batch_frames=8)
   config.mesh.update(data=-1, fsdp=4, tensor=2)
   return config

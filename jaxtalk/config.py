@@ -1,12 +1,17 @@
-"""The base experiment config. Files in `configs/` start from it and override a few keys.
+"""The base experiment config: the reference model, 256x256 on one accelerator.
 
-Every key a run reads is declared here, so a typo on the command line (`--config.motoin.depth=8`)
-is rejected by ml_collections instead of silently ignored.
+Files in `configs/` start from it and override what their experiment changes: `demo.py` shrinks it
+to a 2-core CPU, `gpu256.py` points it at real data in bfloat16, `pod512.py` scales it to a pod.
+Every key a run reads is declared here, once, with its default; modules take their settings from
+these sections and have no defaults of their own. So a typo on the command line
+(`--config.motoin.depth=8`) is rejected by ml_collections instead of silently ignored.
 """
 
 from __future__ import annotations
 
 import ml_collections
+
+from jaxtalk.errors import UserError
 
 # Logical axis name -> mesh axes. Model code names logical axes only; this table decides sharding.
 DEFAULT_AXIS_RULES = (
@@ -16,117 +21,149 @@ DEFAULT_AXIS_RULES = (
   ("audio_embed", "fsdp"),
   ("mlp", "tensor"),
   ("heads", "tensor"),
-  ("kv", None),
   ("conv_in", "fsdp"),
   ("conv_out", "tensor"),
 )
 
 
-def _train(batch_size, num_steps, learning_rate, warmup_steps):
-  return ml_collections.ConfigDict(
-    dict(
-      batch_size=batch_size,
-      num_steps=num_steps,
-      learning_rate=learning_rate,
-      warmup_steps=warmup_steps,
-      end_learning_rate_factor=0.1,
-      weight_decay=0.01,
-      grad_clip=1.0,
-      ema_decay=0.999,
-      log_every=25,
-      checkpoint_every=500,
-    )
+def _train(**keys) -> ml_collections.ConfigDict:
+  """One stage's training run: `jaxtalk.training.settings.TrainSettings` and the stage's own keys."""
+  common = dict(
+    batch_size=32,  # per host
+    num_steps=300_000,
+    learning_rate=2e-4,
+    warmup_steps=2_000,
+    end_learning_rate_factor=0.1,  # the cosine decay ends at this fraction of the peak
+    weight_decay=0.01,
+    adam_b1=0.9,
+    adam_b2=0.999,
+    grad_clip=1.0,  # max global gradient norm
+    ema_decay=0.9999,  # per step; sampling uses the EMA weights
+    log_every=100,
+    checkpoint_every=5_000,
   )
+  return ml_collections.ConfigDict({**common, **keys})
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.stage = "renderer"  # which stage train.py trains: "renderer" (stage 1) or "motion" (stage 2)
+  c.stage = "all"  # what train.py trains: "renderer" (stage 1), "motion" (stage 2) or "all"
 
   c.data = ml_collections.ConfigDict(
     dict(
-      train_dir="data/synthtalk",  # ArrayRecord shards (python -m jaxtalk.data.synthtalk / ingest)
-      image_size=64,
-      fps=25,
-      sample_rate=16000,
-      windows_per_clip=4,
+      train_dir="",  # ArrayRecord shards (python -m jaxtalk.data.synthtalk / jaxtalk.data.ingest)
+      image_size=256,
+      windows_per_clip=4,  # training windows drawn from each clip per epoch
     )
   )
 
   c.audio = ml_collections.ConfigDict(
     dict(
       encoder="mel",  # "mel" (trained from scratch) or a pretrained "wav2vec2", "hubert", "whisper"
-      dim=128,  # feature width the motion model sees
-      n_mels=80,
-      layers=3,  # mel encoder
-      # Pretrained encoders (jaxtalk/audio/pretrained): a local Hugging Face folder, never downloaded.
-      checkpoint="",  # folder with config.json + model.safetensors
+      dim=512,  # feature width the motion model sees
+      n_mels=80,  # mel encoder: mel bands ...
+      layers=4,  # ... and residual conv layers
+      # Pretrained encoders (jaxtalk/models/audio/pretrained): a local Hugging Face folder.
+      checkpoint="",  # folder with config.json + model.safetensors; never downloaded
       layer=-1,  # hidden state fed to the motion model (0: before the first layer, -1: the output) ...
       weighted_layers=False,  # ... or a learned softmax-weighted sum of all of them
-      trainable=False,  # fine-tune the pretrained weights too (default: only layer weights + projection)
-      segment_seconds=20.0,
-      context_seconds=1.0,  # long audio: windows, and context kept on each side
-      architecture={},  # filled in from the checkpoint by training, so bundles need no folder
+      trainable=False,  # fine-tune the pretrained weights too (default: layer weights + projection)
+      segment_seconds=20.0,  # long audio goes through in segments of this length ...
+      context_seconds=1.0,  # ... each hearing this much more audio on each side
+      architecture={},  # recorded from the checkpoint by training, so bundles need no folder
     )
   )
 
-  # Model sections hold exactly the fields of their Flax module (jaxtalk/models/build.py).
+  # Model sections hold exactly the fields of their Flax module (jaxtalk/models/factory.py).
   c.motion_encoder = ml_collections.ConfigDict(
     dict(
-      num_tokens=4,
-      token_dim=8,
+      num_tokens=8,
+      token_dim=16,
       grid_size=8,
       patch_size=1,
-      base_channels=16,
-      max_channels=64,
+      base_channels=32,
+      max_channels=256,
       pool_heads=4,
     )
   )
   c.renderer = ml_collections.ConfigDict(
     dict(
-      base_channels=32,
-      channel_mults=(1, 2, 2),
-      blocks_per_level=1,
-      patch_size=4,
-      attention_heads=4,
-      cond_dim=128,
+      base_channels=128,
+      channel_mults=(1, 2, 4, 4),
+      blocks_per_level=2,
+      patch_size=2,
+      attention_heads=8,
+      cond_dim=512,
     )
   )
   c.motion = ml_collections.ConfigDict(
     dict(
-      dim=128,
-      depth=4,
-      heads=4,
+      dim=512,
+      depth=12,
+      heads=8,
       mlp_ratio=4.0,
-      chunk_size=4,
-      lookback_chunks=6,
-      audio_radius=3,
-      rope_fraction=0.5,
+      chunk_size=4,  # frames denoised together (full attention inside, causal across chunks)
+      lookback_chunks=8,  # finished chunks a frame attends to, besides the reference
+      audio_radius=3,  # audio features each side of its own frame that a frame cross-attends to
+      rope_fraction=0.5,  # share of each head's features rotated by time
     )
   )
 
-  c.renderer_train = _train(batch_size=16, num_steps=3500, learning_rate=1e-3, warmup_steps=100)
-  c.renderer_train.ema_decay = 0.998  # short demo runs: the EMA must forget the init within them
-  c.renderer_train.time_schedule = "logit_normal"
-  c.renderer_train.time_logit_mean = (
-    -1.0
-  )  # flow times lean to noise, where only motion tells the frame
-  c.renderer_train.change_boost = 4.0  # extra loss weight of pixels that differ from the reference
-  # Colour jitter of the driving frames, to keep identity out of the motion latent. Off for the
-  # demo: its bottleneck keeps identity out, and the demo model was trained without it.
-  c.renderer_train.appearance_jitter = 0.0
-  c.renderer_train.latent_spread = 0.5  # least std of a latent dim between frames of one clip
-  c.motion_train = _train(batch_size=16, num_steps=3000, learning_rate=1e-3, warmup_steps=100)
-  c.motion_train.ema_decay = 0.998
-  c.motion_train.window_frames = 32
-  c.motion_train.audio_dropout = 0.1  # drop the audio of this fraction of examples (for guidance)
+  # The stage-1 loss settings were measured on the 64x64 demo (jaxtalk/stages/renderer_stage.py).
+  c.renderer_train = _train(
+    time_schedule="logit_normal",
+    time_logit_mean=-1.0,  # flow times lean to noise, where only motion tells the frame
+    change_boost=4.0,  # extra loss weight of pixels that differ from the reference
+    # Colour jitter of the driving frames: with the narrow motion latent, what keeps identity out
+    # of it (DESIGN.md) when identities and lighting vary, as in real footage.
+    appearance_jitter=0.1,
+    latent_spread=0.5,  # least std of a latent dim between frames of one clip
+  )
+  c.motion_train = _train(
+    batch_size=64,
+    num_steps=200_000,
+    window_frames=64,  # frames per training window
+    audio_dropout=0.1,  # drop the audio of this fraction of examples (for guidance)
+  )
 
   c.sample = ml_collections.ConfigDict(
-    dict(render_steps=6, motion_steps=8, chunks_in_flight=2, cfg_scale=2.0, batch_frames=32)
+    dict(
+      render_steps=12,  # renderer Euler steps per frame
+      motion_steps=12,  # motion Euler steps per chunk
+      chunks_in_flight=3,  # chunks denoised at once by the rolling sampler; divides motion_steps
+      cfg_scale=2.0,  # classifier-free guidance on the audio (1: off, 0: audio-free)
+      batch_frames=16,  # frames rendered per call
+    )
   )
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.axis_rules = DEFAULT_AXIS_RULES
   c.compute_dtype = "float32"
   return c
+
+
+# Values that are not sections of their own, though ml_collections stores dicts as sections.
+_OPAQUE_KEYS = {("audio", "architecture")}
+
+
+def config_from_dict(stored: dict) -> ml_collections.ConfigDict:
+  """A config saved as a dict (in a bundle), checked to hold exactly the keys of `base_config`.
+
+  A missing or unknown key means it was written by another version of jaxtalk; filling it in from
+  the base could silently build another model, so it is refused.
+  """
+  _check_keys(stored, base_config().to_dict(), ())
+  return ml_collections.ConfigDict(stored)
+
+
+def _check_keys(stored, expected, path):
+  if not isinstance(stored, dict):
+    raise UserError(f"config key {'.'.join(path)} should be a section, it is {stored!r}")
+  for missing in sorted(set(expected) - set(stored)):
+    raise UserError(f"config lacks key {'.'.join(path + (missing,))}")
+  for unknown in sorted(set(stored) - set(expected)):
+    raise UserError(f"config has unknown key {'.'.join(path + (unknown,))}")
+  for key, value in expected.items():
+    if isinstance(value, dict) and path + (key,) not in _OPAQUE_KEYS:
+      _check_keys(stored[key], value, path + (key,))

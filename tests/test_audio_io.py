@@ -11,6 +11,7 @@ from scipy import signal
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import audio_io
+from jaxtalk.timebase import SAMPLE_RATE, SAMPLES_PER_FRAME, frames_of
 
 
 def tone(seconds, sample_rate, freq=440.0, amplitude=0.5):
@@ -36,14 +37,14 @@ def stereo_wav(tmp_path):
 def test_stereo_wav_is_mixed_to_mono_and_resampled_exactly(stereo_wav):
   path, mono = stereo_wav
   audio = audio_io.load_audio(path)
-  assert audio.dtype == np.float32 and audio.shape == (16000,)
+  assert audio.dtype == np.float32 and audio.shape == (SAMPLE_RATE,)
   np.testing.assert_allclose(audio, signal.resample_poly(mono, 160, 441), atol=1e-6)
 
 
 def test_flac_at_the_target_rate_is_unchanged(tmp_path):
-  original = tone(0.5, 16000)
+  original = tone(0.5, SAMPLE_RATE)
   path = str(tmp_path / "mono.flac")
-  soundfile.write(path, original, 16000, subtype="PCM_24")
+  soundfile.write(path, original, SAMPLE_RATE, subtype="PCM_24")
   np.testing.assert_allclose(audio_io.load_audio(path), original, atol=1e-6)
 
 
@@ -70,15 +71,15 @@ def test_compressed_audio_decodes_through_ffmpeg(stereo_wav, tmp_path, suffix):
 def test_max_seconds_reads_only_the_start(tmp_path):
   path = str(tmp_path / "long.wav")
   soundfile.write(path, tone(3.0, 22050), 22050)
-  assert audio_io.load_audio(path, max_seconds=1.0).shape == (16000,)
+  assert audio_io.load_audio(path, max_seconds=1.0).shape == (SAMPLE_RATE,)
   matroska = str(tmp_path / "long.mka")
   ffmpeg("-i", path, "-c:a", "pcm_s16le", matroska)
-  assert audio_io.load_audio(matroska, max_seconds=1.0).shape == (16000,)
+  assert audio_io.load_audio(matroska, max_seconds=1.0).shape == (SAMPLE_RATE,)
 
 
 def test_audio_is_clipped_to_unit_range(tmp_path):
   path = str(tmp_path / "hot.wav")
-  soundfile.write(path, tone(0.5, 16000, amplitude=1.5), 16000, subtype="FLOAT")
+  soundfile.write(path, tone(0.5, SAMPLE_RATE, amplitude=1.5), SAMPLE_RATE, subtype="FLOAT")
   audio = audio_io.load_audio(path)
   assert audio.max() == 1.0 and audio.min() == -1.0
 
@@ -117,36 +118,34 @@ def test_video_without_audio_stream(tmp_path):
 def test_empty_short_and_silent_audio(tmp_path):
   cases = {
     "empty.wav": (np.zeros(0, np.float32), "no audio samples"),
-    "short.wav": (tone(600 / 16000, 16000), "shorter than one video frame"),
-    "silent.wav": (np.zeros(16000, np.float32), "silent"),
-    "hiss.wav": (tone(1.0, 16000, amplitude=5e-5), "silent"),
+    "short.wav": (tone(600 / SAMPLE_RATE, SAMPLE_RATE), "shorter than one video frame"),
+    "silent.wav": (np.zeros(SAMPLE_RATE, np.float32), "silent"),
+    "hiss.wav": (tone(1.0, SAMPLE_RATE, amplitude=5e-5), "silent"),
   }
   for name, (samples, message) in cases.items():
     path = str(tmp_path / name)
-    soundfile.write(path, samples, 16000, subtype="FLOAT")
+    soundfile.write(path, samples, SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(UserError, match=message):
       audio_io.load_audio(path)
   one_frame = str(tmp_path / "one_frame.wav")
-  soundfile.write(one_frame, tone(640 / 16000, 16000), 16000)
-  assert audio_io.load_audio(one_frame).shape == (640,)
+  soundfile.write(one_frame, tone(SAMPLES_PER_FRAME / SAMPLE_RATE, SAMPLE_RATE), SAMPLE_RATE)
+  assert audio_io.load_audio(one_frame).shape == (SAMPLES_PER_FRAME,)
 
 
 def test_frame_arithmetic():
-  assert audio_io.samples_per_frame(16000, 25) == 640
-  assert audio_io.samples_per_frame(24000, 30) == 800
-  with pytest.raises(ValueError):
-    audio_io.samples_per_frame(16000, 24)
-  assert audio_io.num_video_frames(32000) == 50
-  assert audio_io.num_video_frames(32639) == 50
-  assert audio_io.num_video_frames(639) == 0
+  assert SAMPLES_PER_FRAME == 640
+  assert frames_of(32000) == 50
+  assert frames_of(32639) == 50
+  assert frames_of(639) == 0
 
 
 def test_save_wav_round_trips_and_creates_the_folder(tmp_path):
-  audio = tone(0.25, 16000) * np.float32(1.7)  # float WAV keeps even out-of-range samples exactly
+  # A float WAV keeps even out-of-range samples exactly.
+  audio = tone(0.25, SAMPLE_RATE) * np.float32(1.7)
   path = str(tmp_path / "new" / "out.wav")
-  audio_io.save_wav(path, audio, 16000)
+  audio_io.save_wav(path, audio)
   read, rate = soundfile.read(path, dtype="float32")
-  assert rate == 16000
+  assert rate == SAMPLE_RATE
   np.testing.assert_array_equal(read, audio)
   assert os.listdir(tmp_path / "new") == ["out.wav"]
 
@@ -159,5 +158,5 @@ def test_interrupted_save_leaves_nothing(tmp_path, monkeypatch):
 
   monkeypatch.setattr(audio_io.soundfile, "write", write_then_fail)
   with pytest.raises(KeyboardInterrupt):
-    audio_io.save_wav(str(tmp_path / "out.wav"), tone(0.1, 16000))
+    audio_io.save_wav(str(tmp_path / "out.wav"), tone(0.1, SAMPLE_RATE))
   assert os.listdir(tmp_path) == []

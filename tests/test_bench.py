@@ -11,15 +11,16 @@ import pytest
 from tiny_configs import tiny_config
 
 from jaxtalk.bench import __main__ as bench_main
+from jaxtalk.bench import training as bench_training
 from jaxtalk.bench.machine import describe_machine
 from jaxtalk.bench.model import DEMO_CONFIG, load_config_file, random_params
 from jaxtalk.bench.report import format_report
 from jaxtalk.bench.sampling import synthtalk_inputs
 from jaxtalk.bench.timing import measure
 from jaxtalk.bench.training import synthetic_batch
-from jaxtalk.inference.bundle import abstract_params
 from jaxtalk.inference.generate import TalkingHead
-from jaxtalk.stages.motion_stage import audio_margin_frames
+from jaxtalk.models.factory import Models
+from jaxtalk.stages import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +57,20 @@ def test_measure_separates_compilation_from_running():
 
 def test_random_params_have_the_bundle_layout(tiny):
   config, model = tiny
-  expected = abstract_params(config)
+  expected = Models.from_config(config).abstract_params()
   assert jax.tree.structure(model.params) == jax.tree.structure(expected)
   for param, shape in zip(jax.tree.leaves(model.params), jax.tree.leaves(expected)):
     assert param.shape == shape.shape and np.isfinite(param).all()
 
 
 def test_without_a_bundle_the_demo_config_gets_random_weights(tmp_path, monkeypatch):
-  monkeypatch.setattr(bench_main, "DEMO_MODEL", tmp_path / "no-demo-model")
+  monkeypatch.setattr(bench_main, "DEMO_BUNDLE", tmp_path / "no-demo-model")
   config, params, description = bench_main.load_model(None)
   assert config.data.image_size == load_config_file(DEMO_CONFIG).data.image_size
   assert "random weights" in description and "no-demo-model" in description
-  assert jax.tree.structure(params) == jax.tree.structure(abstract_params(config))
+  assert jax.tree.structure(params) == jax.tree.structure(
+    Models.from_config(config).abstract_params()
+  )
 
 
 def test_synthtalk_inputs_have_the_requested_length(tiny):
@@ -99,10 +102,27 @@ def test_train_steps(bench_run):
 
 def test_synthetic_batches_have_training_shapes(tiny):
   config, model = tiny
-  assert synthetic_batch(config, "renderer")["frames"].shape == (2, 1, 16, 16, 3)
-  motion = synthetic_batch(config, "motion")
-  assert motion["latents"].shape == (2, 8, model.motion_model.latent_dim)
-  assert motion["audio"].shape == (2, (8 + 2 * audio_margin_frames(config)) * 640)
+  assert synthetic_batch(STAGES["renderer"](config))["frames"].shape == (2, 1, 16, 16, 3)
+  motion = synthetic_batch(STAGES["motion"](config))
+  assert motion["latents"].shape == (2, 8, model.models.latent_dim)
+  assert motion["audio"].shape == (2, (8 + 2 * model.models.audio_margin_frames) * 640)
+
+
+def test_the_timed_step_is_the_training_loop_step(tiny, monkeypatch):
+  """EMA update and frozen mask included: the step is built by the loop's own factory."""
+  config, model = tiny
+  built = []
+
+  def spy(loss_fn, optimizer, state_shardings, batch_sharding, ema_decay):
+    built.append((loss_fn, ema_decay))
+    return make_train_step(loss_fn, optimizer, state_shardings, batch_sharding, ema_decay)
+
+  make_train_step = bench_training.make_train_step
+  monkeypatch.setattr(bench_training, "make_train_step", spy)
+  timing, _ = bench_training.train_step_time(config, "motion", model.params, repeats=1)
+  ((loss_fn, ema_decay),) = built
+  assert loss_fn.__func__ is STAGES["motion"].loss and ema_decay == config.motion_train.ema_decay
+  assert timing.seconds > 0
 
 
 def test_kv_cache_and_recompute_samplers_agree_and_are_timed(bench_run):

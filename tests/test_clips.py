@@ -10,8 +10,7 @@ from array_record.python import array_record_module
 
 from jaxtalk.data import clips
 from jaxtalk.errors import UserError
-
-SPF = 640  # audio samples per frame at 16 kHz and 25 fps
+from jaxtalk.timebase import SAMPLES_PER_FRAME as SPF
 
 
 def make_clip(
@@ -70,6 +69,7 @@ def test_encode_decode_round_trip(with_truth):
     (dict(motion=np.zeros((5, 5), np.float32)), "one row per frame"),
     (dict(identity=np.zeros((7,), np.float64)), "identity"),
     (dict(fps=0), "fps"),
+    (dict(sample_rate=48_000), "fps and sample_rate"),
   ],
 )
 def test_encode_rejects_malformed_clip(change, message):
@@ -88,6 +88,21 @@ def test_decode_rejects_damaged_records():
   newer = record.replace(b'"format_version": 1', b'"format_version": 9', 1)
   with pytest.raises(ValueError, match="format version 9"):
     clips.decode_clip(newer)
+
+
+def test_records_made_at_other_rates_are_refused(tmp_path):
+  record = clips.encode_clip(make_clip(4))
+  thirty_fps = record.replace(b'"fps": 25', b'"fps": 30', 1)
+  with pytest.raises(
+    UserError, match="clip clip4 is 30 fps / .* Hz, but jaxtalk works at 25 fps / 16 kHz"
+  ):
+    clips.decode_clip(thirty_fps)
+  path = str(tmp_path / "train-00000.array_record")
+  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  writer.write(thirty_fps)
+  writer.close()
+  with pytest.raises(UserError, match="remake the data"):
+    list(clips.read_clips([path]))
 
 
 def test_write_and_read_shards(tmp_path):

@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from jaxtalk.parallel.mesh import make_mesh
-from jaxtalk.stages import motion_stage, renderer_stage
+from jaxtalk.stages import STAGES
 from jaxtalk.training.optim import make_optimizer
 from jaxtalk.training.state import abstract_train_state
 
@@ -27,16 +27,15 @@ def test_all_configs_found():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-@pytest.mark.parametrize("stage", [renderer_stage, motion_stage], ids=["renderer", "motion"])
-def test_config_builds_and_shards(path, stage):
+@pytest.mark.parametrize("stage_name", list(STAGES))
+def test_config_builds_and_shards(path, stage_name):
   config = load_config(path)
-  stage_name = stage.__name__.rsplit(".", 1)[-1].removesuffix("_stage")
+  stage = STAGES[stage_name](config)
   mesh = make_mesh(config.mesh.to_dict())
   assert mesh.devices.size == 8
-  train_cfg = getattr(config, f"{stage_name}_train")
   state, shardings = abstract_train_state(
-    stage.init_fn(config),
-    make_optimizer(train_cfg),
+    stage.init,
+    make_optimizer(stage.settings, stage.is_frozen),
     mesh,
     tuple(config.axis_rules),
     jax.random.key(0),

@@ -79,15 +79,8 @@ def test_loss_is_the_mse_to_the_velocity_target_and_weights_average_kept_element
   assert flow.flow_matching_loss(pred.astype(jnp.bfloat16), data, noise).dtype == jnp.float32
 
 
-def test_time_grid_runs_from_noise_to_data_and_shift_crowds_steps_near_noise():
-  uniform = flow.time_grid(4)
-  np.testing.assert_allclose(uniform, [0.0, 0.25, 0.5, 0.75, 1.0], atol=1e-7)
-  shifted = flow.time_grid(4, shift=3.0)
-  assert float(shifted[0]) == 0.0 and float(shifted[-1]) == 1.0
-  assert bool(jnp.all(jnp.diff(shifted) > 0))
-  assert bool(jnp.all(shifted[1:-1] < uniform[1:-1]))
-  # SD3's map on the noise level s = 1 - t: s=0.5 -> 3 * 0.5 / (1 + 2 * 0.5) = 0.75.
-  assert float(shifted[2]) == pytest.approx(0.25)
+def test_time_grid_runs_evenly_from_noise_to_data():
+  np.testing.assert_allclose(flow.time_grid(4), [0.0, 0.25, 0.5, 0.75, 1.0], atol=1e-7)
 
 
 def _gaussian_flow(mean, std):
@@ -106,61 +99,34 @@ def _gaussian_flow(mean, std):
   return velocity, lambda z: mean + std * z
 
 
-@pytest.mark.parametrize("sampler, order", [(flow.euler_sample, 1), (flow.heun_sample, 2)])
-def test_samplers_converge_to_the_exact_flow_of_a_gaussian_at_their_order(sampler, order):
+def test_euler_converges_to_the_exact_flow_of_a_gaussian_at_first_order():
   velocity, exact = _gaussian_flow(mean=3.0, std=0.2)
   noise = jax.random.normal(jax.random.key(2), (16, 4))
   errors = [
-    float(jnp.max(jnp.abs(sampler(velocity, noise, n) - exact(noise)))) for n in (16, 32, 64)
+    float(jnp.max(jnp.abs(flow.euler_sample(velocity, noise, n) - exact(noise))))
+    for n in (16, 32, 64)
   ]
   assert errors[2] < 0.03
-  for coarse, fine in zip(errors, errors[1:]):  # halving the step divides the error by ~2**order
-    assert coarse / fine > 0.85 * 2**order
+  for coarse, fine in zip(errors, errors[1:]):  # halving the step halves the error
+    assert coarse / fine > 0.85 * 2
 
 
-def test_heun_beats_euler_at_the_same_number_of_steps():
-  velocity, exact = _gaussian_flow(mean=-1.0, std=0.5)
-  noise = jax.random.normal(jax.random.key(3), (16, 4))
-  euler = jnp.max(jnp.abs(flow.euler_sample(velocity, noise, 10) - exact(noise)))
-  heun = jnp.max(jnp.abs(flow.heun_sample(velocity, noise, 10) - exact(noise)))
-  assert float(heun) < 0.1 * float(euler)
-
-
-def test_euler_lands_exactly_on_a_single_data_point_with_any_schedule():
+def test_euler_lands_exactly_on_a_single_data_point():
   # With one data point c the field is (c - x) / (1 - t): the last Euler step lands on c.
   target = jnp.array([0.5, -2.0, 1.0])
   velocity = lambda x, t: (target - x) / (1 - t[:, None])
   noise = jax.random.normal(jax.random.key(4), (2, 3))
   np.testing.assert_allclose(
-    flow.euler_sample(velocity, noise, 5, shift=3.0),
-    jnp.broadcast_to(target, (2, 3)),
-    rtol=1e-5,
-    atol=1e-5,
-  )
-  schedule = jnp.array([0.0, 0.1, 0.15, 0.7, 1.0])
-  np.testing.assert_allclose(
-    flow.euler_sample(velocity, noise, 4, t_schedule=schedule),
-    jnp.broadcast_to(target, (2, 3)),
-    rtol=1e-5,
-    atol=1e-5,
+    flow.euler_sample(velocity, noise, 5), jnp.broadcast_to(target, (2, 3)), rtol=1e-5, atol=1e-5
   )
 
 
-def test_samplers_trace_the_model_once_whatever_the_number_of_steps():
+def test_euler_traces_the_model_once_whatever_the_number_of_steps():
   calls = []
 
   def velocity(x, t):
     calls.append(t.shape)
     return -x
 
-  noise = jnp.ones((3, 2))
-  jax.jit(lambda z: flow.euler_sample(velocity, z, 50))(noise)
+  jax.jit(lambda z: flow.euler_sample(velocity, z, 50))(jnp.ones((3, 2)))
   assert calls == [(3,)]
-  calls.clear()
-  jax.jit(lambda z: flow.heun_sample(velocity, z, 50))(noise)
-  assert calls == [(3,), (3,)]
-
-
-def test_a_schedule_of_the_wrong_length_is_rejected():
-  with pytest.raises(ValueError, match="num_steps \\+ 1"):
-    flow.euler_sample(lambda x, t: x, jnp.ones((1, 2)), 3, t_schedule=jnp.linspace(0, 1, 3))

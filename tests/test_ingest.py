@@ -12,7 +12,7 @@ from scipy import signal
 from skimage import data
 
 from jaxtalk.data import clips, ingest
-from jaxtalk.media import video_io
+from jaxtalk.timebase import FPS, SAMPLE_RATE
 
 SOURCE_FPS, SECONDS, CANVAS = 30, 2.0, (240, 320)
 PORTRAIT_PX = 200  # the astronaut photo is scaled to this size on the canvas
@@ -33,6 +33,23 @@ def astronaut_frames():
     x, y = photo_offset(t)
     frame[y : y + PORTRAIT_PX, x : x + PORTRAIT_PX] = photo
   return frames
+
+
+def write_camera_video(path, frames):
+  """Writes frames as H.264 at SOURCE_FPS: a camera's rate, which jaxtalk's own writer never uses."""
+  writer = imageio_ffmpeg.write_frames(
+    path,
+    (frames.shape[2], frames.shape[1]),
+    fps=SOURCE_FPS,
+    quality=None,
+    macro_block_size=1,
+    ffmpeg_log_level="error",
+    output_params=["-crf", "18"],
+  )
+  writer.send(None)
+  for frame in frames:
+    writer.send(frame)
+  writer.close()
 
 
 def speech_like(sample_rate):
@@ -75,11 +92,11 @@ def video_folder(tmp_path_factory):
   folder = tmp_path_factory.mktemp("videos")
   scratch = tmp_path_factory.mktemp("scratch")
   frames = astronaut_frames()
-  video_io.write_video(str(scratch / "talk.mp4"), frames, fps=SOURCE_FPS)
+  write_camera_video(str(scratch / "talk.mp4"), frames)
   expected_audio = with_stereo_audio(str(scratch / "talk.mp4"), str(folder / "talk.mp4"), scratch)
-  video_io.write_video(str(folder / "mute.mp4"), frames, fps=SOURCE_FPS)
+  write_camera_video(str(folder / "mute.mp4"), frames)
   noise = np.random.default_rng(0).integers(0, 256, (frames.shape[0], 120, 160, 3), dtype=np.uint8)
-  video_io.write_video(str(scratch / "noise.mp4"), noise, fps=SOURCE_FPS)
+  write_camera_video(str(scratch / "noise.mp4"), noise)
   with_stereo_audio(str(scratch / "noise.mp4"), str(folder / "noise.mp4"), scratch)
   (folder / "notes.txt").write_text("not a video")
   return str(folder), expected_audio
@@ -107,7 +124,7 @@ def test_ingests_the_talking_video_and_skips_the_others(video_folder, ingested):
 
   (clip,) = clips.read_clips(summary.shards)
   assert clip.frames.shape == (50, 64, 64, 3) and clip.audio.shape == (32000,)
-  assert (clip.fps, clip.sample_rate) == (25, 16000)
+  assert (clip.fps, clip.sample_rate) == (FPS, SAMPLE_RATE)
   assert clip.meta["source"] == "video:talk.mp4" and clip.meta["split"] == "train"
   assert (
     np.corrcoef(clip.audio, expected_audio[:32000])[0, 1] > 0.95

@@ -106,7 +106,7 @@ def test_kernel_matches_reference(backend, case):
 def test_kernel_follows_traced_offsets(backend):
   """The rolling sampler's mask: offsets traced inside a loop, a cache whose first slots are empty.
 
-  At the first shift (frame offset -8) the newest queries' earliest frames are negative: those
+  At the first advance (frame offset -8) the newest queries' earliest frames are negative: those
   queries see only the sink, and the cache slots before frame 0 are hidden from everyone.
   """
   q, k, v, dout = _inputs(1, 8, 1 + 24 + 8, 2, 2, 64, jnp.float32, seed=1)

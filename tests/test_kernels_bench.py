@@ -11,7 +11,7 @@ def test_benchmark_writes_a_row_per_implementation(tmp_path):
     bench.main(
       [
         "--masks",
-        "audio_radius",
+        "local_audio",
         "--lengths",
         "64",
         "--head-dims",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from jaxtalk.audio import mel
+from jaxtalk.models.audio import mel
 
 SR, N_FFT, WIN, HOP, N_MELS = 16000, 512, 400, 160, 80
 

@@ -5,8 +5,8 @@ import numpy as np
 
 from configs import demo
 from jaxtalk.data.clips import Clip, write_shards
-from jaxtalk.models import build
-from jaxtalk.stages.motion_stage import encode_clips, encode_frames, with_latents
+from jaxtalk.models.factory import Models
+from jaxtalk.stages.motion_stage import encode_clips, with_latents
 
 
 def test_encode_clips_matches_frame_by_frame_encoding(tmp_path):
@@ -26,12 +26,13 @@ def test_encode_clips_matches_frame_by_frame_encoding(tmp_path):
     for i, n in enumerate(lengths)
   ]
   paths = write_shards(clips, str(tmp_path), "train", clips_per_shard=2)
-  encoder = build.motion_encoder(config)
-  params = encoder.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
-  table = encode_clips(config, params, paths, batch_frames=4)
+  models = Models.from_config(config)
+  params = models.motion_encoder.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
+  params = params["params"]
+  table = encode_clips(models, params, paths, batch_frames=4)
   assert [len(t) for t in table] == lengths
   for clip, latents in zip(clips, table):
-    np.testing.assert_allclose(latents, encode_frames(encoder, params, clip.frames), atol=1e-5)
+    np.testing.assert_allclose(latents, models.encode_motion(params, clip.frames), atol=1e-5)
 
   batch = {
     "clip_index": np.array([1, 0], np.int32),

@@ -25,7 +25,7 @@ def _model(**kw):
     chunk_size=3,
     lookback_chunks=2,
     audio_radius=2,
-    **kw,
+    **{"mlp_ratio": 4.0, "rope_fraction": 0.5, "dtype": jnp.float32, **kw},
   )
 
 
@@ -55,7 +55,7 @@ def model_and_params():
   return model, _randomised_params(model, jax.random.key(0))
 
 
-def test_frames_never_see_later_chunks_or_beyond_the_window(model_and_params):
+def test_frames_never_see_later_chunks_or_beyond_the_lookback(model_and_params):
   model, params = model_and_params
   T = 5 * model.chunk_size
   rng = np.random.default_rng(0)

@@ -8,10 +8,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxtalk.errors import UserError
-from jaxtalk.parallel import (
+from jaxtalk.parallel.mesh import make_mesh
+from jaxtalk.parallel.sharding import (
   batch_sharding,
   global_batch,
-  make_mesh,
   param_shardings,
   strip_partitioning,
 )

@@ -12,11 +12,18 @@ import pytest
 import transformers
 from pretrained_audio_models import save_tiny_model
 
-from jaxtalk.audio.pretrained.chunking import AudioStream
-from jaxtalk.audio.pretrained.features import PretrainedAudioEncoder
-from jaxtalk.audio.pretrained.importer import read_checkpoint
+from jaxtalk.config import base_config
+from jaxtalk.models.audio.pretrained.chunking import AudioStream
+from jaxtalk.models.audio.pretrained.importer import read_checkpoint
+from jaxtalk.models.factory import audio_encoder
+from jaxtalk.timebase import SAMPLES_PER_FRAME as SPF
 
-SPF = 640
+
+def make_encoder(folder, kind, **fields):
+  """The encoder of the model in `folder`, with the base config's settings but `fields`."""
+  audio = base_config().audio
+  audio.update(encoder=kind, checkpoint=str(folder), dim=8, **fields)
+  return audio_encoder(audio, np.float32)
 
 
 def _encoder(folder, variant, **fields):
@@ -25,7 +32,7 @@ def _encoder(folder, variant, **fields):
   )
   transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(folder)
   spec, backbone = read_checkpoint(folder)
-  encoder = PretrainedAudioEncoder(spec=spec, dim=8, **fields)
+  encoder = make_encoder(folder, spec.kind, **fields)
   waveform = np.random.default_rng(0).standard_normal((1, 40 * SPF)).astype(np.float32) * 0.1
   params = jax.jit(encoder.init)(jax.random.key(0), waveform[:, :SPF])
   params["params"]["backbone"] = backbone
@@ -45,49 +52,49 @@ def local_encoder(tmp_path_factory):
   return _encoder(tmp_path_factory.mktemp("local"), "wav2vec2-large", local=True, layer=-1)
 
 
-def test_windows_with_enough_context_match_one_pass(local_encoder):
+def test_segments_with_enough_context_match_one_pass(local_encoder):
   encoder, params, waveform = local_encoder
   one_pass = _features(encoder, params, waveform)
-  windowed = _features(
+  segmented = _features(
     encoder.clone(segment_seconds=0.6, context_seconds=0.2), params, waveform
   )  # 8 segments
-  assert windowed.shape == one_pass.shape == (1, 40, 8)
-  assert _relative_error(windowed, one_pass) < 1e-5
+  assert segmented.shape == one_pass.shape == (1, 40, 8)
+  assert _relative_error(segmented, one_pass) < 1e-5
 
 
 def test_streaming_with_context_and_lookahead_matches_one_pass(local_encoder):
   encoder, params, waveform = local_encoder
-  stream = AudioStream(encoder, params, samples_per_frame=SPF, context_frames=8, lookahead_frames=8)
+  stream = AudioStream(encoder, params, context_frames=8, lookahead_frames=8)
   pieces = [stream.push(waveform[:, i : i + 8 * SPF]) for i in range(0, waveform.shape[1], 8 * SPF)]
   streamed = np.concatenate(pieces + [stream.flush()], axis=1)
   assert streamed.shape == (1, 40, 8)
   assert _relative_error(streamed, _features(encoder, params, waveform)) < 1e-5
 
 
-def test_windows_of_a_model_with_attention_stay_within_the_stated_bound(tmp_path):
+def test_segments_of_a_model_with_attention_stay_within_the_stated_bound(tmp_path):
   encoder, params, waveform = _encoder(tmp_path, "wav2vec2-base", weighted_layers=True)
   one_pass = _features(encoder, params, waveform)
-  windowed = _features(encoder.clone(segment_seconds=1.0, context_seconds=0.3), params, waveform)
-  error = _relative_error(windowed, one_pass)
-  print(f"windowed vs one pass, random model with attention: relative error {error:.2e}")
+  segmented = _features(encoder.clone(segment_seconds=1.0, context_seconds=0.3), params, waveform)
+  error = _relative_error(segmented, one_pass)
+  print(f"segmented vs one pass, random model with attention: relative error {error:.2e}")
   assert error < 0.05
 
 
-def test_whisper_pads_short_audio_and_windows_long_audio(tmp_path):
+def test_whisper_pads_short_audio_and_segments_long_audio(tmp_path):
   save_tiny_model("whisper", tmp_path)
   spec, backbone = read_checkpoint(tmp_path)  # a 1-second segment
-  encoder = PretrainedAudioEncoder(spec=spec, dim=8, context_seconds=0.2)
+  encoder = make_encoder(tmp_path, "whisper", context_seconds=0.2)
   waveform = np.random.default_rng(1).standard_normal((1, 60 * SPF)).astype(np.float32) * 0.1
   params = jax.jit(encoder.init)(jax.random.key(0), waveform[:, :SPF])
   params["params"]["backbone"] = backbone
 
   long = _features(encoder, params, waveform)  # 2.4 s: segments of 1 s, chunks of 0.6 s
-  first_window = _features(
+  first_segment = _features(
     encoder, params, waveform[:, : 25 * SPF]
   )  # exactly one segment, no padding
   short = _features(encoder, params, waveform[:, : 10 * SPF])  # padded to the segment
   assert long.shape == (1, 60, 8) and short.shape == (1, 10, 8)
   # The first chunk comes from the first segment; a padded short input differs from it only
   # through what attention sees of the padding.
-  np.testing.assert_allclose(long[:, :15], first_window[:, :15], atol=1e-5)
+  np.testing.assert_allclose(long[:, :15], first_segment[:, :15], atol=1e-5)
   assert np.all(np.isfinite(short))

@@ -6,10 +6,14 @@ import ml_collections
 import pytest
 from pretrained_audio_models import save_tiny_model
 
-from jaxtalk.audio.encoder import import_pretrained, make_audio_encoder
-from jaxtalk.audio.pretrained.importer import read_checkpoint
 from jaxtalk.config import base_config
 from jaxtalk.errors import UserError
+from jaxtalk.models.audio.pretrained.importer import (
+  import_backbone,
+  read_checkpoint,
+  with_recorded_architecture,
+)
+from jaxtalk.models.factory import Models
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +59,20 @@ def test_bad_folders(saved, tmp_path):
 
 
 def test_bad_configs(saved):
-  data = base_config().data
-  audio = base_config().audio
-  audio.encoder = "hubert"
-  assert "set audio.checkpoint" in _error(make_audio_encoder, audio, data)
-  audio.checkpoint = str(saved)
-  assert "holds a wav2vec2 model" in _error(import_pretrained, audio)
-  audio.encoder = "wavlm"
-  assert "unknown audio.encoder 'wavlm'" in _error(make_audio_encoder, audio, data)
+  config = base_config()
+  config.audio.encoder = "hubert"
+  assert "set audio.checkpoint" in _error(Models.from_config, config)
+  config.audio.checkpoint = str(saved)
+  assert "holds a wav2vec2 model" in _error(with_recorded_architecture, config)
+  assert "holds a wav2vec2 model" in _error(import_backbone, config.audio)
+  config.audio.encoder = "wavlm"
+  assert "unknown audio.encoder 'wavlm'" in _error(Models.from_config, config)
   assert isinstance(base_config().audio.architecture, ml_collections.ConfigDict)
+
+
+def test_recording_the_architecture_leaves_the_given_config_alone(saved):
+  config = base_config()
+  config.audio.update(encoder="wav2vec2", checkpoint=str(saved))
+  recorded = with_recorded_architecture(config)
+  assert recorded.audio.architecture["kind"] == "wav2vec2"
+  assert not config.audio.architecture  # no side effect on the caller's config

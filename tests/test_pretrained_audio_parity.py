@@ -10,9 +10,9 @@ import pytest
 import transformers
 from pretrained_audio_models import VARIANTS, reference_hidden_states, save_tiny_model
 
-from jaxtalk.audio.pretrained.backbones import make_backbone
-from jaxtalk.audio.pretrained.importer import read_checkpoint
-from jaxtalk.audio.pretrained.whisper_mel import whisper_log_mel
+from jaxtalk.models.audio.pretrained.backbones import make_backbone
+from jaxtalk.models.audio.pretrained.importer import read_checkpoint
+from jaxtalk.models.audio.pretrained.whisper_mel import whisper_log_mel
 
 TOLERANCE = 2e-5  # max |ours - reference|, relative to the largest |reference| of the layer
 

@@ -7,12 +7,12 @@ import numpy as np
 from pretrained_audio_models import save_tiny_model
 from tiny_configs import tiny_config
 
-from jaxtalk.audio.encoder import make_audio_encoder
-from jaxtalk.audio.pretrained.importer import read_checkpoint
 from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.inference.bundle import load_bundle, save_bundle
+from jaxtalk.models.audio.pretrained.importer import read_checkpoint, with_recorded_architecture
+from jaxtalk.models.factory import Models
 from jaxtalk.parallel.sharding import strip_partitioning
-from jaxtalk.stages import motion_stage, renderer_stage
+from jaxtalk.stages import motion_stage
 
 
 def test_frozen_encoder_trains_its_head_only_and_bundles_on_its_own(tmp_path, monkeypatch):
@@ -25,11 +25,17 @@ def test_frozen_encoder_trains_its_head_only_and_bundles_on_its_own(tmp_path, mo
   )
   # 5 steps: the zero-initialised cross-attention output passes audio gradients from the third on.
   config.motion_train.update(batch_size=8, num_steps=5, log_every=1, warmup_steps=1)
+  config = with_recorded_architecture(config)  # as train.py does before any stage
+  models = Models.from_config(config)
   # Stage 1 is not under test: a random motion encoder stands in for the trained one.
-  stage1 = strip_partitioning(jax.jit(renderer_stage.init_fn(config))(jax.random.key(0)))
-  monkeypatch.setattr(motion_stage, "frozen_encoder_params", lambda *_: stage1["motion_encoder"])
+  stage1 = strip_partitioning(
+    jax.jit(lambda key: models.init(key, ("motion_encoder", "renderer")))(jax.random.key(0))
+  )
+  monkeypatch.setattr(
+    motion_stage, "load_params", lambda *_: {"motion_encoder": stage1["motion_encoder"]}
+  )
 
-  state = motion_stage.train(config, tmp_path / "run")
+  state = motion_stage.MotionStage(config).train(tmp_path / "run")
 
   _, imported = read_checkpoint(tmp_path / "w2v")
   for params in (state.params, state.ema_params):
@@ -41,6 +47,6 @@ def test_frozen_encoder_trains_its_head_only_and_bundles_on_its_own(tmp_path, mo
   shutil.rmtree(tmp_path / "w2v")  # the bundle must not need the Hugging Face folder
   save_bundle(tmp_path / "bundle", config, {**stage1, **jax.device_get(state.ema_params)})
   loaded_config, loaded = load_bundle(tmp_path / "bundle")
-  encoder = make_audio_encoder(loaded_config.audio, loaded_config.data)
+  encoder = Models.from_config(loaded_config).audio_encoder
   features = encoder.apply({"params": loaded["audio_encoder"]}, np.zeros((1, 5 * 640), np.float32))
   assert features.shape == (1, 5, config.audio.dim)

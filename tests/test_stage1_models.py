@@ -9,16 +9,31 @@ import numpy as np
 import optax
 import pytest
 
+from configs import demo
 from jaxtalk.diffusion import flow
+from jaxtalk.models.factory import Models
 from jaxtalk.models.motion_encoder import MotionEncoder
 from jaxtalk.models.renderer import Renderer
 
 # Small enough that compiling them, which dominates these tests on CPU, stays short.
 TINY_ENCODER = dict(
-  num_tokens=2, token_dim=4, grid_size=4, patch_size=4, base_channels=16, pool_heads=2
+  num_tokens=2,
+  token_dim=4,
+  grid_size=4,
+  patch_size=4,
+  base_channels=16,
+  max_channels=64,
+  pool_heads=2,
+  dtype=jnp.float32,
 )
 TINY_RENDERER = dict(
-  base_channels=16, channel_mults=(1,), patch_size=2, attention_heads=2, cond_dim=32
+  base_channels=16,
+  channel_mults=(1,),
+  blocks_per_level=1,
+  patch_size=2,
+  attention_heads=2,
+  cond_dim=32,
+  dtype=jnp.float32,
 )
 
 
@@ -49,8 +64,11 @@ def _init_tiny(image):
 
 
 @pytest.mark.parametrize("size", [64, 128])
-def test_default_models_give_the_documented_shapes(size):
-  encoder, renderer = MotionEncoder(), Renderer()
+def test_demo_models_give_the_documented_shapes(size):
+  config = demo.get_config()
+  config.data.image_size = size
+  models = Models.from_config(config)
+  encoder, renderer = models.motion_encoder, models.renderer
   image = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
   enc_vars = jax.eval_shape(encoder.init, jax.random.key(0), image)
   motion = jax.eval_shape(encoder.apply, enc_vars, image)
@@ -64,11 +82,11 @@ def test_default_models_give_the_documented_shapes(size):
 
 def test_sizes_the_networks_cannot_tile_are_rejected():
   with pytest.raises(ValueError, match="power of two"):
-    jax.eval_shape(MotionEncoder().init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
+    jax.eval_shape(MotionEncoder(**TINY_ENCODER).init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
   image = jnp.zeros((1, 20, 20, 3))
   with pytest.raises(ValueError, match="divisible by 8"):
     jax.eval_shape(
-      Renderer(patch_size=2, channel_mults=(1, 2, 2)).init,
+      Renderer(**{**TINY_RENDERER, "channel_mults": (1, 2, 2)}).init,
       jax.random.key(0),
       image,
       jnp.zeros(1),
@@ -120,8 +138,8 @@ def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
   params = randomised(_init_tiny(image))
 
   def forward(dtype):
-    encoder = MotionEncoder(**TINY_ENCODER, dtype=dtype)
-    renderer = Renderer(**TINY_RENDERER, dtype=dtype)
+    encoder = MotionEncoder(**{**TINY_ENCODER, "dtype": dtype})
+    renderer = Renderer(**{**TINY_RENDERER, "dtype": dtype})
 
     @quick_jit
     def run(params):

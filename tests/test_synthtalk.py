@@ -8,8 +8,7 @@ import pytest
 from jaxtalk.data import clips
 from jaxtalk.data.synthtalk import face, generate, motion, speech
 from jaxtalk.errors import UserError
-
-SAMPLES_PER_FRAME = speech.SAMPLE_RATE // motion.FPS
+from jaxtalk.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 
 def _frame_rms(audio: np.ndarray) -> np.ndarray:
@@ -47,9 +46,9 @@ def test_clip_shapes_and_audio_length(seconds):
   clip = generate.make_clip(
     1, seconds=seconds, image_size=24, identity_seed=1, utterance_seed=1, emotion="happy"
   )
-  num_frames = round(seconds * 25)
+  num_frames = round(seconds * FPS)
   assert clip.frames.shape == (num_frames, 24, 24, 3) and clip.frames.dtype == np.uint8
-  assert clip.audio.shape == (num_frames * 640,) and clip.audio.dtype == np.float32
+  assert clip.audio.shape == (num_frames * SAMPLES_PER_FRAME,) and clip.audio.dtype == np.float32
   assert (
     clip.motion.shape == (num_frames, len(motion.MOTION_PARAMS)) and clip.motion.dtype == np.float32
   )
@@ -76,14 +75,14 @@ def test_mouth_opening_follows_audio_loudness(emotion):
 def test_vowels_shape_the_spectrum_and_the_mouth():
   """'i' (F2 at 2.3 kHz) has far more energy above 1.5 kHz than 'u' (F2 at 0.9 kHz), and spreads
   the lips wider."""
-  utterance = speech.synthesize_utterance(2, 20 * speech.SAMPLE_RATE)
+  utterance = speech.synthesize_utterance(2, 20 * SAMPLE_RATE)
   schedule = utterance.schedule
   high_share = {v: [] for v in (speech.VOWELS.index("i"), speech.VOWELS.index("u"))}
   for onset, offset, vowel in zip(schedule.onsets, schedule.offsets, schedule.vowels):
     if vowel in high_share:
-      segment = utterance.audio[int(onset * speech.SAMPLE_RATE) : int(offset * speech.SAMPLE_RATE)]
+      segment = utterance.audio[int(onset * SAMPLE_RATE) : int(offset * SAMPLE_RATE)]
       power = np.abs(np.fft.rfft(segment * np.hanning(len(segment)))) ** 2
-      freqs = np.fft.rfftfreq(len(segment), 1.0 / speech.SAMPLE_RATE)
+      freqs = np.fft.rfftfreq(len(segment), 1.0 / SAMPLE_RATE)
       high_share[vowel].append(power[freqs > 1500.0].sum() / power.sum())
   i_shares, u_shares = high_share.values()
   assert len(i_shares) >= 3 and len(u_shares) >= 3
@@ -96,22 +95,20 @@ def test_vowels_shape_the_spectrum_and_the_mouth():
 
 
 def test_emotion_changes_prosody_not_content():
-  sad = speech.synthesize_utterance(7, 8 * speech.SAMPLE_RATE, "sad").schedule
-  angry = speech.synthesize_utterance(7, 8 * speech.SAMPLE_RATE, "angry").schedule
+  sad = speech.synthesize_utterance(7, 8 * SAMPLE_RATE, "sad").schedule
+  angry = speech.synthesize_utterance(7, 8 * SAMPLE_RATE, "angry").schedule
   assert len(angry.vowels) > len(sad.vowels)  # angry speech is faster
   np.testing.assert_array_equal(angry.vowels[: len(sad.vowels)], sad.vowels)
   assert np.mean(angry.loudness) > np.mean(sad.loudness)
 
 
 def test_motion_blinks_brows_and_head():
-  schedule = speech.synthesize_utterance(3, 30 * speech.SAMPLE_RATE).schedule
+  schedule = speech.synthesize_utterance(3, 30 * SAMPLE_RATE).schedule
   columns = {name: i for i, name in enumerate(motion.MOTION_PARAMS)}
   mean_brow = {}
   for emotion in speech.EMOTIONS:
-    result = motion.sample_motion(schedule, 30 * motion.FPS, emotion, np.random.default_rng(0))
-    np.testing.assert_array_equal(
-      result[:, :3], motion.mouth_from_schedule(schedule, 30 * motion.FPS)
-    )
+    result = motion.sample_motion(schedule, 30 * FPS, emotion, np.random.default_rng(0))
+    np.testing.assert_array_equal(result[:, :3], motion.mouth_from_schedule(schedule, 30 * FPS))
     blink = result[:, columns["blink"]]
     blinks = np.sum((blink[1:] > 0.5) & (blink[:-1] <= 0.5))
     assert 30 / 6 - 1 <= blinks <= 30 / 2 + 1

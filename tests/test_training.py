@@ -1,5 +1,6 @@
 """Training infrastructure on a toy model: sharded step parity, resume, checkpoints, logging."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,21 +18,15 @@ from jax.sharding import PartitionSpec as P
 from tensorboardX.proto import event_pb2
 
 from jaxtalk.errors import UserError
-from jaxtalk.parallel import batch_sharding, global_batch, make_mesh
-from jaxtalk.training import (
-  Checkpointer,
-  ProgressLogger,
-  abstract_train_state,
-  create_train_state,
-  ema_update,
-  load_params,
-  make_eval_step,
-  make_optimizer,
-  make_train_step,
-  read_config,
-  train,
-)
-from jaxtalk.training.progress import format_duration
+from jaxtalk.parallel.mesh import make_mesh
+from jaxtalk.parallel.sharding import batch_sharding, global_batch
+from jaxtalk.training.checkpoint import Checkpointer, load_params, read_config
+from jaxtalk.training.loop import train
+from jaxtalk.training.optim import ema_update, make_optimizer
+from jaxtalk.training.progress import ProgressLogger, format_duration
+from jaxtalk.training.settings import TrainSettings
+from jaxtalk.training.state import abstract_train_state, init_train_state
+from jaxtalk.training.step import make_train_step
 
 RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"))
 MESH_8 = {"data": 2, "fsdp": 2, "tensor": 2}
@@ -78,16 +73,23 @@ def toy_loss(params, batch, rng):
   return mse, {"mse": mse}
 
 
-OPTIMIZER_CFG = ml_collections.ConfigDict(
-  dict(
-    learning_rate=1e-2,
-    warmup_steps=2,
-    num_steps=10,
-    end_learning_rate_factor=0.1,
-    weight_decay=0.01,
-    grad_clip=1.0,
-  )
+SETTINGS = TrainSettings(
+  batch_size=BATCH,
+  num_steps=6,  # the length of the runs below, which the learning-rate schedule decays over
+  learning_rate=1e-2,
+  warmup_steps=2,
+  end_learning_rate_factor=0.1,
+  weight_decay=0.01,
+  adam_b1=0.9,
+  adam_b2=0.999,
+  grad_clip=1.0,
+  ema_decay=EMA_DECAY,
+  log_every=1,
+  checkpoint_every=4,
 )
+
+
+NOTHING_FROZEN = lambda path: False
 
 
 def toy_dataset():
@@ -117,8 +119,8 @@ def _assert_trees_close(a, b, atol):
 
 
 def test_weight_decay_skips_biases_and_norm_scales():
-  cfg = ml_collections.ConfigDict(dict(OPTIMIZER_CFG.to_dict(), warmup_steps=0))
-  optimizer = make_optimizer(cfg)
+  cfg = dataclasses.replace(SETTINGS, warmup_steps=0)
+  optimizer = make_optimizer(cfg, NOTHING_FROZEN)
   params = {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3)}
   zero_grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = jax.jit(optimizer.update)(zero_grads, optimizer.init(params), params)
@@ -136,8 +138,10 @@ def test_ema_update():
 
 
 def _run_steps(mesh, batches):
-  optimizer = make_optimizer(OPTIMIZER_CFG)
-  state, shardings = create_train_state(toy_init_fn(), optimizer, mesh, RULES, jax.random.key(0))
+  optimizer = make_optimizer(SETTINGS, NOTHING_FROZEN)
+  rng = jax.random.key(0)
+  _, shardings = abstract_train_state(toy_init_fn(), optimizer, mesh, RULES, rng)
+  state = init_train_state(toy_init_fn(), optimizer, shardings, rng)
   layout = batch_sharding(mesh)
   step = make_train_step(toy_loss, optimizer, shardings, layout, EMA_DECAY)
   metrics = []
@@ -160,7 +164,8 @@ def test_state_is_sharded_by_the_rules(sharded_and_single):
   (state, shardings, _), _, _ = sharded_and_single
   assert state.params["Dense_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
   assert state.ema_params["Dense_0"]["bias"].sharding.spec == P("tensor")
-  adam_mu = state.opt_state[1].inner_state[0].mu  # chain(clip, inject_hyperparams(adamw))
+  # multi_transform(train: chain(clip, inject_hyperparams(adamw)), frozen: set_to_zero)
+  adam_mu = state.opt_state.inner_states["train"].inner_state[1].inner_state[0].mu
   assert adam_mu["Dense_1"]["kernel"].sharding.spec == P("tensor", "fsdp")
   assert state.step.sharding.spec == P()
   assert shardings.params["Dense_0"]["kernel"].spec == P("fsdp", "tensor")
@@ -180,21 +185,11 @@ def test_step_metrics(sharded_and_single):
   (_, _, metrics), _, _ = sharded_and_single
   assert set(metrics[0]) == {"loss", "mse", "grad_norm", "learning_rate"}
   # Warmup over 2 steps from 0: the updates used learning rates 0, lr/2, then lr (peak).
-  lr = OPTIMIZER_CFG.learning_rate
+  lr = SETTINGS.learning_rate
   np.testing.assert_allclose(
     [m["learning_rate"] for m in metrics[:3]], [0.0, lr / 2, lr], rtol=1e-5
   )
   assert metrics[-1]["loss"] < metrics[0]["loss"]
-
-
-def test_eval_step_matches_loss(sharded_and_single):
-  (state, shardings, _), _, batches = sharded_and_single
-  mesh = make_mesh(MESH_8)
-  eval_step = make_eval_step(toy_loss, shardings.ema_params, batch_sharding(mesh))
-  rng = jax.random.key(7)
-  metrics = eval_step(state.ema_params, global_batch(batches[0], batch_sharding(mesh)), rng)
-  expected, _ = jax.jit(toy_loss)(jax.device_get(state.ema_params), batches[0], rng)
-  np.testing.assert_allclose(metrics["loss"], expected, atol=1e-5)
 
 
 # --------------------------------------------------------------------- loop, interrupt, resume
@@ -229,25 +224,23 @@ class _CtrlCIterator:
     self._iterator.set_state(state)
 
 
-CONFIG_DICT = {"model": {"hidden": 16}, "rules": [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]}
+CONFIG_DICT = {"model": {"hidden": 16}, "mesh": MESH_8, "axis_rules": RULES, "seed": 0}
+
+
+class ToyJob:
+  """What the loop trains: the toy MLP, with the six-step settings of these tests."""
+
+  def __init__(self, num_steps):
+    self.config = ml_collections.ConfigDict(CONFIG_DICT)
+    self.settings = dataclasses.replace(SETTINGS, num_steps=num_steps)
+    self.init = toy_init_fn()
+    self.loss = toy_loss
+
+  is_frozen = staticmethod(NOTHING_FROZEN)
 
 
 def _train(workdir, dataset, num_steps=6):
-  return train(
-    workdir=workdir,
-    config_dict=CONFIG_DICT,
-    init_fn=toy_init_fn(),
-    loss_fn=toy_loss,
-    dataset=dataset,
-    num_steps=num_steps,
-    optimizer_cfg=OPTIMIZER_CFG,
-    mesh_cfg=MESH_8,
-    rules=RULES,
-    seed=0,
-    log_every=1,
-    checkpoint_every=4,
-    ema_decay=EMA_DECAY,
-  )
+  return train(ToyJob(num_steps), dataset, workdir)
 
 
 def _losses(workdir):
@@ -294,7 +287,7 @@ def test_finished_run_resumes_as_done(interrupted_then_resumed):
 
 def _abstract(hidden, mesh):
   return abstract_train_state(
-    toy_init_fn(hidden), make_optimizer(OPTIMIZER_CFG), mesh, RULES, jax.random.key(0)
+    toy_init_fn(hidden), make_optimizer(SETTINGS, NOTHING_FROZEN), mesh, RULES, jax.random.key(0)
   )
 
 
@@ -307,7 +300,7 @@ def test_load_params_and_config_for_inference(interrupted_then_resumed):
   raw = load_params(workdir, abstract_params, use_ema=False)
   _assert_trees_close(raw, state.params, atol=0)
   assert raw["Dense_0"]["kernel"].sharding.device_set == {jax.devices("cpu")[0]}
-  assert read_config(workdir) == CONFIG_DICT
+  assert read_config(workdir) == json.loads(json.dumps(CONFIG_DICT))  # as JSON stores it
 
 
 def test_restore_into_another_mesh(interrupted_then_resumed):

@@ -8,6 +8,7 @@ import soundfile
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import audio_io, video_io
+from jaxtalk.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 
 def bar_column(t, width):
@@ -25,20 +26,20 @@ def moving_frames(num_frames, height, width):
   return frames
 
 
-def chirp(num_samples, sample_rate=16000):
-  t = np.arange(num_samples) / sample_rate
+def chirp(num_samples):
+  t = np.arange(num_samples) / SAMPLE_RATE
   return (0.4 * np.sin(2 * np.pi * (200 + 400 * t) * t)).astype(np.float32)
 
 
 def test_round_trip_with_audio_and_odd_size(tmp_path):
-  frames, audio = moving_frames(50, 33, 47), chirp(50 * 640)
+  frames, audio = moving_frames(50, 33, 47), chirp(50 * SAMPLES_PER_FRAME)
   path = str(tmp_path / "talk.mp4")
-  video_io.write_video(path, frames, audio, sample_rate=16000, fps=25)
+  video_io.write_video(path, frames, audio)
   assert os.listdir(tmp_path) == ["talk.mp4"]
 
   info = video_io.probe_video(path)
   assert (info.fps, info.width, info.height, info.num_frames, info.has_audio) == (
-    25.0,
+    FPS,
     48,
     34,
     50,
@@ -47,7 +48,7 @@ def test_round_trip_with_audio_and_odd_size(tmp_path):
   assert info.duration == pytest.approx(2.0, abs=0.05)
 
   read, fps = video_io.read_video(path)
-  assert read.shape == (50, 34, 48, 3) and fps == 25.0
+  assert read.shape == (50, 34, 48, 3) and fps == FPS
   assert np.abs(read[:, :33, :47].astype(int) - frames).mean() < 4  # H.264 at high quality
   bars = read[:, :, :, 1].mean(axis=1).argmax(axis=1)
   assert all(
@@ -63,18 +64,18 @@ def test_round_trip_with_audio_and_odd_size(tmp_path):
 
 def test_video_without_audio_and_from_a_generator(tmp_path):
   path = str(tmp_path / "mute.mkv")
-  video_io.write_video(path, (frame for frame in moving_frames(10, 16, 16)), fps=10)
+  video_io.write_video(path, (frame for frame in moving_frames(10, 16, 16)))
   info = video_io.probe_video(path)
-  assert (info.num_frames, info.fps, info.has_audio) == (10, 10.0, False)
+  assert (info.num_frames, info.fps, info.has_audio) == (10, FPS, False)
 
 
 def test_resampled_and_partial_reads(tmp_path):
-  path = str(tmp_path / "thirty.mp4")
-  video_io.write_video(path, moving_frames(60, 16, 24), fps=30)  # 2 s
-  frames, fps = video_io.read_video(path, fps=25)
-  assert frames.shape == (50, 16, 24, 3) and fps == 25
-  middle = list(video_io.iter_frames(path, fps=25, start_seconds=1.0, max_seconds=0.4))
-  assert len(middle) == 10
+  path = str(tmp_path / "two_seconds.mp4")
+  video_io.write_video(path, moving_frames(50, 16, 24))
+  frames, fps = video_io.read_video(path, fps=10)
+  assert frames.shape == (20, 16, 24, 3) and fps == 10
+  middle = list(video_io.iter_frames(path, fps=10, start_seconds=1.0, max_seconds=0.4))
+  assert len(middle) == 4
 
 
 def test_write_rejects_bad_input_and_leaves_nothing(tmp_path):
@@ -112,6 +113,6 @@ def test_unreadable_videos(tmp_path):
     video_io.read_video(str(tmp_path / "corrupt.mp4"))
   assert "\n" not in str(error.value)
   sound_only = str(tmp_path / "sound.wav")
-  soundfile.write(sound_only, chirp(1600), 16000)
+  soundfile.write(sound_only, chirp(1600), SAMPLE_RATE)
   with pytest.raises(UserError, match="no video stream"):
     video_io.probe_video(sound_only)

@@ -10,19 +10,16 @@ motion sampler against recomputation at several audio lengths; compile times apa
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
-from importlib import resources
-from pathlib import Path
 
-from jaxtalk.errors import UserError, run_reporting_user_errors
-
-DEMO_MODEL = Path(str(resources.files("jaxtalk") / "assets" / "demo" / "model"))
+from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.demo import DEMO_BUNDLE
+from jaxtalk.errors import UserError
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m jaxtalk.bench", description=__doc__.splitlines()[0])
+  p = argument_parser("python -m jaxtalk.bench", __doc__)
   p.add_argument(
     "--checkpoint",
     help="model bundle folder (default: the bundled demo model, or "
@@ -45,17 +42,14 @@ def load_model(checkpoint: str | None):
   from jaxtalk.bench.model import DEMO_CONFIG, load_config_file, random_params
   from jaxtalk.inference.bundle import load_bundle
 
-  if checkpoint is None and not DEMO_MODEL.is_dir():
+  if checkpoint is None and not DEMO_BUNDLE.is_dir():
     config = load_config_file(DEMO_CONFIG)
-    return (
-      config,
-      random_params(config),
-      (
-        f"configs/demo.py with random weights (no bundle at "
-        f"{DEMO_MODEL}); speed is that of the trained model"
-      ),
+    description = (
+      f"configs/demo.py with random weights (no bundle at {DEMO_BUNDLE}); "
+      "speed is that of the trained model"
     )
-  path = checkpoint or DEMO_MODEL
+    return config, random_params(config), description
+  path = checkpoint or DEMO_BUNDLE
   config, params = load_bundle(path)
   return config, params, f"bundle {path}"
 
@@ -73,9 +67,10 @@ def run(args) -> dict:
     sampling_speed,
     synthtalk_inputs,
   )
-  from jaxtalk.bench.training import batch_label, train_step_time
+  from jaxtalk.bench.training import train_step_time
   from jaxtalk.inference.generate import SampleOptions, TalkingHead
   from jaxtalk.media import write_json
+  from jaxtalk.stages import STAGES
 
   say = lambda message: print(message, file=sys.stderr, flush=True)
 
@@ -92,13 +87,10 @@ def run(args) -> dict:
   results["sampling"] = sampling_speed(model, portrait, waveform, options)
   results["first_frame_latency_seconds"] = first_frame_latency(model, portrait, waveform, options)
   results["train_step"] = {}
-  for stage in ("renderer", "motion"):
+  for stage in STAGES:
     say(f"train step, {stage} ...")
-    timing = train_step_time(config, stage, model.params)
-    results["train_step"][stage] = {
-      "batch": batch_label(config, stage),
-      **dataclasses.asdict(timing),
-    }
+    timing, batch = train_step_time(config, stage, model.params)
+    results["train_step"][stage] = {"batch": batch, **dataclasses.asdict(timing)}
   say(f"KV cache vs recompute at {', '.join(f'{s:g}' for s in args.lengths)} s ...")
   results["samplers"] = sampler_comparison(model, options, args.lengths)
 
@@ -110,7 +102,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  return run_reporting_user_errors(run, parse_args(argv))
+  return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ defaults to one short length. Results go to `benchmarks/attention/` with device,
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 
 from jaxtalk.bench.machine import describe_machine
 from jaxtalk.bench.timing import measure
+from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.kernels import attention
 from jaxtalk.kernels.cudnn import cudnn_attention
 from jaxtalk.kernels.masks import BlockCausalMask, FullMask, LocalAudioMask, Mask
@@ -151,7 +151,7 @@ def default_output(machine: dict) -> str:
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argument_parser("python -m jaxtalk.bench.attention", __doc__)
   parser.add_argument(
     "--masks",
     nargs="+",
@@ -184,13 +184,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-  args = parse_args(argv)
+  return run_command(_run_and_write, parse_args(argv))
+
+
+def _run_and_write(args) -> None:
   results = run(args)
   out = args.out or default_output(results["machine"])
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   write_json(out, results)
   print(f"wrote {out}")
-  return 0
 
 
 if __name__ == "__main__":

@@ -10,15 +10,18 @@ transformers are needed here only (`pip install jaxtalk[test]`).
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tempfile
 
 import jax
 import numpy as np
 
-from jaxtalk.audio.pretrained.backbones import make_backbone
-from jaxtalk.audio.pretrained.importer import read_checkpoint
 from jaxtalk.bench.timing import measure, timed
+from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.errors import UserError
+from jaxtalk.models.audio.pretrained.backbones import make_backbone
+from jaxtalk.models.audio.pretrained.importer import read_checkpoint
+from jaxtalk.timebase import SAMPLE_RATE
 
 BASE = {
   "wav2vec2": dict(
@@ -44,7 +47,7 @@ def _reference():
     import torch
     import transformers
   except ImportError:
-    raise SystemExit(
+    raise UserError(
       "this benchmark compares against PyTorch: pip install 'jaxtalk[test]' "
       "(torch CPU build + transformers)"
     ) from None
@@ -63,16 +66,17 @@ def run(model: str, seconds: float, repeats: int) -> dict:
     reference.save_pretrained(folder, safe_serialization=True)
     spec, params = read_checkpoint(folder)
   if model == "whisper":
-    seconds = spec.segment_samples / 16000  # Whisper always encodes whole 30-second segments
+    seconds = spec.segment_samples / SAMPLE_RATE  # Whisper always encodes whole 30-second segments
   waveform = (
-    np.random.default_rng(0).standard_normal((1, int(seconds * 16000))).astype(np.float32) * 0.1
+    np.random.default_rng(0).standard_normal((1, int(seconds * SAMPLE_RATE))).astype(np.float32)
+    * 0.1
   )
 
   encode = jax.jit(make_backbone(spec).apply)
   flax_timing, _ = measure(lambda: encode({"params": params}, waveform), repeats)
   if model == "whisper":
     features = transformers.WhisperFeatureExtractor()(
-      waveform[0], sampling_rate=16000, return_tensors="pt"
+      waveform[0], sampling_rate=SAMPLE_RATE, return_tensors="pt"
     )
     inputs, forward = features.input_features, reference.encoder
   else:
@@ -93,14 +97,17 @@ def run(model: str, seconds: float, repeats: int) -> dict:
   }
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+  parser = argument_parser("python -m jaxtalk.bench.audio_encoders", __doc__)
   parser.add_argument("--model", choices=sorted(BASE), default="wav2vec2")
   parser.add_argument(
     "--seconds", type=float, default=10.0, help="audio length (Whisper: always 30)"
   )
   parser.add_argument("--repeats", type=int, default=3)
-  args = parser.parse_args(argv)
+  return run_command(_report, parser.parse_args(argv))
+
+
+def _report(args) -> None:
   r = run(args.model, args.seconds, args.repeats)
   print(
     f"{r['model']} base, {r['audio_seconds']:.0f} s of audio, {jax.devices()[0].platform} "
@@ -116,4 +123,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from jaxtalk.errors import UserError
-from jaxtalk.inference.bundle import abstract_params
+from jaxtalk.models.factory import Models
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.py"
 
@@ -36,7 +36,7 @@ def load_config_file(path: Path) -> ml_collections.ConfigDict:
 def random_params(config, seed: int = 0) -> dict:
   """Random weights of all four models, laid out as a bundle holds them.
 
-  Shapes come from the stages' `init_fn`s, traced abstractly; values are drawn here, each weight
+  Shapes come from the model factory, traced abstractly; values are drawn here, each weight
   normal with variance 1 / fan-in (its leading dimensions), vectors with standard deviation 0.1.
   This is not the models' own initialisation, for two reasons: compiling those init functions
   takes minutes on a small CPU, and their zero-initialised output layers would make an untrained
@@ -48,4 +48,4 @@ def random_params(config, seed: int = 0) -> dict:
     scale = 1 / math.sqrt(math.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0.1
     return (scale * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
 
-  return jax.tree.map(draw, abstract_params(config))
+  return jax.tree.map(draw, Models.from_config(config).abstract_params())

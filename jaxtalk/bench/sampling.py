@@ -13,11 +13,11 @@ from jaxtalk.bench.timing import Timing, measure, timed
 from jaxtalk.data.synthtalk import face, motion, speech
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
 from jaxtalk.inference.motion_sampler import (
-  RollingSchedule,
   padded_audio_frames,
   sample_motion,
   sample_motion_recompute,
 )
+from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 
 def synthtalk_inputs(config, seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -28,7 +28,7 @@ def synthtalk_inputs(config, seconds: float, seed: int = 0) -> tuple[np.ndarray,
   portrait = face.render_face(
     face.sample_identity(np.random.default_rng(seed)), rest, config.data.image_size
   )
-  samples = int(round(seconds * config.data.fps)) * config.data.sample_rate // config.data.fps
+  samples = int(round(seconds * FPS)) * SAMPLES_PER_FRAME
   return portrait, speech.synthesize_utterance(seed, samples).audio
 
 
@@ -55,7 +55,7 @@ def sampling_speed(model: TalkingHead, portrait, waveform, options: SampleOption
   render = Timing(
     seconds=sum(batch_seconds), compile_seconds=max(cold_first_batch - batch_seconds[0], 0.0)
   )
-  audio_seconds = len(latents) / model.fps
+  audio_seconds = len(latents) / FPS
   total = motion_timing.seconds + render.seconds
   return {
     "frames": len(latents),
@@ -103,24 +103,25 @@ def sampler_comparison(
   The cached sampler's cost grows linearly with the audio, the recompute sampler's quadratically
   (every step attends over the whole history). max_abs_difference checks they computed the same.
   """
-  schedule = RollingSchedule(options.motion_steps, options.chunks_in_flight, options.cfg_scale)
+  schedule = options.schedule
+  motion_model = model.models.motion
   samplers = {
-    name: jax.jit(functools.partial(fn, model.motion_model), static_argnums=(4, 5))
+    name: jax.jit(functools.partial(fn, motion_model), static_argnums=(4, 5))
     for name, fn in (("kv_cache", sample_motion), ("recompute", sample_motion_recompute))
   }
-  encode_audio = jax.jit(model.audio_encoder.apply)
+  encode_audio = jax.jit(model.models.audio_encoder.apply)
   params = model.params
-  spf = model.samples_per_frame
+  spf = SAMPLES_PER_FRAME
   rows = []
   for seconds in lengths_seconds:
-    num_frames = int(round(seconds * model.fps))
-    front, back = padded_audio_frames(model.motion_model, schedule, num_frames)
+    num_frames = int(round(seconds * FPS))
+    front, back = padded_audio_frames(motion_model, schedule, num_frames)
     # Silence around the speech, as `TalkingHead.motion_latents` pads it.
     waveform = np.zeros((front + num_frames + back) * spf, np.float32)
     speech_audio = speech.synthesize_utterance(seed, num_frames * spf).audio
     waveform[front * spf : (front + num_frames) * spf] = speech_audio
     features = encode_audio({"params": params["audio_encoder"]}, waveform[None])
-    reference = jax.random.normal(jax.random.key(seed), (1, model.motion_model.latent_dim))
+    reference = jax.random.normal(jax.random.key(seed), (1, motion_model.latent_dim))
     rng = jax.random.key(seed + 1)
     row, outputs = {"audio_seconds": float(seconds), "frames": num_frames}, {}
     for name, sampler in samplers.items():

@@ -11,7 +11,9 @@ A record is self-describing and needs no pickle:
 The header holds the format version, fps, sample rate, the clip's metadata and, for every array,
 its dtype and shape; the buffers follow in header order. Frames are raw uint8, audio is 16-bit
 PCM (half the size of float32, and the precision of the sources it comes from), motion and
-identity parameters are float32.
+identity parameters are float32. The rates are always jaxtalk's 25 fps and 16 kHz
+(`jaxtalk.timebase`); storing them keeps a record self-describing, and lets a reader refuse data
+made at other rates instead of misaligning it.
 """
 
 import dataclasses
@@ -26,6 +28,7 @@ import numpy as np
 from array_record.python import array_record_module
 
 from jaxtalk.errors import UserError
+from jaxtalk.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 FORMAT_VERSION = 1
 _MAGIC = b"JAXTALK\x00"
@@ -47,20 +50,21 @@ class Clip:
   """
 
   frames: np.ndarray  # [T, S, S, 3] uint8, square frames
-  audio: np.ndarray  # [T * sample_rate // fps] float32 in [-1, 1], mono
+  audio: np.ndarray  # [T * SAMPLES_PER_FRAME] float32 in [-1, 1], mono
   meta: dict  # json-serialisable: clip_id, identity_id, utterance_id, emotion, source, split, ...
-  fps: int = 25
-  sample_rate: int = 16000
+  fps: int = FPS
+  sample_rate: int = SAMPLE_RATE
   motion: np.ndarray | None = None  # [T, P] float32 ground-truth motion (SynthTalk only)
   identity: np.ndarray | None = None  # [Q] float32 identity parameters (SynthTalk only)
 
 
 def _validate(clip: Clip) -> None:
   """Raises ValueError unless every field has the shape and dtype the format promises."""
-  for name in ("fps", "sample_rate"):
-    value = getattr(clip, name)
-    if not isinstance(value, (int, np.integer)) or value <= 0:
-      raise ValueError(f"clip {name} must be a positive integer, got {value!r}")
+  if (clip.fps, clip.sample_rate) != (FPS, SAMPLE_RATE):
+    raise ValueError(
+      f"clip fps and sample_rate must be jaxtalk's {FPS} and {SAMPLE_RATE}, got {clip.fps!r} and "
+      f"{clip.sample_rate!r}"
+    )
   frames = clip.frames
   if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
     raise ValueError(
@@ -79,11 +83,11 @@ def _validate(clip: Clip) -> None:
     raise ValueError(
       f"clip audio must be a float32 array, got {getattr(audio, 'dtype', type(audio))}"
     )
-  expected_samples = num_frames * clip.sample_rate // clip.fps
+  expected_samples = num_frames * SAMPLES_PER_FRAME
   if audio.shape != (expected_samples,):
     raise ValueError(
-      f"clip audio must be mono with {expected_samples} samples ({num_frames} frames at {clip.fps} fps, "
-      f"{clip.sample_rate} Hz), got shape {audio.shape}"
+      f"clip audio must be mono with {expected_samples} samples ({num_frames} frames at {FPS} fps, "
+      f"{SAMPLE_RATE} Hz), got shape {audio.shape}"
     )
   if audio.size and not (np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0):
     raise ValueError("clip audio must be finite and within [-1, 1]")
@@ -137,7 +141,11 @@ def encode_clip(clip: Clip) -> bytes:
 
 
 def decode_clip(data: bytes) -> Clip:
-  """Parses a record written by `encode_clip`; raises ValueError if it is not a valid clip record."""
+  """Parses a record written by `encode_clip`.
+
+  Raises ValueError if it is not a valid clip record, and UserError if it is one made at other
+  rates than jaxtalk's.
+  """
   prefix = len(_MAGIC) + _HEADER_LENGTH.size
   if len(data) < prefix or data[: len(_MAGIC)] != _MAGIC:
     raise ValueError("not a jaxtalk clip record (bad magic bytes)")
@@ -146,11 +154,19 @@ def decode_clip(data: bytes) -> Clip:
     header = json.loads(bytes(data[prefix : prefix + header_length]).decode("utf-8"))
     version = header["format_version"]
     specs = header["arrays"]
+    rates = header["fps"], header["sample_rate"]
   except (UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
     raise ValueError(f"clip record header is unreadable: {e}") from e
   if version != FORMAT_VERSION:
     raise ValueError(
       f"clip record has format version {version}, this jaxtalk reads version {FORMAT_VERSION}"
+    )
+  if rates != (FPS, SAMPLE_RATE):
+    meta = header.get("meta")
+    name = meta.get("clip_id", "?") if isinstance(meta, dict) else "?"
+    raise UserError(
+      f"clip {name} is {rates[0]} fps / {rates[1]} Hz, but jaxtalk works at 25 fps / 16 kHz; "
+      "remake the data"
     )
   if (
     not isinstance(specs, dict) or not {"frames", "audio"} <= specs.keys() <= _STORED_DTYPES.keys()
@@ -179,8 +195,6 @@ def decode_clip(data: bytes) -> Clip:
     frames=arrays["frames"],
     audio=arrays["audio"].astype(np.float32) / np.float32(_PCM_SCALE),
     meta=header.get("meta"),
-    fps=header.get("fps"),
-    sample_rate=header.get("sample_rate"),
     motion=arrays.get("motion"),
     identity=arrays.get("identity"),
   )

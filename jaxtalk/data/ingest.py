@@ -9,7 +9,6 @@ to `image_size`. A video without an audio track, without a face, or too short is
 one-line reason, and the rest are still ingested.
 """
 
-import argparse
 import dataclasses
 import math
 import os
@@ -18,12 +17,12 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.data import clips
 from jaxtalk.errors import UserError
 from jaxtalk.media import audio_io, face_detect, image_io, video_io
+from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME, frames_of
 
-FPS = 25
-SAMPLE_RATE = 16000
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 # The face box is the median over this many frames spread across the clip, so one missed or
 # spurious detection does not move the crop; a face is required in at least half of them.
@@ -80,14 +79,11 @@ def _segment_clip(
   num_frames = min(
     num_frames, len(frames)
   )  # the decoder may stop a frame short of the container's length
-  spf = audio_io.samples_per_frame(SAMPLE_RATE, FPS)
-  audio = audio[first_frame * spf : (first_frame + num_frames) * spf]
+  audio = audio[first_frame * SAMPLES_PER_FRAME : (first_frame + num_frames) * SAMPLES_PER_FRAME]
   return clips.Clip(
     frames=np.stack(frames[:num_frames]),
     audio=audio.copy(),
     meta=dict(meta, start_seconds=start, crop_box=list(box)),
-    fps=FPS,
-    sample_rate=SAMPLE_RATE,
   )
 
 
@@ -99,11 +95,9 @@ def _video_clips(
   info = video_io.probe_video(path)
   if not info.has_audio:
     raise _Skip("no audio track")
-  audio = audio_io.load_audio(path, SAMPLE_RATE, fps=FPS)
+  audio = audio_io.load_audio(path)
   # Frames at 25 fps that both the picture and the sound cover.
-  total_frames = min(
-    math.floor(info.num_frames / info.fps * FPS), audio_io.num_video_frames(audio.size)
-  )
+  total_frames = min(math.floor(info.num_frames / info.fps * FPS), frames_of(audio.size))
   min_frames = math.ceil(MIN_CLIP_SECONDS * FPS)
   if total_frames < min_frames:
     raise _Skip(f"only {total_frames / FPS:.1f} s long; need at least {MIN_CLIP_SECONDS:g} s")
@@ -184,9 +178,7 @@ def ingest_folder(
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-    prog="python -m jaxtalk.data.ingest", description=__doc__.split("\n\n")[0]
-  )
+  parser = argument_parser("python -m jaxtalk.data.ingest", __doc__)
   parser.add_argument(
     "--videos", required=True, help="folder of mp4, mov, mkv or webm talking-head videos"
   )
@@ -201,17 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     default=60.0,
     help="longer videos are cut into consecutive clips of at most this length",
   )
-  args = parser.parse_args(argv)
-  try:
-    summary = ingest_folder(args.videos, args.out, args.image_size, args.split, args.max_seconds)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return run_command(_ingest_command, parser.parse_args(argv))
+
+
+def _ingest_command(args) -> None:
+  summary = ingest_folder(args.videos, args.out, args.image_size, args.split, args.max_seconds)
   print(
     f"{args.split}: {summary.clips} clips ({summary.seconds:.1f} s) at {args.image_size}x"
     f"{args.image_size} -> {len(summary.shards)} shards in {args.out}; skipped {len(summary.skipped)}"
   )
-  return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Per epoch, every clip of this host's slice is visited `windows_per_clip` times i
 order (a new order each epoch); each visit decodes the clip and draws one window from it.
 """
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from jaxtalk.data import clips
 from jaxtalk.errors import UserError
+from jaxtalk.timebase import SAMPLES_PER_FRAME
 
 # A few threads read and cut clips ahead of the trainer; one batch of windows is buffered.
 _READ_THREADS = 4
@@ -71,19 +71,12 @@ class _WindowSampler:
     num_frames = clip.frames.shape[0]
     if num_frames < self.window_frames:
       return _SHORT_CLIP
-    if clip.sample_rate % clip.fps:
-      name = clip.meta.get("clip_id", clip_index)
-      raise UserError(
-        f"clip {name} has {clip.sample_rate} Hz audio at {clip.fps} fps, which is not a whole "
-        "number of samples per frame; remake it at 16 kHz and 25 fps"
-      )
-    samples_per_frame = clip.sample_rate // clip.fps
     start = int(rng.integers(0, num_frames - self.window_frames + 1))
     reference = int(rng.integers(0, num_frames))
     end = start + self.window_frames
     # The audio of frames [start - margin, end + margin), silent where that runs past the clip.
-    first_sample = (start - self.audio_margin_frames) * samples_per_frame
-    last_sample = (end + self.audio_margin_frames) * samples_per_frame
+    first_sample = (start - self.audio_margin_frames) * SAMPLES_PER_FRAME
+    last_sample = (end + self.audio_margin_frames) * SAMPLES_PER_FRAME
     audio = np.zeros(last_sample - first_sample, np.float32)
     inside = slice(max(first_sample, 0), min(last_sample, clip.audio.shape[0]))
     audio[inside.start - first_sample : inside.stop - first_sample] = clip.audio[inside]
@@ -152,8 +145,7 @@ def _stack_windows(windows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {key: np.stack([window[key] for window in windows]) for key in keys}
   except ValueError as e:
     raise UserError(
-      f"clips differ in frame size, fps or sample rate ({e}); make all shards with the "
-      "same settings"
+      f"clips differ in frame size ({e}); make all shards with the same image size"
     ) from e
 
 
@@ -172,7 +164,7 @@ def window_dataset(
   """Batches of training windows from the clips in `paths`, this host's slice only.
 
   Each batch is a dict of numpy arrays (B = batch_size, W = window_frames, M =
-  audio_margin_frames, spf = sample_rate // fps):
+  audio_margin_frames, spf = SAMPLES_PER_FRAME = 640):
     frames     uint8   [B, W, S, S, 3]  W consecutive frames from a random start
     reference  uint8   [B, S, S, 3]     a random frame of the same clip (the identity reference)
     reference_index int32 [B]           which frame of the clip that is
@@ -218,16 +210,3 @@ def window_dataset(
   )
   windows = _SkipShortClips(windows, max_skipped_in_a_row, error)
   return windows.batch(batch_size, drop_remainder=True, batch_fn=_stack_windows)
-
-
-def iterator_state(iterator: grain.DatasetIterator) -> dict[str, Any]:
-  """The iterator's position as a JSON-serialisable dict, to store in a checkpoint."""
-  state = iterator.get_state()
-  return json.loads(json.dumps(state))
-
-
-def restore_iterator(dataset: grain.IterDataset, state: dict[str, Any]) -> grain.DatasetIterator:
-  """A fresh iterator over `dataset` that continues exactly where the saved one stood."""
-  iterator = iter(dataset)
-  iterator.set_state(state)
-  return iterator

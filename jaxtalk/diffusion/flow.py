@@ -91,77 +91,22 @@ def weighted_mse(pred: jax.Array, target: jax.Array, weights: jax.Array | None =
   return jnp.sum(weights * error) / jnp.maximum(jnp.sum(weights), 1e-8)
 
 
-def time_grid(num_steps: int, shift: float = 1.0) -> jax.Array:
-  """`num_steps + 1` increasing sampling times from 0 (noise) to 1 (data).
-
-  `shift` > 1 moves steps towards the noise end with SD3's map on the noise level s = 1 - t,
-  s -> shift * s / (1 + (shift - 1) * s); large images (whose coarse structure is decided at high
-  noise) want it, shift = 1 keeps the grid uniform.
-  """
-  noise_level = 1.0 - jnp.linspace(0.0, 1.0, num_steps + 1, dtype=jnp.float32)
-  noise_level = shift * noise_level / (1.0 + (shift - 1.0) * noise_level)
-  return 1.0 - noise_level
+def time_grid(num_steps: int) -> jax.Array:
+  """`num_steps + 1` evenly spaced sampling times from 0 (noise) to 1 (data)."""
+  return jnp.linspace(0.0, 1.0, num_steps + 1, dtype=jnp.float32)
 
 
-def _batch_time(t: jax.Array, noise: jax.Array) -> jax.Array:
-  """Scalar time -> one per example, the form the models take."""
-  return jnp.full(noise.shape[:1], t, jnp.float32)
-
-
-def _schedule(num_steps: int, shift: float, t_schedule: jax.Array | None) -> jax.Array:
-  if t_schedule is None:
-    return time_grid(num_steps, shift)
-  t_schedule = jnp.asarray(t_schedule, jnp.float32)
-  if t_schedule.shape != (num_steps + 1,):
-    raise ValueError(
-      f"t_schedule must have num_steps + 1 = {num_steps + 1} times, got shape {t_schedule.shape}"
-    )
-  return t_schedule
-
-
-def euler_sample(
-  velocity_fn: VelocityFn,
-  noise: jax.Array,
-  num_steps: int,
-  *,
-  shift: float = 1.0,
-  t_schedule: jax.Array | None = None,
-) -> jax.Array:
+def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int) -> jax.Array:
   """Integrate dx/dt = velocity_fn(x, t) from `noise` at t = 0 to t = 1 with Euler steps.
 
-  `velocity_fn` gets x and t of shape [batch] (= noise.shape[:1]). The steps follow
-  `time_grid(num_steps, shift)` unless `t_schedule` (num_steps + 1 increasing times) is given.
-  One `lax.fori_loop`, so the model is traced once whatever `num_steps`.
+  `velocity_fn` gets x and t of shape [batch] (= noise.shape[:1]). One `lax.fori_loop`, so the
+  model is traced once whatever `num_steps`.
   """
-  times = _schedule(num_steps, shift, t_schedule)
+  times = time_grid(num_steps)
 
   def step(i, x):
     t, t_next = times[i], times[i + 1]
-    return x + (t_next - t).astype(x.dtype) * velocity_fn(x, _batch_time(t, noise)).astype(x.dtype)
-
-  return jax.lax.fori_loop(0, num_steps, step, noise)
-
-
-def heun_sample(
-  velocity_fn: VelocityFn,
-  noise: jax.Array,
-  num_steps: int,
-  *,
-  shift: float = 1.0,
-  t_schedule: jax.Array | None = None,
-) -> jax.Array:
-  """Like `euler_sample` but with Heun's second-order steps (two velocity calls per step).
-
-  The velocity is evaluated at t = 1 in the last correction, which flow matching defines (it is
-  data - noise on the path), unlike noise-prediction samplers that must skip it.
-  """
-  times = _schedule(num_steps, shift, t_schedule)
-
-  def step(i, x):
-    t, t_next = times[i], times[i + 1]
-    dt = (t_next - t).astype(x.dtype)
-    v = velocity_fn(x, _batch_time(t, noise)).astype(x.dtype)
-    v_next = velocity_fn(x + dt * v, _batch_time(t_next, noise)).astype(x.dtype)
-    return x + dt * 0.5 * (v + v_next)
+    batch_t = jnp.full(noise.shape[:1], t, jnp.float32)
+    return x + (t_next - t).astype(x.dtype) * velocity_fn(x, batch_t).astype(x.dtype)
 
   return jax.lax.fori_loop(0, num_steps, step, noise)

@@ -8,20 +8,18 @@ Prints a table; with --json also writes every number (the file appears only once
 
 from __future__ import annotations
 
-import argparse
 import sys
-from importlib import resources
 
-from jaxtalk.errors import UserError, run_reporting_user_errors
-
-DEMO_MODEL = resources.files("jaxtalk") / "assets" / "demo" / "model"
+from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.demo import DEMO_BUNDLE
+from jaxtalk.errors import UserError
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m jaxtalk.eval", description=__doc__.splitlines()[0])
+  p = argument_parser("python -m jaxtalk.eval", __doc__)
   p.add_argument(
     "--checkpoint",
-    default=str(DEMO_MODEL),
+    default=str(DEMO_BUNDLE),
     help="model bundle folder (a training run's bundle/; default: the bundled demo)",
   )
   p.add_argument("--data", required=True, help="SynthTalk folder with train and eval shards")
@@ -69,7 +67,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-  return run_reporting_user_errors(run, parse_args(argv))
+  return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ For every held-out clip (split "eval"), frame 0 is the portrait, and:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +33,6 @@ from jaxtalk.errors import UserError
 from jaxtalk.eval.metrics import MAX_OFFSET_FRAMES, lip_sync_scores, psnr
 from jaxtalk.eval.probe import LinearProbe, fit_probe
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
-from jaxtalk.stages.motion_stage import encode_frames
 
 MOUTH_OPEN = MOTION_PARAMS.index("mouth_open")
 # Rows of the lip-sync table, instrument first, then floor, model under test, ceiling.
@@ -65,7 +63,7 @@ class LatentReader:
   """
 
   def __init__(self, model: TalkingHead):
-    self._encode = jax.jit(functools.partial(encode_frames, model.motion_encoder))
+    self._encode = jax.jit(model.models.encode_motion)
     self._params = model.params["motion_encoder"]
 
   def __call__(self, frames: np.ndarray, batch: int) -> np.ndarray:
@@ -93,11 +91,6 @@ def synthtalk_clips(data_dir: str, split: str, limit: int, config) -> Iterator[C
       raise UserError(
         f"clip {name} in {data_dir} is {clip.frames.shape[1]}px, the model works at "
         f"{size}px; generate the data with --image-size {size}"
-      )
-    if (clip.fps, clip.sample_rate) != (config.data.fps, config.data.sample_rate):
-      raise UserError(
-        f"clip {name} in {data_dir} is {clip.fps} fps / {clip.sample_rate} Hz, the "
-        f"model expects {config.data.fps} fps / {config.data.sample_rate} Hz"
       )
     yield clip
 

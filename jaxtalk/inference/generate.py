@@ -22,54 +22,61 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.audio.encoder import make_audio_encoder
 from jaxtalk.diffusion import flow
+from jaxtalk.errors import UserError
 from jaxtalk.inference.bundle import load_bundle
 from jaxtalk.inference.motion_sampler import RollingSchedule, padded_audio_frames, sample_motion
-from jaxtalk.models import build
-from jaxtalk.stages.common import image_to_model, model_to_image
+from jaxtalk.models.factory import Models, to_model_image, to_uint8_image
+from jaxtalk.timebase import SAMPLES_PER_FRAME, frames_of
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-  render_steps: int = 6
-  motion_steps: int = 8
-  chunks_in_flight: int = 2
-  cfg_scale: float = 2.0
-  batch_frames: int = 32
-  seed: int = 0
+  """How to sample: the `sample` section of a config, plus the seed. Checked on construction."""
+
+  render_steps: int
+  motion_steps: int
+  chunks_in_flight: int
+  cfg_scale: float
+  batch_frames: int
+  seed: int = 0  # not a config key: a property of one video, not of the model
+
+  def __post_init__(self):
+    for name in ("render_steps", "motion_steps", "chunks_in_flight", "batch_frames"):
+      if getattr(self, name) < 1:
+        raise UserError(f"{name} is {getattr(self, name)}; it must be at least 1")
+    if self.motion_steps % self.chunks_in_flight:
+      raise UserError(
+        f"motion_steps ({self.motion_steps}) must be a multiple of chunks_in_flight "
+        f"({self.chunks_in_flight}): chunks in flight are staggered by an equal share of the steps"
+      )
+    if self.cfg_scale < 0:
+      raise UserError(f"cfg_scale is {self.cfg_scale}; use 0 (audio-free), 1 (no guidance) or more")
 
   @classmethod
-  def from_config(cls, sample_cfg, **overrides):
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in sample_cfg.to_dict().items() if k in fields}
+  def from_config(cls, sample_cfg, **overrides) -> SampleOptions:
+    """The config's options, with every override that is not None in their place."""
+    values = sample_cfg.to_dict()
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
 
+  @property
+  def schedule(self) -> RollingSchedule:
+    return RollingSchedule(self.motion_steps, self.chunks_in_flight, self.cfg_scale)
+
 
 class TalkingHead:
-  """The four trained models and their weights, with jitted pieces compiled once per shape."""
+  """The trained networks and their weights, with jitted pieces compiled once per shape."""
 
   def __init__(self, config, params):
     self.config = config
+    self.models = Models.from_config(config)
     self.params = jax.device_put(params)
-    self.motion_encoder = build.motion_encoder(config)
-    self.renderer = build.renderer(config)
-    self.audio_encoder = make_audio_encoder(config.audio, config.data)
-    self.motion_model = build.motion_transformer(config)
     self.image_size = config.data.image_size
-    self.sample_rate, self.fps = config.data.sample_rate, config.data.fps
 
   @classmethod
   def load(cls, bundle_dir) -> TalkingHead:
     return cls(*load_bundle(bundle_dir))
-
-  @property
-  def samples_per_frame(self) -> int:
-    return self.sample_rate // self.fps
-
-  def num_frames(self, waveform) -> int:
-    return len(waveform) // self.samples_per_frame
 
   # ------------------------------------------------------------------------------- jitted parts
   # Weights are passed as arguments, not read from `self`, so they are not baked into the
@@ -77,40 +84,38 @@ class TalkingHead:
   @functools.partial(jax.jit, static_argnums=(0,))
   def reference_latent(self, params, portrait):
     """uint8 [S, S, 3] -> the portrait's motion latent [1, latent_dim]."""
-    tokens = self.motion_encoder.apply(
-      {"params": params["motion_encoder"]}, image_to_model(portrait)[None]
-    )
-    return tokens.reshape(1, -1)
+    return self.models.encode_motion(params["motion_encoder"], portrait[None])
 
   @functools.partial(jax.jit, static_argnums=(0, 5, 6))
   def motion(self, params, waveform, reference, rng, schedule: RollingSchedule, num_frames: int):
     """Padded waveform [1, N] -> motion latents [1, num_frames, latent_dim]."""
-    features = self.audio_encoder.apply({"params": params["audio_encoder"]}, waveform)
+    features = self.models.audio_encoder.apply({"params": params["audio_encoder"]}, waveform)
     return sample_motion(
-      self.motion_model, params["motion"], features, reference, rng, schedule, num_frames
+      self.models.motion, params["motion"], features, reference, rng, schedule, num_frames
     )
 
   @functools.partial(jax.jit, static_argnums=(0, 5))
   def render(self, params, portrait, latents, noise, steps: int):
     """Motion latents [B, latent_dim] -> uint8 frames [B, S, S, 3], all from the same `noise`."""
     batch = latents.shape[0]
-    reference = jnp.broadcast_to(image_to_model(portrait), (batch,) + portrait.shape)
-    tokens = latents.reshape(batch, self.motion_encoder.num_tokens, self.motion_encoder.token_dim)
+    reference = jnp.broadcast_to(to_model_image(portrait), (batch,) + portrait.shape)
+    tokens = self.models.tokens(latents)
+    renderer = self.models.renderer
     velocity = lambda x, t: flow.velocity_from_data(
-      self.renderer.apply({"params": params["renderer"]}, x, t, reference, tokens), x, t
+      renderer.apply({"params": params["renderer"]}, x, t, reference, tokens), x, t
     )
     images = flow.euler_sample(velocity, jnp.broadcast_to(noise, reference.shape), steps)
-    return model_to_image(images)
+    return to_uint8_image(images)
 
   # ------------------------------------------------------------------------------------ public
   def motion_latents(
     self, waveform: np.ndarray, portrait: np.ndarray, options: SampleOptions
   ) -> np.ndarray:
-    """Motion latents [T, latent_dim] for a 16 kHz mono waveform, T = len // samples_per_frame."""
-    num_frames = self.num_frames(waveform)
-    schedule = RollingSchedule(options.motion_steps, options.chunks_in_flight, options.cfg_scale)
-    front, back = padded_audio_frames(self.motion_model, schedule, num_frames)
-    spf = self.samples_per_frame
+    """Motion latents [T, latent_dim] for a 16 kHz mono waveform, T = timebase.frames_of(len)."""
+    num_frames = frames_of(len(waveform))
+    schedule = options.schedule
+    front, back = padded_audio_frames(self.models.motion, schedule, num_frames)
+    spf = SAMPLES_PER_FRAME
     padded = np.zeros(((front + num_frames + back) * spf,), np.float32)
     padded[front * spf : (front + num_frames) * spf] = waveform[: num_frames * spf]
     rng = jax.random.fold_in(jax.random.key(options.seed), 1)

@@ -1,4 +1,4 @@
-"""Audio files in and out: any common file to mono float32 at a fixed rate, and atomic WAV writes.
+"""Audio files in and out: any common file to mono float32 at 16 kHz, and atomic WAV writes.
 
 wav, flac and ogg are read with soundfile; everything else (mp3, m4a, the audio track of an mp4,
 ...) is decoded by the ffmpeg binary that imageio-ffmpeg ships. Both paths then share the same
@@ -19,28 +19,11 @@ from scipy import signal
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import atomic_output_path
+from jaxtalk.timebase import FPS, SAMPLE_RATE, frames_of
 
 # Peak amplitude below which a recording is taken as silence (-80 dBFS): no speech to animate.
 SILENCE_PEAK = 1e-4
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
-
-
-def samples_per_frame(sample_rate: int = 16000, fps: int = 25) -> int:
-  """Audio samples per video frame (640 at 16 kHz and 25 fps).
-
-  Raises ValueError unless the rate is a whole multiple of fps: clips store exactly this many
-  samples per frame, so frames and audio stay aligned with integer indexing.
-  """
-  if sample_rate % fps:
-    raise ValueError(
-      f"sample rate {sample_rate} Hz is not a whole number of samples per frame at {fps} fps"
-    )
-  return sample_rate // fps
-
-
-def num_video_frames(num_samples: int, sample_rate: int = 16000, fps: int = 25) -> int:
-  """How many video frames `num_samples` of audio covers (floor); a generated video has exactly this many."""
-  return num_samples * fps // sample_rate
 
 
 def require_file(path: str, what: str) -> None:
@@ -123,38 +106,36 @@ def _decode(path: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
   return _read_with_ffmpeg(path, max_seconds)
 
 
-def load_audio(
-  path: str, sample_rate: int = 16000, *, fps: int = 25, max_seconds: float | None = None
-) -> np.ndarray:
-  """Loads an audio (or video) file as mono float32 in [-1, 1] at `sample_rate`: shape [N].
+def load_audio(path: str, *, max_seconds: float | None = None) -> np.ndarray:
+  """Loads an audio (or video) file as mono float32 in [-1, 1] at `SAMPLE_RATE`: shape [N].
 
   Reads at most the first `max_seconds` if given. Raises UserError for a missing, unreadable or
   corrupt file, a file without an audio stream, and audio that is empty, shorter than one video
-  frame at `fps`, or silent.
+  frame, or silent.
   """
   require_file(path, "audio file")
   audio, source_rate = _decode(path, max_seconds)
   audio = audio.mean(axis=1)
   if audio.size == 0:
     raise UserError(f"{path} contains no audio samples; give a file with sound in it")
-  if source_rate != sample_rate:
-    common = math.gcd(source_rate, sample_rate)
-    audio = signal.resample_poly(audio, sample_rate // common, source_rate // common)
+  if source_rate != SAMPLE_RATE:
+    common = math.gcd(source_rate, SAMPLE_RATE)
+    audio = signal.resample_poly(audio, SAMPLE_RATE // common, source_rate // common)
   audio = np.clip(np.nan_to_num(audio), -1.0, 1.0).astype(np.float32)
-  if num_video_frames(audio.size, sample_rate, fps) == 0:
+  if frames_of(audio.size) == 0:
     raise UserError(
-      f"audio in {path} is {1000 * audio.size / sample_rate:.0f} ms long, shorter than one video "
-      f"frame ({1000 / fps:.0f} ms); give a longer recording"
+      f"audio in {path} is {1000 * audio.size / SAMPLE_RATE:.0f} ms long, shorter than one video "
+      f"frame ({1000 / FPS:.0f} ms); give a longer recording"
     )
   if np.abs(audio).max() < SILENCE_PEAK:
     raise UserError(f"audio in {path} is silent; give a recording with speech in it")
   return audio
 
 
-def save_wav(path: str, audio: np.ndarray, sample_rate: int = 16000) -> None:
-  """Writes mono float audio as a 32-bit float WAV (lossless for float32), atomically."""
+def save_wav(path: str, audio: np.ndarray) -> None:
+  """Writes mono float audio as a 16 kHz 32-bit float WAV (lossless for float32), atomically."""
   audio = np.asarray(audio, dtype=np.float32)
   if audio.ndim != 1:
     raise ValueError(f"save_wav expects mono audio of shape [N], got {audio.shape}")
   with atomic_output_path(path) as temp_path:
-    soundfile.write(temp_path, audio, sample_rate, subtype="FLOAT", format="WAV")
+    soundfile.write(temp_path, audio, SAMPLE_RATE, subtype="FLOAT", format="WAV")

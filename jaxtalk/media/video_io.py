@@ -17,6 +17,7 @@ import numpy as np
 from jaxtalk.errors import UserError
 from jaxtalk.media import atomic_output_path
 from jaxtalk.media.audio_io import ffmpeg_error_reason, require_file, save_wav
+from jaxtalk.timebase import FPS
 
 # Containers that hold H.264 with AAC and that ffmpeg picks from the file name.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
@@ -45,17 +46,13 @@ def _even_sized(frame: np.ndarray) -> np.ndarray:
 
 
 def write_video(
-  path: str,
-  frames: np.ndarray | Iterable[np.ndarray],
-  audio: np.ndarray | None = None,
-  sample_rate: int = 16000,
-  fps: int = 25,
+  path: str, frames: np.ndarray | Iterable[np.ndarray], audio: np.ndarray | None = None
 ) -> None:
-  """Writes uint8 RGB frames ([T, H, W, 3], or any iterable of [H, W, 3]) as an H.264 video.
+  """Writes uint8 RGB frames ([T, H, W, 3], or any iterable of [H, W, 3]) as a 25 fps H.264 video.
 
-  `audio` (mono float32 [N]) is muxed in as AAC when given. Odd frame sizes are padded by one edge
-  pixel. The file appears under `path` only once complete. Raises UserError for an unsupported
-  extension and ValueError for malformed frames.
+  `audio` (mono float32 [N] at 16 kHz) is muxed in as AAC when given. Odd frame sizes are padded by
+  one edge pixel. The file appears under `path` only once complete. Raises UserError for an
+  unsupported extension and ValueError for malformed frames.
   """
   if os.path.splitext(path)[1].lower() not in VIDEO_SUFFIXES:
     raise UserError(
@@ -81,13 +78,13 @@ def write_video(
       "-s",
       f"{width}x{height}",
       "-r",
-      str(fps),
+      str(FPS),
       "-i",
       "-",
     ]
     if audio is not None:
       wav_path = os.path.join(work_dir, "audio.wav")
-      save_wav(wav_path, audio, sample_rate)
+      save_wav(wav_path, audio)
       command += ["-i", wav_path, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
     command += [
       "-c:v",

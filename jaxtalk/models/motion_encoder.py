@@ -36,17 +36,17 @@ class MotionEncoder(nn.Module):
   it reaches `grid_size` x `grid_size` (channels doubling from `base_channels` up to
   `max_channels`, one residual block per level), `num_tokens` learned queries attention-pool the
   grid and a dense layer squeezes each to `token_dim` numbers. Works at any square side that is
-  `patch_size * grid_size` times a power of two. The defaults are the 64x64 CPU demo size.
+  `patch_size * grid_size` times a power of two.
   """
 
-  num_tokens: int = 4
-  token_dim: int = 8
-  grid_size: int = 8
-  patch_size: int = 4
-  base_channels: int = 32
-  max_channels: int = 64
-  pool_heads: int = 4
-  dtype: jnp.dtype = jnp.float32
+  num_tokens: int
+  token_dim: int
+  grid_size: int
+  patch_size: int
+  base_channels: int
+  max_channels: int
+  pool_heads: int
+  dtype: jnp.dtype
 
   @property
   def latent_dim(self) -> int:

@@ -99,16 +99,15 @@ class MotionTransformer(nn.Module):
   """Predicts the flow velocity of every frame's motion latent (see module docstring)."""
 
   latent_dim: int
-  dim: int = 128
-  depth: int = 4
-  heads: int = 4
-  mlp_ratio: float = 4.0
-  chunk_size: int = 4
-  lookback_chunks: int = 6
-  audio_radius: int = 3
-  audio_rate: tuple[int, int] = (1, 1)  # audio feature frames per video frame, as num/den
-  rope_fraction: float = 0.5
-  dtype: jnp.dtype = jnp.float32
+  dim: int
+  depth: int
+  heads: int
+  mlp_ratio: float
+  chunk_size: int
+  lookback_chunks: int
+  audio_radius: int
+  rope_fraction: float
+  dtype: jnp.dtype
 
   @property
   def rope_dims(self) -> int:
@@ -149,9 +148,7 @@ class MotionTransformer(nn.Module):
     )
     if audio_keep is not None:
       audio = jnp.where(audio_keep[:, None, None], audio, null_audio.astype(audio.dtype))
-    audio_mask = LocalAudioMask(
-      self.audio_radius, *self.audio_rate, q_offset=frame_offset, k_offset=audio_offset
-    )
+    audio_mask = LocalAudioMask(self.audio_radius, q_offset=frame_offset, k_offset=audio_offset)
 
     num_prefix = 0
     if reference is not None:

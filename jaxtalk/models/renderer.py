@@ -42,17 +42,16 @@ class Renderer(nn.Module):
   `base_channels * channel_mults[i]` channels and `blocks_per_level` residual blocks on each of
   the down and up paths; the lowest level also has one transformer block (self-attention over its
   image tokens, cross-attention to the motion tokens). The output conv starts at zero, so the
-  untrained model predicts a zero (mid-grey) frame. The defaults are the 64x64 CPU demo size.
+  untrained model predicts a zero (mid-grey) frame.
   """
 
-  base_channels: int = 32
-  channel_mults: tuple[int, ...] = (1, 2, 2)
-  blocks_per_level: int = 1
-  patch_size: int = 4
-  attention_heads: int = 4
-  cond_dim: int = 128
-  max_groups: int = 8
-  dtype: jnp.dtype = jnp.float32
+  base_channels: int
+  channel_mults: tuple[int, ...]
+  blocks_per_level: int
+  patch_size: int
+  attention_heads: int
+  cond_dim: int
+  dtype: jnp.dtype
 
   @nn.compact
   def __call__(
@@ -67,7 +66,7 @@ class Renderer(nn.Module):
         f"got {height}x{width}"
       )
     cond = self._conditioning(t, motion)
-    block = lambda channels, name: ResBlock(channels, self.max_groups, self.dtype, name=name)
+    block = lambda channels, name: ResBlock(channels, dtype=self.dtype, name=name)
 
     pixels = space_to_depth(
       jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype), self.patch_size
@@ -95,7 +94,7 @@ class Renderer(nn.Module):
           self.base_channels * self.channel_mults[level - 1], dtype=self.dtype, name=f"up_{level}"
         )(h)
 
-    h = nn.silu(group_norm(h.shape[-1], self.max_groups, dtype=self.dtype, name="out_norm")(h))
+    h = nn.silu(group_norm(h.shape[-1], dtype=self.dtype, name="out_norm")(h))
     out_features = out_channels * self.patch_size**2
     h = conv(out_features, dtype=self.dtype, zero=True, name="out")(h)
     h = h + self._bypass(pixels, cond, out_features)

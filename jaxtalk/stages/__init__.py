@@ -1,9 +1,11 @@
 """The two training stages: what each trains, on which batches, with which loss.
 
-The loop itself (sharding, checkpoints, resume, logging) is stage-agnostic: jaxtalk.training.loop.
+`STAGES` is the one registry, in the order a full run trains them; `train.py`, the bundle export
+and the benchmark all look stages up here. The loop itself (sharding, checkpoints, resume,
+logging) is stage-agnostic: `jaxtalk.training.loop`.
 """
 
-from jaxtalk.stages import motion_stage, renderer_stage
+from jaxtalk.stages.motion_stage import MotionStage
+from jaxtalk.stages.renderer_stage import RendererStage
 
-# Stage name -> train(config, workdir), in the order "all" runs them.
-STAGE_TRAINERS = {"renderer": renderer_stage.train, "motion": motion_stage.train}
+STAGES = {stage.name: stage for stage in (RendererStage, MotionStage)}

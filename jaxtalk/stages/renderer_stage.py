@@ -18,24 +18,26 @@ only the motion can explain, weigh `change_boost` times more.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.data.pipeline import window_dataset
 from jaxtalk.diffusion import flow
-from jaxtalk.models import build
-from jaxtalk.stages.common import image_to_model, run_stage, train_paths
+from jaxtalk.models.factory import to_model_image
+from jaxtalk.stages.stage import Stage
+from jaxtalk.training.settings import TrainSettings
 
 
 def appearance_jitter(images, rng, strength: float):
-  """Per-example random channel gains and brightness shift: changes look, not motion."""
+  """Per-example random channel gains and brightness offset: changes look, not motion."""
   if not strength:
     return images
-  gain_rng, shift_rng = jax.random.split(rng)
+  gain_rng, offset_rng = jax.random.split(rng)
   batch = images.shape[0]
   gains = 1.0 + strength * jax.random.uniform(gain_rng, (batch, 1, 1, 3), minval=-1, maxval=1)
-  shift = strength * jax.random.uniform(shift_rng, (batch, 1, 1, 1), minval=-1, maxval=1)
-  return jnp.clip(images * gains + shift, -1.0, 1.0)
+  offset = strength * jax.random.uniform(offset_rng, (batch, 1, 1, 1), minval=-1, maxval=1)
+  return jnp.clip(images * gains + offset, -1.0, 1.0)
 
 
 # Pixels whose mean channel difference from the reference exceeds this (in [-1, 1] image scale,
@@ -70,71 +72,45 @@ def latent_spread_penalty(target_latent, reference_latent, min_spread: float):
   return jnp.mean(jax.nn.relu(min_spread - spread))
 
 
-def init_fn(config):
-  encoder, renderer = build.motion_encoder(config), build.renderer(config)
-  size = config.data.image_size
-
-  def init(rng):
-    enc_rng, ren_rng = jax.random.split(rng)
-    image = jnp.zeros((1, size, size, 3))
-    motion = jnp.zeros((1, encoder.num_tokens, encoder.token_dim))
-    return {
-      "motion_encoder": encoder.init(enc_rng, image)["params"],
-      "renderer": renderer.init(ren_rng, image, jnp.zeros((1,)), image, motion)["params"],
-    }
-
-  return init
+@dataclasses.dataclass(frozen=True)
+class RendererSettings(TrainSettings):
+  time_schedule: str  # flow times: "logit_normal" or "uniform" (`flow.sample_time`)
+  time_logit_mean: float
+  change_boost: float
+  appearance_jitter: float
+  latent_spread: float
 
 
-def loss_fn(config):
-  encoder, renderer = build.motion_encoder(config), build.renderer(config)
-  train_cfg = config.renderer_train
+class RendererStage(Stage):
+  name = "renderer"
+  trains = ("motion_encoder", "renderer")
+  settings_type = RendererSettings
+  data_seed_offset = 0
 
-  def loss(params, batch, rng):
-    target = image_to_model(batch["frames"][:, 0])
-    reference = image_to_model(batch["reference"])
+  def loss(self, params, batch, rng):
+    encoder, renderer, settings = self.models.motion_encoder, self.models.renderer, self.settings
+    target = to_model_image(batch["frames"][:, 0])
+    reference = to_model_image(batch["reference"])
     jitter_rng, ref_jitter_rng, time_rng, noise_rng = jax.random.split(rng, 4)
     encode = lambda images, key: encoder.apply(
       {"params": params["motion_encoder"]},
-      appearance_jitter(images, key, train_cfg.appearance_jitter),
+      appearance_jitter(images, key, settings.appearance_jitter),
     )
     motion = encode(target, jitter_rng)
     spread = latent_spread_penalty(
-      motion, encode(reference, ref_jitter_rng), train_cfg.latent_spread
+      motion, encode(reference, ref_jitter_rng), settings.latent_spread
     )
     t = flow.sample_time(
-      time_rng, target.shape[:1], train_cfg.time_schedule, mean=train_cfg.time_logit_mean
+      time_rng, target.shape[:1], settings.time_schedule, mean=settings.time_logit_mean
     )
     noise = jax.random.normal(noise_rng, target.shape)
     x_t = flow.interpolate(target, noise, t)
     frame = renderer.apply({"params": params["renderer"]}, x_t, t, reference, motion)
     frame_loss = flow.weighted_mse(
-      frame, target, change_weights(target, reference, train_cfg.change_boost)
+      frame, target, change_weights(target, reference, settings.change_boost)
     )
     return frame_loss + spread, {"frame_loss": frame_loss, "spread_penalty": spread}
 
-  return loss
-
-
-def dataset(config, shard_index=0, shard_count=1):
-  return window_dataset(
-    train_paths(config),
-    window_frames=1,
-    audio_margin_frames=0,
-    batch_size=config.renderer_train.batch_size,
-    seed=config.seed,
-    shard_index=shard_index,
-    shard_count=shard_count,
-    windows_per_clip=config.data.windows_per_clip,
-  )
-
-
-def train(config, workdir):
-  return run_stage(
-    config,
-    workdir,
-    "renderer",
-    init_fn(config),
-    loss_fn(config),
-    dataset(config, jax.process_index(), jax.process_count()),
-  )
+  def dataset(self, run_dir, shard_index, shard_count):
+    del run_dir  # stage 1 needs nothing from an earlier stage
+    return self.windows(1, 0, shard_index, shard_count)

@@ -113,10 +113,6 @@ class Checkpointer:
     )
     return restored.state, restored.data
 
-  def wait_until_finished(self) -> None:
-    """Blocks until background saves are on disk (before exiting, or before reading them back)."""
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.close()
 
@@ -129,8 +125,9 @@ def load_params(
   Args:
     checkpoint_dir: a training workdir, its `checkpoints` folder (the newest step is used), or
       one `checkpoints/<step>` folder.
-    abstract_params: the model's parameter shapes, e.g. `jax.eval_shape(model.init, ...)["params"]`;
-      logical-partitioning boxes are allowed and dropped.
+    abstract_params: the shapes of the parameter groups to load, a dict of group name -> tree
+      (e.g. `Models.abstract_params(groups)`); boxes are allowed and dropped. Groups the
+      checkpoint holds beyond these are left unread; the groups asked for must match exactly.
     use_ema: the EMA weights (what sampling should use) rather than the raw trained weights.
   """
   key = "ema_params" if use_ema else "params"
@@ -142,9 +139,9 @@ def load_params(
     )
   }
   with _read_only(checkpoint_dir) as (manager, step, step_dir):
-    _check_shapes(
-      _stored_tree(manager, step, step_dir).get(key, {}), abstract_params, step_dir, prefix=key
-    )
+    stored = _stored_tree(manager, step, step_dir).get(key, {})
+    asked = {group: tree for group, tree in stored.items() if group in abstract_params}
+    _check_shapes(asked, abstract_params, step_dir, prefix=key)
     restored = _restore(
       manager,
       step,

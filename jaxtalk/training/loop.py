@@ -1,5 +1,5 @@
 """The training loop shared by both stages, top to bottom: setup, model, shard & transfer, data,
-train loop, final save. Stage-specific code supplies only `init_fn`, `loss_fn` and a dataset.
+train loop, final save. A stage supplies only its init, loss, frozen parameters and dataset.
 
 A run is resumable at any point: it restores the newest checkpoint in its workdir (parameters,
 EMA, optimizer, step, RNG and data-iterator position) and continues as if never stopped. Ctrl-C
@@ -11,21 +11,22 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
 
 from jaxtalk.errors import UserError
 from jaxtalk.parallel.mesh import make_mesh
-from jaxtalk.parallel.sharding import Rules, batch_sharding, global_batch
+from jaxtalk.parallel.sharding import batch_sharding, global_batch
 from jaxtalk.training.checkpoint import Checkpointer
 from jaxtalk.training.optim import make_optimizer
 from jaxtalk.training.progress import ProgressLogger, say
-from jaxtalk.training.state import InitFn, TrainState, abstract_train_state, init_train_state
-from jaxtalk.training.step import LossFn, make_train_step
+from jaxtalk.training.settings import TrainSettings
+from jaxtalk.training.state import TrainState, abstract_train_state, init_train_state
+from jaxtalk.training.step import make_train_step
 
 
 class _StopRequest:
@@ -63,62 +64,54 @@ class _StopRequest:
     raise SystemExit(128 + signal.SIGTERM)
 
 
-def train(
-  *,
-  workdir: str | Path,
-  config_dict: dict[str, Any],
-  init_fn: InitFn,
-  loss_fn: LossFn,
-  dataset: Iterable[Any],
-  num_steps: int,
-  optimizer_cfg: Any,
-  mesh_cfg: Any,
-  rules: Rules,
-  seed: int = 0,
-  log_every: int = 50,
-  checkpoint_every: int = 1000,
-  ema_decay: float = 0.999,
-  frozen: Callable[[tuple[str, ...]], bool] | None = None,
-) -> TrainState:
-  """Trains until `num_steps` updates have been applied, resuming from `workdir` if possible.
+class TrainJob(Protocol):
+  """What the loop needs of a training stage (`jaxtalk.stages.stage.Stage` is one)."""
+
+  config: Any  # the experiment config: mesh, axis rules and seed; saved with every checkpoint
+  settings: TrainSettings
+
+  def init(self, rng: jax.Array) -> Any:
+    """rng -> params, boxed with logical axis names (`nn.with_logical_partitioning`)."""
+
+  def loss(self, params: Any, batch: Any, rng: jax.Array) -> tuple[jax.Array, dict]:
+    """(scalar loss, dict of scalar metrics); params unboxed."""
+
+  def is_frozen(self, path: tuple[str, ...]) -> bool:
+    """Parameters for which this is true keep their initial values (see `make_optimizer`)."""
+
+
+def train(job: TrainJob, dataset: Iterable[Any], workdir: str | Path) -> TrainState:
+  """Trains `job` until `job.settings.num_steps` updates are applied, resuming from `workdir`.
 
   Args:
-    workdir: where checkpoints/, tensorboard/ and metrics.jsonl go; rerunning with the same
-      workdir resumes.
-    config_dict: the full experiment config as a JSON-able dict (`config.to_dict()`), saved with
-      every checkpoint so sampling can rebuild the model.
-    init_fn: rng -> params, e.g. `lambda rng: model.init(rng, *dummy_inputs)["params"]`.
-    loss_fn: (params, batch, rng) -> (scalar loss, dict of scalar metrics); params unboxed.
+    job: what to train, and its settings.
     dataset: yields this host's batches (pytrees of numpy arrays, leading dim = batch). Its
       iterator must have get_state()/set_state() (any grain dataset does) so a resumed run
       continues from the same position. It must not run out before `num_steps`.
-    num_steps: total number of updates of the run, including those before a resume.
-    optimizer_cfg: see `make_optimizer` (learning_rate, warmup_steps, num_steps, ...).
-    mesh_cfg: mesh axis sizes, e.g. {"data": -1, "fsdp": 1, "tensor": 1}.
-    rules: logical-axis rules, see `jaxtalk.parallel.sharding`.
-    seed: seeds parameter init and the per-step RNG (data order is the dataset's business).
-    log_every, checkpoint_every: in steps.
-    ema_decay: per-step decay of the EMA parameters.
-    frozen: optional predicate on a parameter's path; those parameters keep their initial values
-      (see `make_optimizer`).
+    workdir: where checkpoints/, tensorboard/ and metrics.jsonl go; rerunning with the same
+      workdir resumes.
 
   Returns:
     The final TrainState. If stopped by Ctrl-C or SIGTERM it saves a checkpoint and then raises
     KeyboardInterrupt or SystemExit(143) instead.
   """
+  settings, config = job.settings, job.config
+  config_dict = config.to_dict()
+  num_steps = settings.num_steps
   # ------------------------------------------------------------------------------------ setup
   workdir = Path(workdir)
-  mesh = make_mesh(mesh_cfg)
-  checkpointer = Checkpointer(workdir, save_interval=checkpoint_every)
+  mesh = make_mesh(config.mesh)
+  rules = tuple(config.axis_rules)
+  checkpointer = Checkpointer(workdir, save_interval=settings.checkpoint_every)
   say(
     f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} "
     f"device(s), mesh {dict(mesh.shape)}; workdir {workdir}"
   )
 
   # ------------------------------------------------------------------------------------ model
-  optimizer = make_optimizer(optimizer_cfg, frozen)
-  rng = jax.random.key(seed)
-  abstract_state, state_shardings = abstract_train_state(init_fn, optimizer, mesh, rules, rng)
+  optimizer = make_optimizer(settings, job.is_frozen)
+  rng = jax.random.key(config.seed)
+  abstract_state, state_shardings = abstract_train_state(job.init, optimizer, mesh, rules, rng)
   num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state.params))
   say(f"model: {num_params:,} parameters")
 
@@ -127,7 +120,7 @@ def train(
   # either way no parameter is ever materialised whole on one device.
   restored = checkpointer.restore_latest(abstract_state, state_shardings)
   if restored is None:
-    state = init_train_state(init_fn, optimizer, state_shardings, rng)
+    state = init_train_state(job.init, optimizer, state_shardings, rng)
     data_state = None
   else:
     state, data_state = restored
@@ -142,8 +135,10 @@ def train(
   batch_layout = batch_sharding(mesh)
 
   # ------------------------------------------------------------------------------- train loop
-  train_step = make_train_step(loss_fn, optimizer, state_shardings, batch_layout, ema_decay)
-  logger = ProgressLogger(workdir, num_steps, log_every)
+  train_step = make_train_step(
+    job.loss, optimizer, state_shardings, batch_layout, settings.ema_decay
+  )
+  logger = ProgressLogger(workdir, num_steps, settings.log_every)
   step = start_step
   exhausted = stopped = False
   try:

@@ -8,17 +8,19 @@ from typing import Any
 import jax
 import optax
 
+from jaxtalk.training.settings import TrainSettings
 
-def learning_rate_schedule(cfg: Any) -> optax.Schedule:
+
+def learning_rate_schedule(settings: TrainSettings) -> optax.Schedule:
   """Linear warmup from 0 to `learning_rate`, then cosine decay to `end_learning_rate_factor`
   times it at `num_steps`. A run shorter than its warmup (a quick demo) just stays in warmup."""
-  decay_steps = max(cfg.num_steps, cfg.warmup_steps + 1)
+  decay_steps = max(settings.num_steps, settings.warmup_steps + 1)
   return optax.warmup_cosine_decay_schedule(
     init_value=0.0,
-    peak_value=cfg.learning_rate,
-    warmup_steps=cfg.warmup_steps,
+    peak_value=settings.learning_rate,
+    warmup_steps=settings.warmup_steps,
     decay_steps=decay_steps,
-    end_value=cfg.learning_rate * cfg.end_learning_rate_factor,
+    end_value=settings.learning_rate * settings.end_learning_rate_factor,
   )
 
 
@@ -29,17 +31,15 @@ def _decay_mask(params):
 
 
 def make_optimizer(
-  cfg: Any, frozen: Callable[[tuple[str, ...]], bool] | None = None
+  settings: TrainSettings, frozen: Callable[[tuple[str, ...]], bool]
 ) -> optax.GradientTransformation:
   """AdamW with global-norm clipping and a warmup-cosine schedule.
 
   Args:
-    cfg: a ConfigDict (or any object with these attributes): learning_rate, warmup_steps,
-      num_steps, end_learning_rate_factor, weight_decay, grad_clip (max global gradient norm);
-      optionally b1, b2 (Adam betas, default 0.9, 0.999).
-    frozen: optional predicate on a parameter's path (its dict keys); those parameters are never
-      updated (not even by weight decay) and get no optimizer state, so a frozen pretrained
-      encoder costs no Adam moments.
+    settings: learning rate, its schedule, weight decay, Adam betas and gradient clipping.
+    frozen: predicate on a parameter's path (its dict keys); those parameters are never updated
+      (not even by weight decay) and get no optimizer state, so a frozen pretrained encoder costs
+      no Adam moments. The state has the same structure whether or not anything is frozen.
 
   Only the learning rate lives in the optimizer state (`inject_hyperparams`), so the train step
   can report the rate it actually used; the other hyperparameters stay constants of the code and
@@ -48,15 +48,13 @@ def make_optimizer(
   adamw = optax.inject_hyperparams(
     lambda learning_rate: optax.adamw(
       learning_rate,
-      b1=getattr(cfg, "b1", 0.9),
-      b2=getattr(cfg, "b2", 0.999),
-      weight_decay=cfg.weight_decay,
+      b1=settings.adam_b1,
+      b2=settings.adam_b2,
+      weight_decay=settings.weight_decay,
       mask=_decay_mask,
     )
-  )(learning_rate=learning_rate_schedule(cfg))
-  optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
-  if frozen is None:
-    return optimizer
+  )(learning_rate=learning_rate_schedule(settings))
+  optimizer = optax.chain(optax.clip_by_global_norm(settings.grad_clip), adamw)
   return optax.multi_transform(
     {"train": optimizer, "frozen": optax.set_to_zero()}, lambda params: _labels(params, frozen)
   )

@@ -74,22 +74,3 @@ def init_train_state(
   """Materialises a fresh state (step 0, EMA = params) directly in `state_shardings`."""
   boxed_init = _boxed_state_fn(init_fn, optimizer)
   return jax.jit(lambda r: strip_partitioning(boxed_init(r)), out_shardings=state_shardings)(rng)
-
-
-def create_train_state(
-  init_fn: InitFn,
-  optimizer: optax.GradientTransformation,
-  mesh: jax.sharding.Mesh,
-  rules: Rules,
-  rng: jax.Array,
-) -> tuple[TrainState, TrainState]:
-  """A freshly initialised, sharded TrainState and its shardings (step 0, EMA = params).
-
-  Args:
-    init_fn: rng -> params (may carry `with_logical_partitioning` boxes).
-    optimizer: from `make_optimizer`.
-    mesh, rules: where the arrays go; see `jaxtalk.parallel`.
-    rng: a `jax.random.key`; split into the init key and the training key.
-  """
-  _, shardings = abstract_train_state(init_fn, optimizer, mesh, rules, rng)
-  return init_train_state(init_fn, optimizer, shardings, rng), shardings

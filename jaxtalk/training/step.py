@@ -61,21 +61,3 @@ def make_train_step(
     out_shardings=(state_shardings, replicated(batch_sharding.mesh)),
     donate_argnums=0,
   )
-
-
-def make_eval_step(
-  loss_fn: LossFn, params_shardings: Any, batch_sharding: NamedSharding
-) -> Callable[[Any, Any, jax.Array], dict]:
-  """Returns `eval_step(params, batch, rng) -> metrics` (with "loss"), e.g. on `state.ema_params`
-  with a fixed rng so that evaluations at different steps see the same noise."""
-
-  def eval_step(params: Any, batch: Any, rng: jax.Array) -> dict[str, jax.Array]:
-    loss, metrics = loss_fn(params, batch, rng)
-    return {**metrics, "loss": loss}
-
-  mesh = batch_sharding.mesh
-  return jax.jit(
-    eval_step,
-    in_shardings=(params_shardings, batch_sharding, replicated(mesh)),
-    out_shardings=replicated(mesh),
-  )

@@ -1,15 +1,14 @@
 """Writes the SynthTalk train and eval splits: `python -m jaxtalk.data.synthtalk --out DIR`."""
 
-import argparse
 import sys
 import time
 
+from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.data.synthtalk import generate
-from jaxtalk.errors import run_reporting_user_errors
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m jaxtalk.data.synthtalk", description=__doc__)
+  parser = argument_parser("python -m jaxtalk.data.synthtalk", __doc__)
   parser.add_argument("--out", required=True, help="folder for the ArrayRecord shards")
   parser.add_argument("--train-clips", type=int, default=300)
   parser.add_argument("--eval-clips", type=int, default=40)
@@ -19,8 +18,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--workers", type=int, default=2, help="processes rendering clips in parallel"
   )
-  args = parser.parse_args(argv)
-  return run_reporting_user_errors(_write_splits, args)
+  return run_command(_write_splits, parser.parse_args(argv))
 
 
 def _write_splits(args) -> None:

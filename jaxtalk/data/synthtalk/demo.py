@@ -9,12 +9,13 @@ closed, head straight): at sampling time the portrait is all the model knows of 
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 
+from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.data.synthtalk import face, generate, motion
 from jaxtalk.media import atomic_output_path
 from jaxtalk.media.audio_io import save_wav
@@ -36,19 +37,22 @@ def write_demo_inputs(
   out_dir.mkdir(parents=True, exist_ok=True)
   with atomic_output_path(str(out_dir / "portrait.png")) as tmp:
     iio.imwrite(tmp, face.render_face(clip.identity, REST_POSE, image_size))
-  save_wav(str(out_dir / "speech.wav"), clip.audio, clip.sample_rate)
+  save_wav(str(out_dir / "speech.wav"), clip.audio)
   return clip
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--image-size", type=int, default=64)
-  parser.add_argument("--seconds", type=float, default=8.0)
-  args = parser.parse_args(argv)
+def main(argv=None) -> int:
+  parser = argument_parser("python -m jaxtalk.data.synthtalk.demo", __doc__)
+  parser.add_argument("--out", required=True, help="folder for portrait.png and speech.wav")
+  parser.add_argument("--image-size", type=int, default=64, help="portrait height and width")
+  parser.add_argument("--seconds", type=float, default=8.0, help="length of the speech")
+  return run_command(_write_command, parser.parse_args(argv))
+
+
+def _write_command(args) -> None:
   clip = write_demo_inputs(args.out, image_size=args.image_size, seconds=args.seconds)
   print(f"wrote {args.out}/portrait.png and speech.wav ({clip.meta['clip_id']})")
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -15,6 +15,7 @@ import numpy as np
 from jaxtalk.data import clips
 from jaxtalk.data.synthtalk import face, motion, speech
 from jaxtalk.errors import UserError
+from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 SPLITS = ("train", "eval")
 # Each split owns [base, base + _SPLIT_SPAN) of identity and utterance seeds; within it,
@@ -37,7 +38,7 @@ def split_of_seeds(identity_seed: int, utterance_seed: int) -> str:
 
 def num_frames_for(seconds: float) -> int:
   """Frames in a clip of `seconds` at 25 fps (at least one)."""
-  return max(1, int(round(seconds * motion.FPS)))
+  return max(1, int(round(seconds * FPS)))
 
 
 def make_clip(
@@ -56,9 +57,7 @@ def make_clip(
   if emotion not in speech.EMOTIONS:
     raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(speech.EMOTIONS)}")
   num_frames = num_frames_for(seconds)
-  utterance = speech.synthesize_utterance(
-    utterance_seed, num_frames * speech.SAMPLE_RATE // motion.FPS, emotion
-  )
+  utterance = speech.synthesize_utterance(utterance_seed, num_frames * SAMPLES_PER_FRAME, emotion)
   clip_motion = motion.sample_motion(utterance.schedule, num_frames, emotion, rng)
   identity = face.sample_identity(np.random.default_rng([identity_seed, 0x1D]))
   split = split_of_seeds(identity_seed, utterance_seed)
@@ -76,8 +75,6 @@ def make_clip(
     frames=face.render_clip(identity, clip_motion, image_size),
     audio=utterance.audio,
     meta=meta,
-    fps=motion.FPS,
-    sample_rate=speech.SAMPLE_RATE,
     motion=clip_motion,
     identity=identity,
   )

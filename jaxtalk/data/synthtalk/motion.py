@@ -13,8 +13,8 @@ import numpy as np
 import scipy.ndimage
 
 from jaxtalk.data.synthtalk import speech
+from jaxtalk.timebase import FPS
 
-FPS = 25
 MOTION_PARAMS = ("mouth_open", "mouth_width", "jaw", "blink", "brow", "yaw", "pitch", "roll")
 REST_WIDTH = 0.5
 
@@ -31,14 +31,12 @@ _HEAD_STD_DEG = np.array([4.0, 2.5, 2.0])  # yaw, pitch, roll
 _HEAD_LIMIT_DEG = 12.0
 
 
-def frame_times(num_frames: int, fps: int = FPS) -> np.ndarray:
-  """Centre time in seconds of each video frame; frame i covers [i/fps, (i+1)/fps)."""
-  return (np.arange(num_frames) + 0.5) / fps
+def frame_times(num_frames: int) -> np.ndarray:
+  """Centre time in seconds of each video frame; frame i covers [i/FPS, (i+1)/FPS)."""
+  return (np.arange(num_frames) + 0.5) / FPS
 
 
-def mouth_from_schedule(
-  schedule: speech.SyllableSchedule, num_frames: int, fps: int = FPS
-) -> np.ndarray:
+def mouth_from_schedule(schedule: speech.SyllableSchedule, num_frames: int) -> np.ndarray:
   """Ground-truth `[T, 3]` (mouth_open, mouth_width, jaw) at each frame's centre time.
 
   Closures and pauses have no vowel sounding, so the mouth is shut there (open = jaw = 0, width at
@@ -46,7 +44,7 @@ def mouth_from_schedule(
   """
   if len(schedule.vowels) == 0:
     return np.tile(np.array([0.0, REST_WIDTH, 0.0], np.float32), (num_frames, 1))
-  index, shape = speech.syllable_envelope(schedule, frame_times(num_frames, fps))
+  index, shape = speech.syllable_envelope(schedule, frame_times(num_frames))
   vowel = schedule.vowels[np.maximum(index, 0)]
   loudness = np.where(index >= 0, schedule.loudness[np.maximum(index, 0)], 0.0)
   # Loud vowels open wider, but a quiet one still visibly opens: the square root compresses loudness.
@@ -57,17 +55,17 @@ def mouth_from_schedule(
   return np.stack([open_, width, jaw], axis=-1).astype(np.float32)
 
 
-def mouth_opening(schedule: speech.SyllableSchedule, num_frames: int, fps: int = FPS) -> np.ndarray:
+def mouth_opening(schedule: speech.SyllableSchedule, num_frames: int) -> np.ndarray:
   """Ground-truth mouth opening `[T]` in [0, 1]: what lip-sync metrics compare against."""
-  return mouth_from_schedule(schedule, num_frames, fps)[:, 0]
+  return mouth_from_schedule(schedule, num_frames)[:, 0]
 
 
-def _blinks(rng: np.random.Generator, num_frames: int, fps: int) -> np.ndarray:
+def _blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
   """Blinks every 2-6 s lasting ~150 ms: lids close fast and reopen a little slower."""
-  times = frame_times(num_frames, fps)
+  times = frame_times(num_frames)
   blink = np.zeros(num_frames)
   start = rng.uniform(0.3, 3.0)
-  while start < num_frames / fps:
+  while start < num_frames / FPS:
     duration = rng.uniform(0.12, 0.18)
     phase = (times - start) / duration
     closing = np.clip(phase / 0.4, 0.0, 1.0)
@@ -89,18 +87,14 @@ def _smooth_noise(rng: np.random.Generator, num_frames: int, sigma_frames: float
 
 
 def sample_motion(
-  schedule: speech.SyllableSchedule,
-  num_frames: int,
-  emotion: str,
-  rng: np.random.Generator,
-  fps: int = FPS,
+  schedule: speech.SyllableSchedule, num_frames: int, emotion: str, rng: np.random.Generator
 ) -> np.ndarray:
   """Full `[T, 8]` motion: mouth from the schedule; blink, brow and head from `rng`."""
-  mouth = mouth_from_schedule(schedule, num_frames, fps)
-  blink = _blinks(rng, num_frames, fps)
-  brow = _EMOTION_BROW[emotion] + 0.12 * _smooth_noise(rng, num_frames, sigma_frames=0.4 * fps)
+  mouth = mouth_from_schedule(schedule, num_frames)
+  blink = _blinks(rng, num_frames)
+  brow = _EMOTION_BROW[emotion] + 0.12 * _smooth_noise(rng, num_frames, sigma_frames=0.4 * FPS)
   head = np.stack(
-    [_smooth_noise(rng, num_frames, sigma_frames=0.5 * fps) for _ in range(3)], axis=-1
+    [_smooth_noise(rng, num_frames, sigma_frames=0.5 * FPS) for _ in range(3)], axis=-1
   )
   head = np.clip(
     head * _HEAD_STD_DEG * _EMOTION_HEAD_GAIN[emotion], -_HEAD_LIMIT_DEG, _HEAD_LIMIT_DEG

@@ -14,7 +14,8 @@ import dataclasses
 import numpy as np
 import scipy.signal
 
-SAMPLE_RATE = 16000
+from jaxtalk.timebase import SAMPLE_RATE
+
 VOWELS = ("a", "e", "i", "o", "u")
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 

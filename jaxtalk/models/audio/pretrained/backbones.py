@@ -2,9 +2,9 @@
 
 import jax.numpy as jnp
 
-from jaxtalk.audio.pretrained.spec import Spec, WhisperSpec
-from jaxtalk.audio.pretrained.wav2vec2 import Wav2Vec2Encoder
-from jaxtalk.audio.pretrained.whisper import WhisperEncoder
+from jaxtalk.models.audio.pretrained.spec import Spec, WhisperSpec
+from jaxtalk.models.audio.pretrained.wav2vec2 import Wav2Vec2Encoder
+from jaxtalk.models.audio.pretrained.whisper import WhisperEncoder
 
 
 def make_backbone(spec: Spec, dtype=jnp.float32, name: str | None = None):

@@ -1,6 +1,6 @@
 """Whisper's log-mel front end in jnp, as its feature extractor computes it.
 
-Framing differs from `jaxtalk.audio.mel`: frame k is centred on sample k * hop (the signal is
+Framing differs from `jaxtalk.models.audio.mel`: frame k is centred on sample k * hop (the signal is
 reflect-padded by n_fft // 2 at both ends, the last frame dropped), giving N // hop frames. The
 spectrum is the power of a periodic-Hann-windowed n_fft-point DFT, through Slaney mel filters
 from 0 to 8 kHz. Compression: log10(max(mel, 1e-10)), floored at 8 below the loudest value of the
@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.audio.mel import mel_filterbank, windowed_dft_basis
+from jaxtalk.models.audio.mel import mel_filterbank, windowed_dft_basis
+from jaxtalk.timebase import SAMPLE_RATE
 
 MEL_FLOOR = 1e-10
 DYNAMIC_RANGE = 8.0  # log10 units: 80 dB
@@ -24,7 +25,7 @@ def whisper_log_mel(
   n_mels: int,
   n_fft: int = 400,
   hop_length: int = 160,
-  sample_rate: int = 16000,
+  sample_rate: int = SAMPLE_RATE,
 ) -> jax.Array:
   """waveform [B, N] -> log-mel [B, N // hop_length, n_mels], float32."""
   waveform = jnp.asarray(waveform, jnp.float32)

@@ -12,9 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.audio.pretrained.layers import EncoderLayer, activation, conv1d, norm
-from jaxtalk.audio.pretrained.spec import WhisperSpec
-from jaxtalk.audio.pretrained.whisper_mel import whisper_log_mel
+from jaxtalk.models.audio.pretrained.layers import EncoderLayer, activation, conv1d, norm
+from jaxtalk.models.audio.pretrained.spec import WhisperSpec
+from jaxtalk.models.audio.pretrained.whisper_mel import whisper_log_mel
 from jaxtalk.models.layers import partitioned
 
 LAYER_NORM_EPS = 1e-5  # Whisper's LayerNorms use PyTorch's default

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.audio.pretrained.layers import EncoderLayer, activation, conv1d, norm
-from jaxtalk.audio.pretrained.spec import Wav2Vec2Spec
+from jaxtalk.models.audio.pretrained.layers import EncoderLayer, activation, conv1d, norm
+from jaxtalk.models.audio.pretrained.spec import Wav2Vec2Spec
 from jaxtalk.models.layers import dense, partitioned
 
 CONV_NORM_EPS = 1e-5  # the conv stack's norms use PyTorch's default, not config.layer_norm_eps

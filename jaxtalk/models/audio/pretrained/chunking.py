@@ -1,4 +1,4 @@
-"""Long audio through encoders that see a bounded segment: overlapping chunks, and streaming.
+"""Long audio through encoders that see a bounded input: overlapping segments, and streaming.
 
 Offline (`encode_in_segments`): the encoder-frame axis is cut into chunks; each chunk is encoded in
 a segment with `context` frames on both sides (shifted inward at the ends of the file, so every
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtalk.audio.pretrained.spec import Spec, WhisperSpec
+from jaxtalk.models.audio.pretrained.spec import Spec, WhisperSpec
+from jaxtalk.timebase import SAMPLES_PER_FRAME
 
 
 def segment_layout(num_frames: int, segment_frames: int, context_frames: int):
@@ -76,12 +77,10 @@ def encode_in_segments(
   return jnp.stack(picked)
 
 
-def resample_to_video_frames(
-  features: jax.Array, spec: Spec, num_video_frames: int, samples_per_frame: int
-) -> jax.Array:
+def resample_to_video_frames(features: jax.Array, spec: Spec, num_video_frames: int) -> jax.Array:
   """[..., T, D] encoder frames -> [..., num_video_frames, D], linearly interpolated at the centre
   of each video frame (wav2vec2 at 25 fps: between its frames 2i and 2i + 1, 0.38 of the way)."""
-  centres = (np.arange(num_video_frames) + 0.5) * samples_per_frame
+  centres = (np.arange(num_video_frames) + 0.5) * SAMPLES_PER_FRAME
   position = np.clip((centres - spec.frame_centre) / spec.frame_stride, 0, features.shape[-2] - 1)
   low = np.floor(position).astype(np.int32)
   high = np.minimum(low + 1, features.shape[-2] - 1)
@@ -92,17 +91,15 @@ def resample_to_video_frames(
 class AudioStream:
   """Frame-aligned features of audio that arrives chunk by chunk, for any jaxtalk audio encoder.
 
-  `push(chunk [B, n * samples_per_frame])` returns the features [B, k, dim] of the next k video
+  `push(chunk [B, n * SAMPLES_PER_FRAME])` returns the features [B, k, dim] of the next k video
   frames that are final: those followed by `lookahead_frames` frames of audio. `flush()` returns
   the rest at the end of the audio. Each encoder call sees the new audio plus the carried
   `context_frames` frames before it, so its cost does not grow with the stream's length.
   """
 
-  def __init__(
-    self, encoder, params, *, samples_per_frame: int, context_frames: int, lookahead_frames: int = 0
-  ):
+  def __init__(self, encoder, params, *, context_frames: int, lookahead_frames: int):
     self._encode = jax.jit(lambda audio: encoder.apply(params, audio))
-    self._spf, self._dim = samples_per_frame, encoder.dim
+    self._spf, self._dim = SAMPLES_PER_FRAME, encoder.dim
     self._context, self._lookahead = context_frames, lookahead_frames
     self._audio = None  # carried audio: [context | not yet emitted], a whole number of frames
     self._carried_context = 0  # frames of context at the front of self._audio

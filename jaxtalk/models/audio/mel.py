@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.timebase import SAMPLE_RATE
+
 LOG_FLOOR = 1e-5
 # (log(mel) - LOG_CENTRE) / LOG_HALF_RANGE maps the floor, log(1e-5) = -11.5, to -1 and log(mel) =
 # 4.5 to +1, about the loudest band of full-scale speech in these units (power of the windowed DFT,
@@ -92,7 +94,7 @@ def windowed_dft_basis(n_fft: int, win_length: int) -> tuple[np.ndarray, np.ndar
 def log_mel(
   audio: jax.Array,
   *,
-  sample_rate: int = 16000,
+  sample_rate: int = SAMPLE_RATE,
   n_fft: int = 512,
   win_length: int = 400,
   hop_length: int = 160,

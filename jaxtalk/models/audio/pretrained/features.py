@@ -6,8 +6,7 @@ frames -> LayerNorm + projection to `dim`. Parameters: {"backbone": the imported
 "layer_weights" (weighted sum only), "norm", "projection"}.
 
 Frozen (the default), no gradient flows into the backbone: its outputs pass `stop_gradient`, so
-the backward pass never runs through it, and the stage tells the optimizer to leave it alone
-(`jaxtalk.audio.encoder.is_frozen`).
+the backward pass never runs through it, and `is_frozen` tells the optimizer to leave it alone.
 """
 
 from __future__ import annotations
@@ -16,35 +15,38 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.audio.pretrained.backbones import make_backbone
-from jaxtalk.audio.pretrained.chunking import encode_in_segments, resample_to_video_frames
-from jaxtalk.audio.pretrained.layers import norm
-from jaxtalk.audio.pretrained.spec import Spec, Wav2Vec2Spec
-from jaxtalk.audio.pretrained.wav2vec2 import normalize_waveform
+from jaxtalk.models.audio.pretrained.backbones import make_backbone
+from jaxtalk.models.audio.pretrained.chunking import encode_in_segments, resample_to_video_frames
+from jaxtalk.models.audio.pretrained.layers import norm
+from jaxtalk.models.audio.pretrained.spec import Spec, Wav2Vec2Spec
+from jaxtalk.models.audio.pretrained.wav2vec2 import normalize_waveform
 from jaxtalk.models.layers import dense, partitioned
+from jaxtalk.timebase import FPS, SAMPLE_RATE, frames_of
 
 BACKBONE = "backbone"
 
 
 class PretrainedAudioEncoder(nn.Module):
-  """waveform [B, N] at 16 kHz -> [B, N // samples_per_frame, dim], feature i for video frame i."""
+  """waveform [B, N] at 16 kHz -> [B, N // SAMPLES_PER_FRAME, dim], feature i for video frame i."""
 
   spec: Spec
   dim: int
-  layer: int = (
-    -1
-  )  # hidden state to use (0 = input of the first layer, -1 = output), unless weighted
-  weighted_layers: bool = False
-  trainable: bool = False
-  segment_seconds: float = 20.0  # wav2vec2 / HuBERT segment for long audio (Whisper: always 30 s)
-  context_seconds: float = 1.0  # audio each segment sees beyond the frames it keeps, on each side
-  sample_rate: int = 16000
-  fps: int = 25
-  dtype: jnp.dtype = jnp.float32
+  # The hidden state to use (0: the input of the first layer, -1: the output), unless weighted.
+  layer: int
+  weighted_layers: bool
+  trainable: bool
+  segment_seconds: float  # wav2vec2 / HuBERT segment of long audio (Whisper's is always 30 s)
+  context_seconds: float  # audio each segment sees beyond the frames it keeps, on each side
+  dtype: jnp.dtype
 
   @property
-  def samples_per_frame(self) -> int:
-    return self.sample_rate // self.fps
+  def context_frames(self) -> int:
+    """Its attention reaches the whole input, so what it hears is what `context_seconds` gives it."""
+    return round(self.context_seconds * FPS)
+
+  def is_frozen(self, path: tuple[str, ...]) -> bool:
+    """The imported backbone stays as imported, unless `trainable`."""
+    return not self.trainable and path[:1] == (BACKBONE,)
 
   @property
   def layers(self) -> tuple[int, ...]:
@@ -61,10 +63,9 @@ class PretrainedAudioEncoder(nn.Module):
   def __call__(self, waveform: jax.Array) -> jax.Array:
     spec = self.spec
     if isinstance(spec, Wav2Vec2Spec) and spec.normalize_input:
-      waveform = normalize_waveform(
-        waveform
-      )  # over the whole input, before it is cut into segments
-    frame_rate = self.sample_rate / spec.frame_stride
+      # Over the whole input, before it is cut into segments.
+      waveform = normalize_waveform(waveform)
+    frame_rate = SAMPLE_RATE / spec.frame_stride
     states = encode_in_segments(
       make_backbone(spec, self.dtype, name=BACKBONE),
       spec,
@@ -82,8 +83,6 @@ class PretrainedAudioEncoder(nn.Module):
       x = jnp.einsum("l,lbtd->btd", jax.nn.softmax(logits).astype(states.dtype), states)
     else:
       x = states[0]
-    x = resample_to_video_frames(
-      x, spec, waveform.shape[-1] // self.samples_per_frame, self.samples_per_frame
-    )
+    x = resample_to_video_frames(x, spec, frames_of(waveform.shape[-1]))
     x = norm(1e-5, dtype=self.dtype, name="norm")(x)
     return dense(self.dim, ("embed", "audio_embed"), dtype=self.dtype, name="projection")(x)

@@ -19,10 +19,17 @@ import jax
 import numpy as np
 from safetensors import safe_open
 
-from jaxtalk.audio.pretrained.backbones import make_backbone
-from jaxtalk.audio.pretrained.spec import Spec, Wav2Vec2Spec, WhisperSpec
 from jaxtalk.errors import UserError
+from jaxtalk.models.audio.pretrained.backbones import make_backbone
+from jaxtalk.models.audio.pretrained.spec import (
+  Spec,
+  Wav2Vec2Spec,
+  WhisperSpec,
+  spec_from_dict,
+  spec_to_dict,
+)
 from jaxtalk.parallel.sharding import strip_partitioning
+from jaxtalk.timebase import SAMPLE_RATE
 
 SUPPORTED = ("wav2vec2", "hubert", "whisper")
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -57,7 +64,7 @@ def read_spec(folder) -> Spec:
     raise UserError(
       f"{folder} holds a {kind!r} model; jaxtalk imports {', '.join(SUPPORTED)} speech encoders"
     )
-  if preprocessor.get("sampling_rate", 16000) != 16000:
+  if preprocessor.get("sampling_rate", SAMPLE_RATE) != SAMPLE_RATE:
     raise UserError(
       f"{folder}: the model expects {preprocessor['sampling_rate']} Hz audio; jaxtalk feeds 16 kHz"
     )
@@ -277,3 +284,71 @@ def abstract_backbone_params(spec: Spec) -> dict:
     backbone.init, jax.random.key(0), jax.ShapeDtypeStruct((1, samples), np.float32)
   )
   return strip_partitioning(abstract["params"])
+
+
+# --------------------------------------------------------------------- from the run's config
+# `audio.encoder` names the kind, `audio.checkpoint` the folder, and `audio.architecture` records
+# the spec once a run has read it, so its checkpoints and bundles rebuild the encoder without the
+# folder.
+
+
+def configured_spec(audio_cfg) -> Spec:
+  """The architecture a run recorded in audio.architecture, else the one in audio.checkpoint."""
+  _check_encoder_name(audio_cfg)
+  spec = (
+    spec_from_dict(audio_cfg.architecture)
+    if audio_cfg.architecture
+    else read_spec(_checkpoint_folder(audio_cfg))
+  )
+  return _checked_kind(audio_cfg, spec)
+
+
+def with_recorded_architecture(config):
+  """A copy of `config` whose audio.architecture holds the spec of audio.checkpoint (unchanged for
+  the mel encoder, or when already recorded and the folder still holds that model)."""
+  if config.audio.encoder == "mel":
+    return config
+  spec = _checked_kind(config.audio, read_spec(_checkpoint_folder(config.audio)))
+  if config.audio.architecture and spec_from_dict(config.audio.architecture) != spec:
+    raise UserError(
+      f"audio.checkpoint {config.audio.checkpoint} is not the model this run started with "
+      f"(its architecture differs from audio.architecture)"
+    )
+  config = config.copy_and_resolve_references()
+  config.audio.architecture = spec_to_dict(spec)
+  return config
+
+
+def import_backbone(audio_cfg) -> dict:
+  """The weights of audio.checkpoint, checked to be the architecture the config recorded."""
+  spec, params = read_checkpoint(_checkpoint_folder(audio_cfg))
+  if spec != configured_spec(audio_cfg):
+    raise UserError(
+      f"audio.checkpoint {audio_cfg.checkpoint} is not the model this run started with "
+      f"(its architecture differs from audio.architecture)"
+    )
+  return params
+
+
+def _check_encoder_name(audio_cfg):
+  if audio_cfg.encoder not in SUPPORTED:
+    raise UserError(f"unknown audio.encoder {audio_cfg.encoder!r}; use mel, {', '.join(SUPPORTED)}")
+
+
+def _checkpoint_folder(audio_cfg) -> str:
+  _check_encoder_name(audio_cfg)
+  if not audio_cfg.checkpoint:
+    raise UserError(
+      f"audio.encoder is {audio_cfg.encoder}: set audio.checkpoint to a local Hugging Face "
+      f"folder (config.json + model.safetensors)"
+    )
+  return audio_cfg.checkpoint
+
+
+def _checked_kind(audio_cfg, spec: Spec) -> Spec:
+  if spec.kind != audio_cfg.encoder:
+    raise UserError(
+      f"audio.encoder is {audio_cfg.encoder} but "
+      f"{audio_cfg.checkpoint or 'audio.architecture'} holds a {spec.kind} model"
+    )
+  return spec

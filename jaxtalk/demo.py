@@ -1,0 +1,12 @@
+"""What ships with the package: the demo model bundle, its portrait and its speech.
+
+Plain paths, importable before jax starts, so commands can name them as defaults.
+"""
+
+from importlib import resources
+from pathlib import Path
+
+DEMO_DIR = Path(str(resources.files("jaxtalk") / "assets" / "demo"))
+DEMO_BUNDLE = DEMO_DIR / "model"
+DEMO_PORTRAIT = DEMO_DIR / "portrait.png"
+DEMO_SPEECH = DEMO_DIR / "speech.wav"

@@ -1,0 +1,48 @@
+"""Export a training run as a sampling bundle: the EMA weights every stage trained, and the config.
+
+    python -m jaxtalk.stages.export --workdir runs/demo --out jaxtalk/assets/demo/model
+
+`train.py` does this itself after the motion stage; this command re-exports a run, e.g. from an
+earlier checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.config import config_from_dict
+from jaxtalk.inference.bundle import save_bundle
+from jaxtalk.stages import STAGES
+from jaxtalk.training.checkpoint import load_params, read_config
+
+
+def export_bundle(run_dir, out_dir, config) -> Path:
+  """Writes the EMA parameters of every stage's latest checkpoint in `run_dir` to `out_dir`."""
+  params = {}
+  for stage_type in STAGES.values():
+    stage = stage_type(config)
+    groups = stage.models.abstract_params(stage.trains)
+    params.update(load_params(stage.checkpoint_dir(run_dir), groups))
+  return save_bundle(out_dir, config, params)
+
+
+def export_command(args) -> None:
+  # The config the last stage saved with its checkpoints: it records a pretrained encoder's
+  # architecture, which the config file does not.
+  config = config_from_dict(read_config(Path(args.workdir) / list(STAGES)[-1]))
+  print(f"wrote {export_bundle(args.workdir, args.out, config)}")
+
+
+def main(argv=None) -> int:
+  parser = argument_parser("python -m jaxtalk.stages.export", __doc__)
+  parser.add_argument(
+    "--workdir", required=True, help="training workdir with renderer/ and motion/"
+  )
+  parser.add_argument("--out", required=True, help="folder to write the bundle to")
+  return run_command(export_command, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
