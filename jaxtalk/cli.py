@@ -38,6 +38,16 @@ def argument_parser(prog: str, doc: str) -> argparse.ArgumentParser:
   )
 
 
+def print_report(text: str, results: dict, json_path: str | None) -> None:
+  """Prints a command's table; with `json_path`, also writes every number there (atomically)."""
+  from jaxtalk.media import write_json
+
+  print(text)
+  if json_path:
+    write_json(json_path, results)
+    print(f"wrote {json_path}")
+
+
 def run_command(command: Callable[[Any], Any], args: Any) -> int:
   """Runs `command(args)`; returns the exit status (0, or see the module docstring)."""
   try:

@@ -1,12 +1,15 @@
 """Every config builds abstractly (no memory) and derives valid shardings on the 8-device mesh."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
 import jax
 import pytest
 
+from jaxtalk.config import base_config, config_from_dict
+from jaxtalk.errors import UserError
 from jaxtalk.parallel.mesh import make_mesh
 from jaxtalk.stages import STAGES
 from jaxtalk.training.optim import make_optimizer
@@ -51,3 +54,21 @@ def test_config_builds_and_shards(path, stage_name):
     # Large configs must actually split their big matrices, not replicate everything.
     big = [s for leaf, s in zip(leaves, param_shardings) if math.prod(leaf.shape) >= 1 << 18]
     assert big and all(not s.is_fully_replicated for s in big)
+
+
+def test_stored_configs_hold_exactly_the_keys_of_the_base_config():
+  stored = json.loads(json.dumps(base_config().to_dict()))  # as a bundle stores it
+  assert config_from_dict(stored).motion.depth == base_config().motion.depth
+  stored["motion"]["window_chunks"] = 6  # a key of an older jaxtalk
+  with pytest.raises(UserError, match="unknown key motion.window_chunks"):
+    config_from_dict(stored)
+  del stored["motion"]["window_chunks"], stored["motion"]["lookback_chunks"]
+  with pytest.raises(UserError, match="lacks key motion.lookback_chunks"):
+    config_from_dict(stored)
+
+
+def test_a_train_section_holds_exactly_its_stage_settings():
+  config = load_config(CONFIGS[0])
+  config.renderer_train.lr_decay = 0.5  # a config file can add keys; the stage refuses them
+  with pytest.raises(UserError, match="config.renderer_train.lr_decay is not a setting"):
+    STAGES["renderer"](config)

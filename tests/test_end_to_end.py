@@ -61,9 +61,8 @@ def test_sample_writes_video_with_one_frame_per_40ms(trained, tmp_path):
   iio.imwrite(image, data.astronaut())
   audio = tmp_path / "speech.wav"
   t = np.arange(int(1.23 * 44100)) / 44100
-  soundfile.write(
-    audio, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, 1) * 0.3, 44100
-  )  # stereo 44.1k
+  # Stereo 44.1k
+  soundfile.write(audio, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, 1) * 0.3, 44100)
   out = tmp_path / "out.mp4"
   code = sample.main(
     ["--image", str(image), "--audio", str(audio), "--out", str(out), "--checkpoint", str(bundle)]

@@ -37,18 +37,16 @@ def test_no_face_in_noise_flat_or_tiny_images():
   rng = np.random.default_rng(0)
   assert face_detect.detect_face(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) is None
   assert face_detect.detect_face(np.full((240, 320, 3), 128, np.uint8)) is None
-  assert (
-    face_detect.detect_face(data.astronaut()[::32, ::32]) is None
-  )  # 16 px: smaller than the cascade
+  # 16 px: smaller than the cascade
+  assert face_detect.detect_face(data.astronaut()[::32, ::32]) is None
 
 
 def test_face_crop_box_shifts_inside_and_pads_only_when_too_big():
   shifted = face_detect.face_crop_box(
     Box(x=0, y=20, width=40, height=40), image_height=200, image_width=300
   )
-  assert shifted == Box(
-    x=0, y=8, width=64, height=64
-  )  # centred on the face vertically, moved right to fit
+  # Centred on the face vertically, moved right to fit
+  assert shifted == Box(x=0, y=8, width=64, height=64)
 
   image = np.arange(60 * 100 * 3, dtype=np.int64).reshape(60, 100, 3)
   box = face_detect.face_crop_box(

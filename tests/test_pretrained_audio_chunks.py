@@ -55,9 +55,8 @@ def local_encoder(tmp_path_factory):
 def test_segments_with_enough_context_match_one_pass(local_encoder):
   encoder, params, waveform = local_encoder
   one_pass = _features(encoder, params, waveform)
-  segmented = _features(
-    encoder.clone(segment_seconds=0.6, context_seconds=0.2), params, waveform
-  )  # 8 segments
+  # 8 segments
+  segmented = _features(encoder.clone(segment_seconds=0.6, context_seconds=0.2), params, waveform)
   assert segmented.shape == one_pass.shape == (1, 40, 8)
   assert _relative_error(segmented, one_pass) < 1e-5
 
@@ -89,9 +88,8 @@ def test_whisper_pads_short_audio_and_segments_long_audio(tmp_path):
   params["params"]["backbone"] = backbone
 
   long = _features(encoder, params, waveform)  # 2.4 s: segments of 1 s, chunks of 0.6 s
-  first_segment = _features(
-    encoder, params, waveform[:, : 25 * SPF]
-  )  # exactly one segment, no padding
+  # Exactly one segment, no padding
+  first_segment = _features(encoder, params, waveform[:, : 25 * SPF])
   short = _features(encoder, params, waveform[:, : 10 * SPF])  # padded to the segment
   assert long.shape == (1, 60, 8) and short.shape == (1, 10, 8)
   # The first chunk comes from the first segment; a padded short input differs from it only

@@ -30,9 +30,8 @@ def _speech_like(batch, samples, seed=0):
 def test_every_hidden_state_matches_the_reference(variant, tmp_path):
   reference = save_tiny_model(variant, tmp_path)
   spec, params = read_checkpoint(tmp_path)
-  samples = (
-    spec.segment_samples if variant == "whisper" else 12345
-  )  # not a multiple of the frame stride
+  # Not a multiple of the frame stride
+  samples = spec.segment_samples if variant == "whisper" else 12345
   waveform = _speech_like(2, samples)
 
   expected = reference_hidden_states(reference, waveform)

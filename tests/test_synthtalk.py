@@ -61,7 +61,7 @@ def test_mouth_opening_follows_audio_loudness(emotion):
   num_frames = 150
   utterance = speech.synthesize_utterance(11, num_frames * SAMPLES_PER_FRAME, emotion)
   assert np.max(np.abs(utterance.audio)) == pytest.approx(speech.PEAK, abs=1e-6)
-  opening = motion.mouth_opening(utterance.schedule, num_frames)
+  opening = motion.mouth_from_schedule(utterance.schedule, num_frames)[:, 0]
   loudness = _frame_rms(utterance.audio)
   assert np.corrcoef(opening, loudness)[0, 1] > 0.7
   # Where the audio is silent (pauses, closures) the mouth is shut, and where it opens wide, the

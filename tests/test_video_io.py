@@ -47,13 +47,12 @@ def test_round_trip_with_audio_and_odd_size(tmp_path):
   )
   assert info.duration == pytest.approx(2.0, abs=0.05)
 
-  read, fps = video_io.read_video(path)
-  assert read.shape == (50, 34, 48, 3) and fps == FPS
+  read = np.stack(list(video_io.iter_frames(path)))
+  assert read.shape == (50, 34, 48, 3)
   assert np.abs(read[:, :33, :47].astype(int) - frames).mean() < 4  # H.264 at high quality
   bars = read[:, :, :, 1].mean(axis=1).argmax(axis=1)
-  assert all(
-    bar_column(t, 47) <= bars[t] < bar_column(t, 47) + 4 for t in range(50)
-  )  # in order, none lost
+  # In order, none lost
+  assert all(bar_column(t, 47) <= bars[t] < bar_column(t, 47) + 4 for t in range(50))
   assert np.abs(read[:, 33].astype(int) - read[:, 32]).mean() < 3  # padding repeats the edge row
 
   decoded = audio_io.load_audio(path)
@@ -72,8 +71,8 @@ def test_video_without_audio_and_from_a_generator(tmp_path):
 def test_resampled_and_partial_reads(tmp_path):
   path = str(tmp_path / "two_seconds.mp4")
   video_io.write_video(path, moving_frames(50, 16, 24))
-  frames, fps = video_io.read_video(path, fps=10)
-  assert frames.shape == (20, 16, 24, 3) and fps == 10
+  frames = np.stack(list(video_io.iter_frames(path, fps=10)))
+  assert frames.shape == (20, 16, 24, 3)
   middle = list(video_io.iter_frames(path, fps=10, start_seconds=1.0, max_seconds=0.4))
   assert len(middle) == 4
 
@@ -110,7 +109,7 @@ def test_unreadable_videos(tmp_path):
     video_io.probe_video(str(tmp_path / "nope.mp4"))
   (tmp_path / "corrupt.mp4").write_bytes(b"not a video" * 100)
   with pytest.raises(UserError, match="cannot read video") as error:
-    video_io.read_video(str(tmp_path / "corrupt.mp4"))
+    video_io.iter_frames(str(tmp_path / "corrupt.mp4"))
   assert "\n" not in str(error.value)
   sound_only = str(tmp_path / "sound.wav")
   soundfile.write(sound_only, chirp(1600), SAMPLE_RATE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.cli import argument_parser, print_report, run_command
 from jaxtalk.demo import DEMO_BUNDLE
 from jaxtalk.errors import UserError
 
@@ -69,7 +69,6 @@ def run(args) -> dict:
   )
   from jaxtalk.bench.training import train_step_time
   from jaxtalk.inference.generate import SampleOptions, TalkingHead
-  from jaxtalk.media import write_json
   from jaxtalk.stages import STAGES
 
   say = lambda message: print(message, file=sys.stderr, flush=True)
@@ -94,10 +93,7 @@ def run(args) -> dict:
   say(f"KV cache vs recompute at {', '.join(f'{s:g}' for s in args.lengths)} s ...")
   results["samplers"] = sampler_comparison(model, options, args.lengths)
 
-  print(format_report(results))
-  if args.json:
-    write_json(args.json, results)
-    print(f"wrote {args.json}")
+  print_report(format_report(results), results, args.json)
   return results
 
 

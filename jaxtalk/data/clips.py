@@ -52,19 +52,12 @@ class Clip:
   frames: np.ndarray  # [T, S, S, 3] uint8, square frames
   audio: np.ndarray  # [T * SAMPLES_PER_FRAME] float32 in [-1, 1], mono
   meta: dict  # json-serialisable: clip_id, identity_id, utterance_id, emotion, source, split, ...
-  fps: int = FPS
-  sample_rate: int = SAMPLE_RATE
   motion: np.ndarray | None = None  # [T, P] float32 ground-truth motion (SynthTalk only)
   identity: np.ndarray | None = None  # [Q] float32 identity parameters (SynthTalk only)
 
 
 def _validate(clip: Clip) -> None:
   """Raises ValueError unless every field has the shape and dtype the format promises."""
-  if (clip.fps, clip.sample_rate) != (FPS, SAMPLE_RATE):
-    raise ValueError(
-      f"clip fps and sample_rate must be jaxtalk's {FPS} and {SAMPLE_RATE}, got {clip.fps!r} and "
-      f"{clip.sample_rate!r}"
-    )
   frames = clip.frames
   if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
     raise ValueError(
@@ -131,8 +124,8 @@ def encode_clip(clip: Clip) -> bytes:
   header = json.dumps(
     {
       "format_version": FORMAT_VERSION,
-      "fps": int(clip.fps),
-      "sample_rate": int(clip.sample_rate),
+      "fps": FPS,
+      "sample_rate": SAMPLE_RATE,
       "meta": clip.meta,
       "arrays": specs,
     }

@@ -76,9 +76,8 @@ def _segment_clip(
   ]
   if not frames:
     raise _Skip("no frames could be decoded")
-  num_frames = min(
-    num_frames, len(frames)
-  )  # the decoder may stop a frame short of the container's length
+  # The decoder may stop a frame short of the container's length
+  num_frames = min(num_frames, len(frames))
   audio = audio[first_frame * SAMPLES_PER_FRAME : (first_frame + num_frames) * SAMPLES_PER_FRAME]
   return clips.Clip(
     frames=np.stack(frames[:num_frames]),

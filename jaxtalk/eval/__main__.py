@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from jaxtalk.cli import argument_parser, run_command
+from jaxtalk.cli import argument_parser, print_report, run_command
 from jaxtalk.demo import DEMO_BUNDLE
 from jaxtalk.errors import UserError
 
@@ -47,7 +47,6 @@ def run(args) -> dict:
 
   from jaxtalk.eval.synthtalk_eval import evaluate, format_report
   from jaxtalk.inference.generate import TalkingHead
-  from jaxtalk.media import write_json
 
   with tqdm(total=args.clips, unit="clip", desc="evaluating", file=sys.stderr) as bar:
     results = evaluate(
@@ -59,10 +58,7 @@ def run(args) -> dict:
       progress=bar.update,
     )
   results = {"checkpoint": str(args.checkpoint), "data": str(args.data), **results}
-  print(format_report(results))
-  if args.json:
-    write_json(args.json, results)
-    print(f"wrote {args.json}")
+  print_report(format_report(results), results, args.json)
   return results
 
 

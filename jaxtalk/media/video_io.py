@@ -189,15 +189,6 @@ def iter_frames(
   return _stream(path, fps, start_seconds, max_seconds)[1]
 
 
-def read_video(path: str, fps: float | None = None) -> tuple[np.ndarray, float]:
-  """All frames of a video as uint8 [T, H, W, 3] and their frame rate (resampled to `fps` if given)."""
-  meta, frames = _stream(path, fps, 0.0, None)
-  frames = list(frames)
-  if not frames:
-    raise UserError(f"video {path} has no frames; give a video that plays")
-  return np.stack(frames), float(meta["fps"] if fps is None else fps)
-
-
 def probe_video(path: str) -> VideoInfo:
   """Frame rate, size, exact frame count (by decoding), duration and whether there is an audio track."""
   reader, meta = _open_reader(path, [], [])

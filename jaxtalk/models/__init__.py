@@ -1,1 +1,5 @@
-"""The networks: motion encoder and renderer (stage 1), motion transformer (stage 2), shared layers."""
+"""The networks, and `factory.Models`, which builds them all from a config.
+
+Stage 1: motion encoder and renderer; stage 2: audio encoder (`audio/`) and motion transformer;
+`layers`: blocks they share. Sampling and training both build them through the factory.
+"""

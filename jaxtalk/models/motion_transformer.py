@@ -33,8 +33,6 @@ from jaxtalk.models.layers import (
   timestep_embedding,
 )
 
-KV = tuple[jax.Array, jax.Array]
-
 
 def rotary(x: jax.Array, positions: jax.Array, rope_dims: int, base: float = 10_000.0) -> jax.Array:
   """Rotate the first `rope_dims` features of each head by position; x is [B, L, H, D]."""

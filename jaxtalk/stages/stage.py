@@ -33,7 +33,8 @@ class Stage:
   def __init__(self, config):
     self.config = config
     self.models = Models.from_config(config)
-    self.settings = self.settings_type.from_section(config[f"{self.name}_train"])
+    section = f"{self.name}_train"
+    self.settings = self.settings_type.from_section(config[section], section)
 
   def checkpoint_dir(self, run_dir) -> Path:
     return Path(run_dir) / self.name

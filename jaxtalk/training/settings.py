@@ -28,14 +28,12 @@ class TrainSettings:
   checkpoint_every: int
 
   @classmethod
-  def from_section(cls, section) -> TrainSettings:
-    """The settings in a config section, which must hold exactly this class's fields."""
+  def from_section(cls, section, name: str) -> TrainSettings:
+    """The settings in the config section `name`, which must hold exactly this class's fields."""
     fields = {field.name for field in dataclasses.fields(cls)}
     values = section.to_dict()
-    if set(values) != fields:
-      extra, missing = sorted(set(values) - fields), sorted(fields - set(values))
-      raise UserError(
-        f"training section has {'unknown keys ' + str(extra) if extra else ''}"
-        f"{' and ' if extra and missing else ''}{'no ' + str(missing) if missing else ''}"
-      )
+    for key in sorted(set(values) - fields):
+      raise UserError(f"config.{name}.{key} is not a setting of this stage")
+    for key in sorted(fields - set(values)):
+      raise UserError(f"config.{name} lacks {key}")
     return cls(**values)

@@ -55,11 +55,6 @@ def mouth_from_schedule(schedule: speech.SyllableSchedule, num_frames: int) -> n
   return np.stack([open_, width, jaw], axis=-1).astype(np.float32)
 
 
-def mouth_opening(schedule: speech.SyllableSchedule, num_frames: int) -> np.ndarray:
-  """Ground-truth mouth opening `[T]` in [0, 1]: what lip-sync metrics compare against."""
-  return mouth_from_schedule(schedule, num_frames)[:, 0]
-
-
 def _blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
   """Blinks every 2-6 s lasting ~150 ms: lids close fast and reopen a little slower."""
   times = frame_times(num_frames)
