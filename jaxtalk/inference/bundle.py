@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxtalk.config import config_from_dict
 from jaxtalk.errors import UserError
-from jaxtalk.media import atomic_output_path
+from jaxtalk.media import write_bytes, write_json
 from jaxtalk.models.factory import Models
 
 CONFIG_FILE, PARAMS_FILE = "config.json", "params.msgpack"
@@ -33,9 +33,9 @@ def save_bundle(out_dir, config, params) -> Path:
   """Writes `params` (motion_encoder, renderer, audio_encoder, motion) and `config` as a bundle."""
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  _write_atomic(out_dir / PARAMS_FILE, flax.serialization.msgpack_serialize(jax.device_get(params)))
+  write_bytes(out_dir / PARAMS_FILE, flax.serialization.msgpack_serialize(jax.device_get(params)))
   meta = {"bundle_version": BUNDLE_VERSION, "config": config.to_dict()}
-  _write_atomic(out_dir / CONFIG_FILE, json.dumps(meta, indent=1, default=list).encode())
+  write_json(out_dir / CONFIG_FILE, meta)
   return out_dir
 
 
@@ -100,8 +100,3 @@ def _checked_params(stored, expected, bundle_dir):
   return flax.traverse_util.unflatten_dict(
     {k: np.asarray(v) for k, v in stored_flat.items()}, sep="/"
   )
-
-
-def _write_atomic(path: Path, data: bytes):
-  with atomic_output_path(str(path)) as tmp:
-    Path(tmp).write_bytes(data)

@@ -36,7 +36,12 @@ def atomic_output_path(path: str):
       os.remove(temp_path)
 
 
-def write_json(path: str, data) -> None:
-  """Writes `data` as indented JSON, atomically (see `atomic_output_path`)."""
-  with atomic_output_path(path) as temp_path, open(temp_path, "w") as f:
-    json.dump(data, f, indent=1)
+def write_bytes(path, data: bytes) -> None:
+  """Writes `data` to `path` atomically (see `atomic_output_path`)."""
+  with atomic_output_path(str(path)) as temp_path, open(temp_path, "wb") as f:
+    f.write(data)
+
+
+def write_json(path, data) -> None:
+  """Writes `data` as indented JSON, atomically; tuples become lists."""
+  write_bytes(path, json.dumps(data, indent=1, default=list).encode())
