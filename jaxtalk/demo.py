@@ -1,4 +1,5 @@
-"""What ships with the package: the demo model bundle, its portrait and its speech.
+"""What ships with the package: the demo model bundle, its portrait and speech, and the
+evaluation's reader and sync network.
 
 Plain paths, importable before jax starts, so commands can name them as defaults.
 """
@@ -10,3 +11,6 @@ DEMO_DIR = Path(str(resources.files("jaxtalk") / "assets" / "demo"))
 DEMO_BUNDLE = DEMO_DIR / "model"
 DEMO_PORTRAIT = DEMO_DIR / "portrait.png"
 DEMO_SPEECH = DEMO_DIR / "speech.wav"
+# The evaluation's instruments, trained on SynthTalk at the demo's 64 px.
+SHIPPED_READER = DEMO_DIR.parent / "reader"
+SHIPPED_SYNCNET = DEMO_DIR.parent / "syncnet"

@@ -15,6 +15,7 @@ from jaxtalk.data import ingest
 from jaxtalk.data.synthtalk import __main__ as synthtalk_main
 from jaxtalk.data.synthtalk import demo as synthtalk_demo
 from jaxtalk.eval import __main__ as eval_main
+from jaxtalk.eval import train_reader, train_syncnet
 from jaxtalk.stages import export
 
 ROOT = Path(__file__).parent.parent
@@ -52,9 +53,11 @@ def test_sample(argv, message, capsys, tmp_path):
 @pytest.mark.parametrize(
   "main, argv, message",
   [
-    (eval_main.main, ["--data", "x", "--clips", "0"], "--clips and --probe-clips"),
+    (eval_main.main, ["--data", "x", "--clips", "0"], "--clips must be at least 1"),
     (eval_main.main, ["--data", "/no/such/data"], "/no/such/data"),
     (eval_main.main, [], "the following arguments are required: --data"),
+    (train_reader.main, ["--data", "/no/such/data", "--out", "x"], "/no/such/data"),
+    (train_syncnet.main, ["--data", "x", "--out", "y", "--steps", "many"], "invalid int value"),
     (bench_main.main, ["--seconds", "0"], "must be positive"),
     (bench_attention.main, ["--masks", "square"], "invalid choice: 'square'"),
     (bench_audio_encoders.main, ["--model", "bert"], "invalid choice: 'bert'"),

@@ -23,24 +23,21 @@ on and how it did on held-out clips). The shipped one, trained on SynthTalk at 6
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import flax.linen as nn
-import flax.serialization
-import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.demo import SHIPPED_SYNCNET
 from jaxtalk.errors import UserError
-from jaxtalk.media import write_bytes, write_json
+from jaxtalk.eval.instruments import read_instrument_weights, save_instrument
 from jaxtalk.models.audio.mel import log_mel
 from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "syncnet.msgpack", "syncnet.json"
-SHIPPED_SYNCNET = Path(str(resources.files("jaxtalk") / "assets" / "syncnet"))
 WINDOW = 5  # video frames per embedded window: 0.2 s, SyncNet's span
 MAX_OFFSET = 15  # frames searched either way (+-0.6 s), as in Wav2Lip's evaluation
 # The mouth region as fractions of the square frame (top, bottom, left, right). Real clips are
@@ -199,11 +196,7 @@ class SyncNet:
 
   def save(self, folder) -> Path:
     """Writes syncnet.msgpack and syncnet.json into `folder`, each atomically."""
-    folder = Path(folder)
-    weights = flax.serialization.msgpack_serialize(jax.device_get(self.weights))
-    write_bytes(folder / WEIGHTS_FILE, weights)
-    write_json(folder / META_FILE, self._meta())
-    return folder
+    return save_instrument(folder, WEIGHTS_FILE, META_FILE, self.weights, self._meta())
 
   def _meta(self) -> dict:
     return {
@@ -223,7 +216,9 @@ class SyncNet:
     """The sync network saved in `folder`; anything missing or corrupt is a one-line UserError."""
     folder = Path(folder)
     fields = _read_meta(folder)
-    return cls(weights=_read_weights(folder), **fields)
+    expected = jax.eval_shape(init_weights, jax.random.key(0))
+    weights = read_instrument_weights(folder / WEIGHTS_FILE, expected, "this sync network")
+    return cls(weights=weights, **fields)
 
 
 def _check_clip(frames: np.ndarray, audio: np.ndarray) -> None:
@@ -333,23 +328,3 @@ def _read_meta(folder: Path) -> dict:
       f"{_TRAIN_COMMAND}"
     )
   return fields
-
-
-def _read_weights(folder: Path) -> dict:
-  path = folder / WEIGHTS_FILE
-  try:
-    stored = flax.serialization.msgpack_restore(path.read_bytes())
-  except Exception as e:  # msgpack raises several unrelated types for truncated input
-    raise UserError(
-      f"{path} is corrupt or truncated ({type(e).__name__}); retrain the sync network"
-    ) from None
-  expected = jax.eval_shape(init_weights, jax.random.key(0))
-  shape_of = lambda tree: {
-    k: np.shape(v) for k, v in flax.traverse_util.flatten_dict(tree, sep="/").items()
-  }
-  if not isinstance(stored, dict) or shape_of(stored) != shape_of(expected):
-    raise UserError(
-      f"{path} does not hold the weights of this sync network; syncnet.json and syncnet.msgpack "
-      "do not match, retrain it"
-    )
-  return stored

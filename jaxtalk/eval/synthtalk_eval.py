@@ -1,20 +1,22 @@
-"""SynthTalk evaluation of a model bundle: renderer reconstruction and lip sync, in one pass.
+"""SynthTalk evaluation of a model bundle, read by instruments that share nothing with it.
 
-For every held-out clip (split "eval"), frame 0 is the portrait, and:
+For every held-out clip (split "eval": identities and utterances never trained on), frame 0 is
+the portrait, and four videos are made and read side by side:
 
-- **reconstruction**: the motion encoder reads each ground-truth frame and the renderer re-renders
-  it from the portrait and that latent; PSNR against the ground-truth frame.
-- **lip sync**: a ridge probe, fit on ground-truth frames of "train" clips, reads the mouth
-  opening off the motion latent of a frame. Three motion sources are rendered to video and read
-  back the same way (rendered frames -> motion encoder -> probe), so what differs between them
-  is the motion alone:
-    ground_truth  the latents of the GT frames: the floor, what renderer and probe lose;
-    generated     sampled from the clip's audio with the bundle's sample options;
-    audio_free    the same sampler at guidance scale 0 (its unconditional branch only): the
-                  ceiling, what the motion model does without hearing anything.
-  The probe read directly off the GT frames (no rendering) says how good the instrument is.
-  SynthTalk's mouth opening is an exact function of the audio, so these are errors against
-  ground truth, not against another learned model.
+    gt_frames   the ground-truth frames themselves: the instruments' own floor
+    gt_motion   each GT frame read by the model's motion encoder and redrawn by its renderer: what
+                the renderer and the motion latent lose
+    generated   motion sampled from the clip's audio with the bundle's sample options, rendered
+    audio_free  the same sampler at guidance scale 0 (its unconditional branch only), rendered:
+                the ceiling, what the motion model does without hearing anything
+
+Two instruments read every video, neither of them part of the model under test:
+- the SynthTalk reader (`jaxtalk.eval.reader`) reads every motion parameter of every frame from
+  pixels, compared with SynthTalk's exact ground truth: mouth-opening error, correlation and
+  audio-video offset, mouth amplitude, head-pose amplitude and blink rate;
+- the sync network (`jaxtalk.eval.syncnet`) scores audio against mouth: LSE-D, LSE-C, offset.
+Reconstruction is the PSNR and SSIM of gt_motion against the GT frames. A sanity check asks the
+floor to score best and the ceiling worst, and says so loudly when they do not.
 """
 
 from __future__ import annotations
@@ -26,25 +28,30 @@ from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
+from skimage.metrics import structural_similarity
 
 from jaxtalk.data.clips import Clip, read_clips, shard_paths
 from jaxtalk.data.synthtalk.motion import MOTION_PARAMS
 from jaxtalk.errors import UserError
-from jaxtalk.eval.metrics import MAX_OFFSET_FRAMES, lip_sync_scores, psnr
-from jaxtalk.eval.probe import LinearProbe, fit_probe
+from jaxtalk.eval.metrics import MAX_OFFSET_FRAMES, lip_sync_scores, pearson, psnr
+from jaxtalk.eval.reader import Reader
+from jaxtalk.eval.syncnet import SyncNet, sync_scores
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
+from jaxtalk.timebase import FPS
 
-MOUTH_OPEN = MOTION_PARAMS.index("mouth_open")
-# Rows of the lip-sync table, instrument first, then floor, model under test, ceiling.
-LIP_SYNC_ROWS = {
-  "probe_on_gt_frames": "probe read off the GT frames (instrument)",
-  "ground_truth": "ground-truth motion, rendered (floor)",
-  "generated": "generated from the audio, rendered",
-  "audio_free": "audio-free (cfg 0), rendered (ceiling)",
+ROWS = {
+  "gt_frames": "ground-truth frames (floor)",
+  "gt_motion": "ground-truth motion, rendered",
+  "generated": "generated from the audio",
+  "audio_free": "audio-free, cfg 0 (ceiling)",
 }
+POSE = ("yaw", "pitch", "roll")
+READ_PARAMS = ("mouth_open", "mouth_width", "jaw", "blink", "brow", *POSE)
+# A blink is the lids passing half closed (SynthTalk's blink is 0 open .. 1 shut).
+BLINK_CLOSED = 0.5
 OFFSET_CONVENTION = (
-  "offset_frames > 0: the video is late (mouth at frame t matches the ground "
-  f"truth at t - offset); searched in [-{MAX_OFFSET_FRAMES}, {MAX_OFFSET_FRAMES}]"
+  "offset > 0: the video is late (mouth at frame t matches the ground truth at t - offset); "
+  f"the reader searches [-{MAX_OFFSET_FRAMES}, {MAX_OFFSET_FRAMES}], the sync network +-15"
 )
 
 
@@ -55,29 +62,15 @@ def even_batch(num_frames: int, max_batch: int) -> int:
   return -(-num_frames // batches)
 
 
-class LatentReader:
-  """Motion latents [T, latent_dim] of uint8 frames [T, S, S, 3], real or rendered.
-
-  Frames go through the encoder in batches of one size, padded at the end, so one compiled
-  program serves every clip of a split.
-  """
-
-  def __init__(self, model: TalkingHead):
-    self._encode = jax.jit(model.models.encode_motion)
-    self._params = model.params["motion_encoder"]
-
-  def __call__(self, frames: np.ndarray, batch: int) -> np.ndarray:
-    latents = []
-    for start in range(0, len(frames), batch):
-      chunk = frames[start : start + batch]
-      padded = np.concatenate(
-        [chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)]
-      )
-      latents.append(np.asarray(self._encode(self._params, padded))[: len(chunk)])
-    return np.concatenate(latents)
+def padded_batches(frames: np.ndarray, batch: int) -> Iterator[tuple[np.ndarray, int]]:
+  """(exactly `batch` frames, how many of them are real) over `frames`: one compiled shape."""
+  for start in range(0, len(frames), batch):
+    chunk = frames[start : start + batch]
+    padding = np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)
+    yield np.concatenate([chunk, padding]), len(chunk)
 
 
-def synthtalk_clips(data_dir: str, split: str, limit: int, config) -> Iterator[Clip]:
+def synthtalk_clips(data_dir: str, split: str, limit: int, image_size: int) -> Iterator[Clip]:
   """The first `limit` clips of a split, checked to be SynthTalk clips the model can read."""
   for clip in itertools.islice(read_clips(shard_paths(data_dir, split)), limit):
     name = clip.meta.get("clip_id", "?")
@@ -86,91 +79,160 @@ def synthtalk_clips(data_dir: str, split: str, limit: int, config) -> Iterator[C
         f"clip {name} in {data_dir} has no ground-truth motion; evaluation needs "
         f"SynthTalk clips (python -m jaxtalk.data.synthtalk --out DIR)"
       )
-    size = config.data.image_size
-    if clip.frames.shape[1] != size:
+    if clip.frames.shape[1] != image_size:
       raise UserError(
         f"clip {name} in {data_dir} is {clip.frames.shape[1]}px, the model works at "
-        f"{size}px; generate the data with --image-size {size}"
+        f"{image_size}px; generate the data with --image-size {image_size}"
       )
     yield clip
 
 
-def fit_mouth_probe(
-  read: LatentReader, clips: Iterator[Clip], batch: int
-) -> tuple[LinearProbe, dict]:
-  """The mouth-opening probe fit on every frame of `clips`, and what it was fit on."""
-  latents, targets = [], []
-  for clip in clips:
-    latents.append(read(clip.frames, even_batch(len(clip.frames), batch)))
-    targets.append(clip.motion[:, MOUTH_OPEN])
-  if not targets:
-    raise UserError("no train clips to fit the mouth-opening probe on")
-  latents, truth = np.concatenate(latents), np.concatenate(targets)
-  probe = fit_probe(latents, truth)
-  return probe, {
-    "train_clips": len(targets),
-    "train_frames": len(truth),
-    "train_mae": float(np.mean(np.abs(probe(latents) - truth))),
+def blinks_per_minute(blink: np.ndarray) -> float:
+  """Times the lids close (cross BLINK_CLOSED going down) per minute of video."""
+  closed = blink >= BLINK_CLOSED
+  onsets = int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
+  return 60.0 * onsets * FPS / len(blink)
+
+
+def std_ratio(read: list[np.ndarray], truth: list[np.ndarray]) -> float:
+  """Mean over clips of std(read) / std(truth): 1 is the ground truth's amplitude, 0 is still."""
+  ratios = [np.std(r) / np.std(t) for r, t in zip(read, truth, strict=True) if np.std(t) > 0]
+  return float(np.mean(ratios)) if ratios else float("nan")
+
+
+def motion_scores(readings: list[dict], truths: list[np.ndarray], motion_params) -> dict:
+  """A row's reader scores: mouth opening against the ground truth, amplitudes, blink rate."""
+  column = lambda name: motion_params.index(name)
+  read = lambda name: [r[name].astype(np.float64) for r in readings]
+  true = lambda name: [t[:, column(name)].astype(np.float64) for t in truths]
+  mouth = lip_sync_scores(read("mouth_open"), true("mouth_open"))
+  return {
+    "mae": mouth["mae"],
+    "pearson": mouth["pearson"],
+    "offset": mouth["offset_frames"],
+    "mouth_amplitude": std_ratio(read("mouth_open"), true("mouth_open")),
+    "pose_amplitude": {name: std_ratio(read(name), true(name)) for name in POSE},
+    "blinks_per_minute": float(np.mean([blinks_per_minute(b) for b in read("blink")])),
   }
+
+
+def sync_row(scores: list[dict]) -> dict:
+  """Sync-network scores of a row: LSE-D and LSE-C averaged over clips, the median offset."""
+  return {
+    "lse_d": float(np.mean([s["lse_d"] for s in scores])),
+    "lse_c": float(np.mean([s["lse_c"] for s in scores])),
+    "sync_offset": int(np.median([s["offset_frames"] for s in scores])),
+  }
+
+
+def ordering_problems(rows: dict) -> list[str]:
+  """What is wrong with the rows' order: the floor must score best, the ceiling worst (by mouth
+  correlation and by sync confidence). An empty list when the instruments can be trusted."""
+  problems = []
+  for key, what in (("pearson", "mouth-opening correlation"), ("lse_c", "sync confidence")):
+    floor, ceiling = rows["gt_frames"][key], rows["audio_free"][key]
+    others = [rows[name][key] for name in ROWS if name not in ("gt_frames", "audio_free")]
+    if floor < max(others + [ceiling]):
+      problems.append(f"the ground-truth frames do not have the best {what} ({floor:.3f})")
+    if ceiling > min(others + [floor]):
+      problems.append(f"the audio-free video does not have the worst {what} ({ceiling:.3f})")
+  return problems
+
+
+def ssim(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+  """Per-frame SSIM of uint8 frames [T, H, W, 3] (windows of 7 px, scikit-image's defaults)."""
+  return np.array(
+    [
+      structural_similarity(a, b, channel_axis=-1, data_range=255)
+      for a, b in zip(frames, reference)
+    ]
+  )
 
 
 def evaluate(
   model: TalkingHead,
   data_dir: str,
+  reader: Reader,
+  syncnet: SyncNet,
   *,
   num_clips: int = 20,
-  probe_clips: int = 40,
   seed: int = 0,
   progress: Callable[[int], None] | None = None,
 ) -> dict:
   """Scores `model` on the first `num_clips` eval clips of `data_dir`; a JSON-able dict.
 
-  Keys: clips, frames, seed, sample_options, probe (fit details), reconstruction_psnr_db,
-  lip_sync (for each of LIP_SYNC_ROWS: mae, pearson, offset_frames), offset_convention, seconds.
-  `progress(1)` is called after each eval clip.
+  Keys: clips, frames, seed, sample_options, reader (its held-out accuracy from training, and per
+  motion parameter on these clips' ground-truth frames), reconstruction (psnr, ssim), rows (each
+  of ROWS: mae, pearson, offset, mouth_amplitude, pose_amplitude, blinks_per_minute, lse_d, lse_c,
+  sync_offset), ground_truth_blinks_per_minute, sanity, offset_convention, seconds.
+  `progress(1)` is called after each clip.
   """
   start = time.perf_counter()
   options = SampleOptions.from_config(model.config.sample, seed=seed)
-  read = LatentReader(model)
-  probe, probe_info = fit_mouth_probe(
-    read, synthtalk_clips(data_dir, "train", probe_clips, model.config), options.batch_frames
-  )
-
-  readings = {name: [] for name in LIP_SYNC_ROWS}
-  truths, frame_psnr = [], []
-  for index, clip in enumerate(synthtalk_clips(data_dir, "eval", num_clips, model.config)):
+  encode = jax.jit(model.models.encode_motion)
+  readings = {name: [] for name in ROWS}
+  syncs = {name: [] for name in ROWS}
+  truths, frame_psnr, frame_ssim = [], [], []
+  for index, clip in enumerate(synthtalk_clips(data_dir, "eval", num_clips, model.image_size)):
     batch = even_batch(len(clip.frames), options.batch_frames)
     # Each clip gets its own noise; the batch size is the only shape, so nothing recompiles.
     clip_options = dataclasses.replace(options, seed=seed + index, batch_frames=batch)
     portrait = clip.frames[0]
-    gt_latents = read(clip.frames, batch)
-    motions = {
-      "ground_truth": gt_latents,
+    gt_latents = np.concatenate(
+      [
+        np.asarray(encode(model.params["motion_encoder"], frames))[:count]
+        for frames, count in padded_batches(clip.frames, batch)
+      ]
+    )
+    latents = {
+      "gt_motion": gt_latents,
       "generated": model.motion_latents(clip.audio, portrait, clip_options),
       "audio_free": model.motion_latents(
         clip.audio, portrait, dataclasses.replace(clip_options, cfg_scale=0.0)
       ),
     }
-    for name, latents in motions.items():
-      video = np.concatenate(list(model.render_frames(portrait, latents, clip_options)))
-      if name == "ground_truth":
-        frame_psnr.append(psnr(video, clip.frames))
-      readings[name].append(probe(read(video, batch)))
-    readings["probe_on_gt_frames"].append(probe(gt_latents))
-    truths.append(clip.motion[:, MOUTH_OPEN].astype(np.float64))
+    videos = {"gt_frames": clip.frames}
+    for name, motion in latents.items():
+      videos[name] = np.concatenate(list(model.render_frames(portrait, motion, clip_options)))
+    frame_psnr.append(psnr(videos["gt_motion"], clip.frames))
+    frame_ssim.append(ssim(videos["gt_motion"], clip.frames))
+    for name, video in videos.items():
+      readings[name].append(reader.read(video))
+      syncs[name].append(sync_scores(syncnet, video, clip.audio))
+    truths.append(clip.motion)
     if progress:
       progress(1)
   if not truths:
     raise UserError(f"no eval clips in {data_dir}")
 
+  motion_params = MOTION_PARAMS
+  rows = {
+    name: {**motion_scores(readings[name], truths, motion_params), **sync_row(syncs[name])}
+    for name in ROWS
+  }
+  true_blink = [t[:, motion_params.index("blink")] for t in truths]
   return {
     "clips": len(truths),
     "frames": sum(map(len, truths)),
     "seed": seed,
     "sample_options": dataclasses.asdict(options),
-    "probe": probe_info,
-    "reconstruction_psnr_db": float(np.mean(np.concatenate(frame_psnr))),
-    "lip_sync": {name: lip_sync_scores(readings[name], truths) for name in LIP_SYNC_ROWS},
+    "reader": {
+      "held_out_accuracy": reader.accuracy,
+      "on_these_clips": {
+        name: pearson(
+          np.concatenate([r[name] for r in readings["gt_frames"]]).astype(np.float64),
+          np.concatenate([t[:, motion_params.index(name)] for t in truths]).astype(np.float64),
+        )
+        for name in READ_PARAMS
+      },
+    },
+    "reconstruction": {
+      "psnr": float(np.mean(np.concatenate(frame_psnr))),
+      "ssim": float(np.mean(np.concatenate(frame_ssim))),
+    },
+    "rows": rows,
+    "ground_truth_blinks_per_minute": float(np.mean([blinks_per_minute(b) for b in true_blink])),
+    "sanity": ordering_problems(rows),
     "offset_convention": OFFSET_CONVENTION,
     "seconds": time.perf_counter() - start,
   }
@@ -178,19 +240,34 @@ def evaluate(
 
 def format_report(results: dict) -> str:
   """The results as a short plain-text table."""
-  probe = results["probe"]
+  on_clips = results["reader"]["on_these_clips"]
   lines = [
-    f"SynthTalk evaluation: {results['clips']} eval clips ({results['frames']} frames), mouth probe "
-    f"fit on {probe['train_clips']} train clips ({probe['train_frames']} frames, fit MAE "
-    f"{probe['train_mae']:.3f}), {results['seconds']:.0f} s",
-    f"renderer reconstruction PSNR: {results['reconstruction_psnr_db']:.2f} dB",
+    f"SynthTalk evaluation: {results['clips']} eval clips ({results['frames']} frames), "
+    f"{results['seconds']:.0f} s",
+    "reader (independent network) on these clips' ground-truth frames, Pearson: "
+    + ", ".join(f"{name} {value:.2f}" for name, value in on_clips.items()),
+    f"reconstruction (GT motion rendered): PSNR {results['reconstruction']['psnr']:.2f} dB, "
+    f"SSIM {results['reconstruction']['ssim']:.3f}",
     "",
-    f"{'lip sync: mouth opening read by the probe':<46}{'MAE':>8}{'Pearson':>9}{'offset':>8}",
+    f"{'':<32}{'mouth: MAE':>11}{'Pearson':>8}{'offset':>7}{'ampl.':>7}"
+    f"{'pose ampl.':>11}{'blinks/min':>11}{'LSE-D':>7}{'LSE-C':>7}{'offset':>7}",
   ]
-  for name, label in LIP_SYNC_ROWS.items():
-    row = results["lip_sync"][name]
+  for name, label in ROWS.items():
+    row = results["rows"][name]
+    pose = np.mean(list(row["pose_amplitude"].values()))
     lines.append(
-      f"  {label:<44}{row['mae']:>8.3f}{row['pearson']:>9.3f}{row['offset_frames']:>+8d}"
+      f"  {label:<30}{row['mae']:>11.3f}{row['pearson']:>8.3f}{row['offset']:>+7d}"
+      f"{row['mouth_amplitude']:>7.2f}{pose:>11.2f}{row['blinks_per_minute']:>11.1f}"
+      f"{row['lse_d']:>7.3f}{row['lse_c']:>7.3f}{row['sync_offset']:>+7d}"
     )
+  lines.append(
+    f"ground truth: {results['ground_truth_blinks_per_minute']:.1f} blinks/min; amplitudes are "
+    "std(read) / std(ground truth); mouth columns and pose come from the reader, LSE from the "
+    "sync network (SynthTalk-trained: compare models with it, not with published LSE values)"
+  )
   lines.append(results["offset_convention"])
+  if results["sanity"]:
+    lines += [f"WARNING: {problem}: do not trust these scores" for problem in results["sanity"]]
+  else:
+    lines.append("sanity: the floor scores best and the ceiling worst")
   return "\n".join(lines)

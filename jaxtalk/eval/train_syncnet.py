@@ -29,6 +29,7 @@ from tqdm import tqdm
 from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.data.clips import read_clips, shard_paths
 from jaxtalk.errors import UserError
+from jaxtalk.eval.instruments import instrument_optimizer
 from jaxtalk.eval.syncnet import (
   MAX_OFFSET,
   WINDOW,
@@ -52,7 +53,6 @@ MIN_HARD_SHIFT = 2
 MIN_CLIP_FRAMES = WINDOW + 2 * MAX_OFFSET
 TEMPERATURE = 0.1  # on cosine similarity: unit embeddings make logits lie in [-10, 10]
 _BRIGHTNESS, _CONTRAST, _NOISE = 0.05, 0.1, 0.01
-_LEARNING_RATE, _WARMUP_STEPS, _WEIGHT_DECAY = 1e-3, 200, 1e-4
 EVAL_SHIFTS = (-10, -5, -2, -1, 0, 1, 2, 5, 10)
 PROGRESS_EVERY = 100
 
@@ -185,15 +185,6 @@ def _train_step(optimizer):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def _optimizer(steps: int):
-  schedule = optax.warmup_cosine_decay_schedule(
-    0.0, _LEARNING_RATE, min(_WARMUP_STEPS, steps // 10), steps
-  )
-  return optax.chain(
-    optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=_WEIGHT_DECAY)
-  )
-
-
 def train_syncnet(
   data_dir: str,
   *,
@@ -215,7 +206,7 @@ def train_syncnet(
   del train_clips  # the pool holds its own copy of every crop
   init_key, jitter_key = jax.random.split(jax.random.key(seed))
   weights = init_weights(init_key)
-  optimizer = _optimizer(steps)
+  optimizer = instrument_optimizer(steps)
   opt_state = optimizer.init(weights)
   step = _train_step(optimizer)
   rng = np.random.default_rng(seed)

@@ -17,6 +17,8 @@ from jaxtalk.data.synthtalk import face, motion, speech
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
+# Changes whenever what a frame shows for given parameters changes (readers trained on it go stale).
+SYNTHTALK_VERSION = 1
 SPLITS = ("train", "eval")
 # Each split owns [base, base + _SPLIT_SPAN) of identity and utterance seeds; within it,
 # generation seed s owns [base + s * _SEED_SPAN, base + (s + 1) * _SEED_SPAN).
