@@ -11,6 +11,7 @@ from jaxtalk.data.clips import read_clips, shard_paths
 from jaxtalk.data.synthtalk.generate import SYNTHTALK_VERSION, generate_split
 from jaxtalk.errors import UserError
 from jaxtalk.eval import train_reader
+from jaxtalk.eval.metrics import sync_offset
 from jaxtalk.eval.reader import (
   META_FILE,
   PARAM_NAMES,
@@ -91,10 +92,30 @@ def test_shipped_reader_records_what_it_reads_and_how_well():
   assert (SHIPPED_READER / WEIGHTS_FILE).stat().st_size < 4_000_000
 
 
-def test_shipped_reader_reads_the_mouth_of_faces_it_never_saw(shipped, tmp_path):
-  generate_split(str(tmp_path), "eval", 4, 2.0, 64, UNSEEN_EVAL_SEED, workers=1)
-  accuracy = held_out_accuracy(shipped, read_clips(shard_paths(str(tmp_path), "eval")))
+@pytest.fixture(scope="module")
+def unseen_clips(tmp_path_factory):
+  """Eval-split clips of identities and utterances that neither training nor held-out set used."""
+  out = str(tmp_path_factory.mktemp("unseen"))
+  generate_split(out, "eval", 4, 2.0, 64, UNSEEN_EVAL_SEED, workers=1)
+  return list(read_clips(shard_paths(out, "eval")))
+
+
+def test_shipped_reader_reads_the_mouth_of_faces_it_never_saw(shipped, unseen_clips):
+  accuracy = held_out_accuracy(shipped, unseen_clips)
   assert accuracy["mouth_open"]["pearson"] >= 0.9, accuracy["mouth_open"]
+
+
+@pytest.mark.parametrize("shift", range(-5, 6))
+def test_an_audio_shift_is_found_through_the_reader(shipped, unseen_clips, shift):
+  """The video made k frames late against its audio: the reader path reports offset k (+-1)."""
+  mouth_column = PARAM_NAMES.index("mouth_open")
+  read, truth = [], []
+  for clip in unseen_clips:
+    late = np.roll(clip.frames, shift, axis=0)  # frame t shows what the audio said at t - shift
+    keep = slice(max(shift, 0), len(late) + min(shift, 0))  # drop the frames that wrapped round
+    read.append(shipped.read(np.ascontiguousarray(late[keep]))["mouth_open"].astype(np.float64))
+    truth.append(clip.motion[keep, mouth_column].astype(np.float64))
+  assert abs(sync_offset(read, truth) - shift) <= 1
 
 
 def _copy_of_shipped(folder):
