@@ -8,16 +8,20 @@ import scipy.ndimage
 from tiny_configs import tiny_config
 
 from jaxtalk.bench.model import random_params
+from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS
 from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.eval.__main__ import main
-from jaxtalk.eval.metrics import lip_sync_scores, pearson, psnr, sync_offset
-from jaxtalk.eval.synthtalk_eval import (
-  ROWS,
+from jaxtalk.eval.drift import window_bounds
+from jaxtalk.eval.identity import identity_error, identity_probe
+from jaxtalk.eval.metrics import (
   blinks_per_minute,
-  even_batch,
-  ordering_problems,
+  lip_sync_scores,
+  pearson,
+  psnr,
   std_ratio,
+  sync_offset,
 )
+from jaxtalk.eval.synthtalk_eval import ROWS, even_batch, ordering_problems
 from jaxtalk.eval.train_reader import train_reader
 from jaxtalk.inference import bundle
 from jaxtalk.timebase import FPS
@@ -93,7 +97,8 @@ def bundle_and_data(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval")
   config = tiny_config()
   bundle.save_bundle(root / "model", config, random_params(config))
-  for split, clips in (("train", 3), ("eval", 2)):
+  # Ten eval clips (five people) for the identity probe; two of them are scored.
+  for split, clips in (("train", 3), ("eval", 10)):
     generate_split(str(root / "data"), split, clips, CLIP_SECONDS, 16, seed=0, workers=1)
   train_reader(str(root / "data"), steps=20, batch=8).save(root / "reader")
   return root
@@ -103,8 +108,10 @@ def test_eval_command_end_to_end(bundle_and_data, capsys):
   root = bundle_and_data
   out = root / "scores.json"
   args = ["--checkpoint", str(root / "model"), "--data", str(root / "data"), "--clips", "2"]
+  args += ["--probe-clips", "10", "--drift-minutes", "0.1"]
   assert main([*args, "--reader", str(root / "reader"), "--json", str(out)]) == 0
   results = json.loads(out.read_text())
+  assert (root / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert results["clips"] == 2 and results["frames"] == 80
   assert set(results["rows"]) == set(ROWS) == {"gt_frames", "gt_motion", "generated", "audio_free"}
   for row in results["rows"].values():
@@ -115,8 +122,20 @@ def test_eval_command_end_to_end(bundle_and_data, capsys):
   assert results["reader"]["held_out_accuracy"]["mouth_open"]["pearson"] <= 1
   assert results["reconstruction"]["psnr"] > 0 and -1 <= results["reconstruction"]["ssim"] <= 1
   assert isinstance(results["sanity"], list)
+  identity = results["identity"]
+  for name in ROWS:
+    # NaN when the 20-step reader reads no identity parameter well enough to count.
+    error = results["rows"][name]["identity_error"]
+    assert error >= 0 if identity["params"] else np.isnan(error)
+  assert identity["leakage"]["identities"] == 5
+  for probe in ("motion_latents", "frame_thumbnails"):
+    assert identity["leakage"][probe]["r2"] <= 1
+  windows = results["drift"]["windows"]
+  assert len(windows) == 2 and windows[-1]["end_s"] == pytest.approx(6.0)
+  assert set(results["drift"]["last_over_first"]) >= {"mae", "identity_error", "pose_amplitude"}
   printed = capsys.readouterr().out
-  assert "PSNR" in printed and "audio-free" in printed and "LSE-C" in printed
+  for word in ("PSNR", "audio-free", "LSE-C", "identity leakage", "drift", "scores.png"):
+    assert word in printed
 
 
 def test_eval_command_reports_user_errors(bundle_and_data, tmp_path, capsys):
@@ -128,3 +147,34 @@ def test_eval_command_reports_user_errors(bundle_and_data, tmp_path, capsys):
   # The shipped reader reads the demo's 64 px frames, not this model's 16 px.
   assert main(["--checkpoint", str(root / "model"), "--data", str(root / "data")]) == 2
   assert "reads 64 px frames, not 16 px" in capsys.readouterr().err
+
+
+def test_identity_error_is_in_between_identity_stds():
+  portrait = {"skin_r": np.array([0.5]), "hair_r": np.array([0.2])}
+  frames = {"skin_r": np.array([0.5, 0.7]), "hair_r": np.array([0.2, 0.2])}
+  scores = identity_error(
+    [frames], [portrait], {"skin_r": 0.1, "hair_r": 0.3}, ["skin_r", "hair_r"]
+  )
+  assert scores["per_param"] == pytest.approx({"skin_r": 1.0, "hair_r": 0.0})
+  assert scores["error"] == pytest.approx(0.5)
+
+
+def test_identity_probe_reads_identity_only_where_it_is():
+  rng = np.random.default_rng(0)
+  people, frames = 60, 10
+  identity = rng.uniform(size=(people, len(IDENTITY_PARAMS)))
+  targets = np.repeat(identity, frames, axis=0)
+  groups = np.repeat(np.arange(people), frames)
+  mixing = rng.standard_normal((len(IDENTITY_PARAMS), 40))
+  holds_identity = targets @ mixing + 0.01 * rng.standard_normal((len(targets), 40))
+  assert identity_probe(holds_identity, targets, groups)["r2"] > 0.9
+  # Motion-like features: vary frame to frame, independent of who it is.
+  motion_only = rng.standard_normal((len(targets), 40))
+  assert identity_probe(motion_only, targets, groups)["r2"] < 0.05
+  assert identity_probe(motion_only[:40], targets[:40], groups[:40]) is None  # 4 people
+
+
+def test_drift_windows_are_one_per_whole_minute_and_at_least_two():
+  assert window_bounds(3 * 60 * FPS) == [(0, 1500), (1500, 3000), (3000, 4500)]
+  assert window_bounds(150) == [(0, 75), (75, 150)]
+  assert window_bounds(150 * FPS) == [(0, 1875), (1875, 3750)]  # 2.5 min: two equal windows

@@ -1,16 +1,20 @@
 """Score a model bundle on held-out SynthTalk clips with independent instruments.
 
   python -m jaxtalk.eval --checkpoint runs/demo/bundle --data data/synthtalk
-                         [--clips 20] [--seed 0] [--reader DIR] [--syncnet DIR] [--json scores.json]
+                         [--clips 20] [--probe-clips 200] [--drift-minutes 3] [--seed 0]
+                         [--reader DIR] [--syncnet DIR] [--json scores.json]
 
 Four rows (ground-truth frames, ground-truth motion rendered, generated, audio-free) read by the
-SynthTalk reader and the sync network; see `jaxtalk.eval.synthtalk_eval`. Prints a table; with
---json also writes every number (the file appears only once complete).
+SynthTalk reader and the sync network, identity preservation and leakage, and drift over a long
+rollout; see `jaxtalk.eval.synthtalk_eval`. Prints a table; with --json also writes every number
+and, beside it, the report figure (scores.json -> scores.png; each file appears only once
+complete).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from jaxtalk.cli import argument_parser, print_report, run_command
 from jaxtalk.demo import DEMO_BUNDLE, SHIPPED_READER, SHIPPED_SYNCNET
@@ -26,6 +30,18 @@ def parse_args(argv=None):
   )
   p.add_argument("--data", required=True, help="SynthTalk folder with eval shards")
   p.add_argument("--clips", type=int, default=20, help="eval clips to score")
+  p.add_argument(
+    "--probe-clips",
+    type=int,
+    default=200,
+    help="eval clips (2 per person) the identity-leakage probe reads; 120 or more to trust it",
+  )
+  p.add_argument(
+    "--drift-minutes",
+    type=float,
+    default=3.0,
+    help="length of the drift rollout (one held-out person talking); 0 skips it",
+  )
   p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
   p.add_argument(
     "--reader",
@@ -46,8 +62,10 @@ def run(args) -> dict:
   from jaxtalk.data.clips import shard_paths
   from jaxtalk.inference.bundle import load_bundle
 
-  if args.clips < 1:
-    raise UserError("--clips must be at least 1")
+  if args.clips < 1 or args.probe_clips < 1:
+    raise UserError("--clips and --probe-clips must be at least 1")
+  if args.drift_minutes < 0:
+    raise UserError("--drift-minutes must be 0 (no rollout) or more")
   config, params = load_bundle(args.checkpoint)
   shard_paths(args.data, "eval")
 
@@ -60,13 +78,16 @@ def run(args) -> dict:
 
   reader = Reader.load(args.reader, image_size=config.data.image_size)
   syncnet = SyncNet.load(args.syncnet)
-  with tqdm(total=args.clips, unit="clip", desc="evaluating", file=sys.stderr) as bar:
+  steps = args.clips + (args.drift_minutes > 0)
+  with tqdm(total=steps, unit="step", desc="evaluating", file=sys.stderr) as bar:
     results = evaluate(
       TalkingHead(config, params),
       args.data,
       reader,
       syncnet,
       num_clips=args.clips,
+      probe_clips=args.probe_clips,
+      drift_minutes=args.drift_minutes,
       seed=args.seed,
       progress=bar.update,
     )
@@ -78,6 +99,12 @@ def run(args) -> dict:
     **results,
   }
   print_report(format_report(results), results, args.json)
+  if args.json:
+    from jaxtalk.eval.figure import write_figure
+
+    figure = Path(args.json).with_suffix(".png")
+    write_figure(results, figure)
+    print(f"wrote {figure}")
   return results
 
 

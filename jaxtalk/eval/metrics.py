@@ -9,9 +9,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxtalk.timebase import FPS
+
 # The offset search covers +-10 frames (+-400 ms at 25 fps): far beyond any perceptible lag,
 # and short enough that a 4 s clip still overlaps itself by most of its length at every lag.
 MAX_OFFSET_FRAMES = 10
+# A blink is the lids passing half closed (SynthTalk's blink is 0 open .. 1 shut).
+BLINK_CLOSED = 0.5
 
 
 def psnr(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -84,3 +88,16 @@ def lip_sync_scores(predicted: Sequence[np.ndarray], target: Sequence[np.ndarray
     "pearson": float(np.mean([pearson(p, t) for p, t in zip(predicted, target)])),
     "offset_frames": sync_offset(predicted, target),
   }
+
+
+def blinks_per_minute(blink: np.ndarray) -> float:
+  """Times the lids close (cross BLINK_CLOSED going down) per minute of video."""
+  closed = blink >= BLINK_CLOSED
+  onsets = int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
+  return 60.0 * onsets * FPS / len(blink)
+
+
+def std_ratio(read: list[np.ndarray], truth: list[np.ndarray]) -> float:
+  """Mean over clips of std(read) / std(truth): 1 is the ground truth's amplitude, 0 is still."""
+  ratios = [np.std(r) / np.std(t) for r, t in zip(read, truth, strict=True) if np.std(t) > 0]
+  return float(np.mean(ratios)) if ratios else float("nan")

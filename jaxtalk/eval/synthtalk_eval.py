@@ -31,13 +31,29 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from jaxtalk.data.clips import Clip, read_clips, shard_paths
-from jaxtalk.data.synthtalk.motion import MOTION_PARAMS
+from jaxtalk.data.synthtalk.motion import MOTION_PARAMS, POSE_PARAMS
 from jaxtalk.errors import UserError
-from jaxtalk.eval.metrics import MAX_OFFSET_FRAMES, lip_sync_scores, pearson, psnr
-from jaxtalk.eval.reader import Reader
+from jaxtalk.eval import drift
+from jaxtalk.eval.identity import (
+  PROBE_ENOUGH_IDENTITIES,
+  identity_error,
+  identity_probe,
+  probe_frames,
+  readable_identity_params,
+  thumbnails,
+)
+from jaxtalk.eval.metrics import (
+  MAX_OFFSET_FRAMES,
+  blinks_per_minute,
+  lip_sync_scores,
+  offset_curve,
+  pearson,
+  psnr,
+  std_ratio,
+)
+from jaxtalk.eval.reader import PARAM_NAMES, Reader
 from jaxtalk.eval.syncnet import SyncNet, sync_scores
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
-from jaxtalk.timebase import FPS
 
 ROWS = {
   "gt_frames": "ground-truth frames (floor)",
@@ -45,10 +61,8 @@ ROWS = {
   "generated": "generated from the audio",
   "audio_free": "audio-free, cfg 0 (ceiling)",
 }
-POSE = ("yaw", "pitch", "roll")
-READ_PARAMS = ("mouth_open", "mouth_width", "jaw", "blink", "brow", *POSE)
-# A blink is the lids passing half closed (SynthTalk's blink is 0 open .. 1 shut).
-BLINK_CLOSED = 0.5
+# Clips whose mouth traces the report draws.
+TRACED_CLIPS = 3
 OFFSET_CONVENTION = (
   "offset > 0: the video is late (mouth at frame t matches the ground truth at t - offset); "
   f"the reader searches [-{MAX_OFFSET_FRAMES}, {MAX_OFFSET_FRAMES}], the sync network +-15"
@@ -87,19 +101,6 @@ def synthtalk_clips(data_dir: str, split: str, limit: int, image_size: int) -> I
     yield clip
 
 
-def blinks_per_minute(blink: np.ndarray) -> float:
-  """Times the lids close (cross BLINK_CLOSED going down) per minute of video."""
-  closed = blink >= BLINK_CLOSED
-  onsets = int(np.sum(closed[1:] & ~closed[:-1]) + closed[0])
-  return 60.0 * onsets * FPS / len(blink)
-
-
-def std_ratio(read: list[np.ndarray], truth: list[np.ndarray]) -> float:
-  """Mean over clips of std(read) / std(truth): 1 is the ground truth's amplitude, 0 is still."""
-  ratios = [np.std(r) / np.std(t) for r, t in zip(read, truth, strict=True) if np.std(t) > 0]
-  return float(np.mean(ratios)) if ratios else float("nan")
-
-
 def motion_scores(readings: list[dict], truths: list[np.ndarray], motion_params) -> dict:
   """A row's reader scores: mouth opening against the ground truth, amplitudes, blink rate."""
   column = lambda name: motion_params.index(name)
@@ -111,7 +112,7 @@ def motion_scores(readings: list[dict], truths: list[np.ndarray], motion_params)
     "pearson": mouth["pearson"],
     "offset": mouth["offset_frames"],
     "mouth_amplitude": std_ratio(read("mouth_open"), true("mouth_open")),
-    "pose_amplitude": {name: std_ratio(read(name), true(name)) for name in POSE},
+    "pose_amplitude": {name: std_ratio(read(name), true(name)) for name in POSE_PARAMS},
     "blinks_per_minute": float(np.mean([blinks_per_minute(b) for b in read("blink")])),
   }
 
@@ -149,6 +150,46 @@ def ssim(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
   )
 
 
+def encode_frames(model: TalkingHead, encode, frames: np.ndarray, batch: int) -> np.ndarray:
+  """The model's motion latents `[T, latent_dim]` of uint8 frames, `batch` at a time."""
+  return np.concatenate(
+    [
+      np.asarray(encode(model.params["motion_encoder"], padded))[:count]
+      for padded, count in padded_batches(frames, batch)
+    ]
+  )
+
+
+def other_person_portraits(clips_meta: list[dict], portraits: list[dict]) -> list[dict] | None:
+  """For each clip, the portrait reading of the next clip showing someone else (None if nobody)."""
+  others = []
+  for i, meta in enumerate(clips_meta):
+    order = [(i + k) % len(clips_meta) for k in range(1, len(clips_meta))]
+    match = [j for j in order if clips_meta[j]["identity_id"] != meta["identity_id"]]
+    if not match:
+      return None
+    others.append(portraits[match[0]])
+  return others
+
+
+def leakage(model: TalkingHead, encode, data_dir: str, num_clips: int, batch: int) -> dict:
+  """Identity probes (`identity.identity_probe`) on the first `num_clips` eval clips' frames."""
+  latents, pixels, targets, groups = [], [], [], []
+  for clip in synthtalk_clips(data_dir, "eval", num_clips, model.image_size):
+    frames = clip.frames[probe_frames(len(clip.frames))]
+    latents.append(encode_frames(model, encode, frames, batch))
+    pixels.append(thumbnails(frames))
+    targets.append(np.broadcast_to(clip.identity, (len(frames), len(clip.identity))))
+    groups += [clip.meta["identity_id"]] * len(frames)
+  groups = np.array(groups)
+  targets = np.concatenate(targets).astype(np.float64)
+  return {
+    "identities": len(np.unique(groups)),
+    "motion_latents": identity_probe(np.concatenate(latents).astype(np.float64), targets, groups),
+    "frame_thumbnails": identity_probe(np.concatenate(pixels), targets, groups),
+  }
+
+
 def evaluate(
   model: TalkingHead,
   data_dir: str,
@@ -156,6 +197,8 @@ def evaluate(
   syncnet: SyncNet,
   *,
   num_clips: int = 20,
+  probe_clips: int = 200,
+  drift_minutes: float = 3.0,
   seed: int = 0,
   progress: Callable[[int], None] | None = None,
 ) -> dict:
@@ -164,28 +207,24 @@ def evaluate(
   Keys: clips, frames, seed, sample_options, reader (its held-out accuracy from training, and per
   motion parameter on these clips' ground-truth frames), reconstruction (psnr, ssim), rows (each
   of ROWS: mae, pearson, offset, mouth_amplitude, pose_amplitude, blinks_per_minute, lse_d, lse_c,
-  sync_offset), ground_truth_blinks_per_minute, sanity, offset_convention, seconds.
-  `progress(1)` is called after each clip.
+  sync_offset, identity_error), identity (preservation per row, the other-person reference, the
+  leakage probes on `probe_clips` clips), drift (a `drift_minutes` rollout; absent at 0),
+  ground_truth_blinks_per_minute, curves (what the report figure draws), sanity,
+  offset_convention, seconds. `progress(1)` is called after each clip and after the rollout.
   """
   start = time.perf_counter()
   options = SampleOptions.from_config(model.config.sample, seed=seed)
   encode = jax.jit(model.models.encode_motion)
   readings = {name: [] for name in ROWS}
   syncs = {name: [] for name in ROWS}
-  truths, frame_psnr, frame_ssim = [], [], []
+  truths, portraits, metas, frame_psnr, frame_ssim = [], [], [], [], []
   for index, clip in enumerate(synthtalk_clips(data_dir, "eval", num_clips, model.image_size)):
     batch = even_batch(len(clip.frames), options.batch_frames)
     # Each clip gets its own noise; the batch size is the only shape, so nothing recompiles.
     clip_options = dataclasses.replace(options, seed=seed + index, batch_frames=batch)
     portrait = clip.frames[0]
-    gt_latents = np.concatenate(
-      [
-        np.asarray(encode(model.params["motion_encoder"], frames))[:count]
-        for frames, count in padded_batches(clip.frames, batch)
-      ]
-    )
     latents = {
-      "gt_motion": gt_latents,
+      "gt_motion": encode_frames(model, encode, clip.frames, batch),
       "generated": model.motion_latents(clip.audio, portrait, clip_options),
       "audio_free": model.motion_latents(
         clip.audio, portrait, dataclasses.replace(clip_options, cfg_scale=0.0)
@@ -200,18 +239,24 @@ def evaluate(
       readings[name].append(reader.read(video))
       syncs[name].append(sync_scores(syncnet, video, clip.audio))
     truths.append(clip.motion)
+    portraits.append(reader.read(portrait[None]))
+    metas.append(clip.meta)
     if progress:
       progress(1)
   if not truths:
     raise UserError(f"no eval clips in {data_dir}")
 
-  motion_params = MOTION_PARAMS
   rows = {
-    name: {**motion_scores(readings[name], truths, motion_params), **sync_row(syncs[name])}
+    name: {**motion_scores(readings[name], truths, MOTION_PARAMS), **sync_row(syncs[name])}
     for name in ROWS
   }
-  true_blink = [t[:, motion_params.index("blink")] for t in truths]
-  return {
+  readable = readable_identity_params(reader.accuracy)
+  scale = {name: float(reader.std[PARAM_NAMES.index(name)]) for name in readable}
+  preservation = {name: identity_error(readings[name], portraits, scale, readable) for name in ROWS}
+  for name in ROWS:
+    rows[name]["identity_error"] = preservation[name]["error"]
+  others = other_person_portraits(metas, portraits)
+  results = {
     "clips": len(truths),
     "frames": sum(map(len, truths)),
     "seed": seed,
@@ -221,9 +266,9 @@ def evaluate(
       "on_these_clips": {
         name: pearson(
           np.concatenate([r[name] for r in readings["gt_frames"]]).astype(np.float64),
-          np.concatenate([t[:, motion_params.index(name)] for t in truths]).astype(np.float64),
+          np.concatenate([t[:, MOTION_PARAMS.index(name)] for t in truths]).astype(np.float64),
         )
-        for name in READ_PARAMS
+        for name in MOTION_PARAMS
       },
     },
     "reconstruction": {
@@ -231,10 +276,53 @@ def evaluate(
       "ssim": float(np.mean(np.concatenate(frame_ssim))),
     },
     "rows": rows,
-    "ground_truth_blinks_per_minute": float(np.mean([blinks_per_minute(b) for b in true_blink])),
+    "identity": {
+      "params": list(readable),
+      "preservation": preservation,
+      "other_person": None
+      if others is None
+      else identity_error(readings["gt_frames"], others, scale, readable)["error"],
+      "leakage": leakage(model, encode, data_dir, probe_clips, options.batch_frames),
+    },
+    "ground_truth_blinks_per_minute": float(
+      np.mean([blinks_per_minute(t[:, MOTION_PARAMS.index("blink")]) for t in truths])
+    ),
+    "curves": curves(readings, syncs, truths),
     "sanity": ordering_problems(rows),
     "offset_convention": OFFSET_CONVENTION,
-    "seconds": time.perf_counter() - start,
+  }
+  if drift_minutes > 0:
+    # The clips' batch size again, so rendering the rollout reuses their compiled program.
+    rollout_options = dataclasses.replace(options, batch_frames=batch)
+    rollout = drift.rollout_clip(drift_minutes, model.image_size)
+    results["drift"] = drift.drift_scores(model, rollout, reader, rollout_options, scale, readable)
+    if progress:
+      progress(1)
+  results["seconds"] = time.perf_counter() - start
+  return results
+
+
+def curves(readings: dict, syncs: dict, truths: list[np.ndarray]) -> dict:
+  """What the report figure draws: mouth traces of the first clips, the offset curves per row."""
+  mouth = MOTION_PARAMS.index("mouth_open")
+  true = [t[:, mouth].astype(np.float64) for t in truths]
+  offsets = {}
+  for name in ROWS:
+    lags, curve = offset_curve([r["mouth_open"].astype(np.float64) for r in readings[name]], true)
+    offsets[name] = (curve / len(true)).round(4).tolist()
+  return {
+    "mouth_traces": [
+      {"truth": true[i].round(4).tolist()}
+      | {name: readings[name][i]["mouth_open"].round(4).tolist() for name in ROWS}
+      for i in range(min(TRACED_CLIPS, len(true)))
+    ],
+    "reader_lags": lags.tolist(),
+    "reader_offset_curves": offsets,
+    "sync_offsets": syncs["gt_frames"][0]["offsets"],
+    "sync_distance_curves": {
+      name: np.mean([s["distance_per_offset"] for s in syncs[name]], axis=0).round(4).tolist()
+      for name in ROWS
+    },
   }
 
 
@@ -250,7 +338,7 @@ def format_report(results: dict) -> str:
     f"SSIM {results['reconstruction']['ssim']:.3f}",
     "",
     f"{'':<32}{'mouth: MAE':>11}{'Pearson':>8}{'offset':>7}{'ampl.':>7}"
-    f"{'pose ampl.':>11}{'blinks/min':>11}{'LSE-D':>7}{'LSE-C':>7}{'offset':>7}",
+    f"{'pose ampl.':>11}{'blinks/min':>11}{'LSE-D':>7}{'LSE-C':>7}{'offset':>7}{'identity':>9}",
   ]
   for name, label in ROWS.items():
     row = results["rows"][name]
@@ -259,13 +347,46 @@ def format_report(results: dict) -> str:
       f"  {label:<30}{row['mae']:>11.3f}{row['pearson']:>8.3f}{row['offset']:>+7d}"
       f"{row['mouth_amplitude']:>7.2f}{pose:>11.2f}{row['blinks_per_minute']:>11.1f}"
       f"{row['lse_d']:>7.3f}{row['lse_c']:>7.3f}{row['sync_offset']:>+7d}"
+      f"{row['identity_error']:>9.3f}"
     )
-  lines.append(
+  identity = results["identity"]
+  other = identity["other_person"]
+  lines += [
     f"ground truth: {results['ground_truth_blinks_per_minute']:.1f} blinks/min; amplitudes are "
     "std(read) / std(ground truth); mouth columns and pose come from the reader, LSE from the "
-    "sync network (SynthTalk-trained: compare models with it, not with published LSE values)"
-  )
-  lines.append(results["offset_convention"])
+    "sync network (SynthTalk-trained: compare models with it, not with published LSE values)",
+    results["offset_convention"],
+    "identity: the reader's identity parameters of each frame against the portrait's, in "
+    f"between-identity stds, over {', '.join(identity['params']) or 'no readable parameter'}; "
+    + ("another person's portrait: " + f"{other:.3f}" if other is not None else "one person only"),
+    "identity leakage (ridge probe to the identity parameters, R^2 over held-out identities, "
+    f"{identity['leakage']['identities']} identities): "
+    + ", ".join(
+      f"{name.replace('_', ' ')} {'n/a' if probe is None else format(probe['r2'], '.3f')}"
+      for name, probe in identity["leakage"].items()
+      if name != "identities"
+    )
+    + " (near 0 for motion latents is good)",
+  ]
+  if identity["leakage"]["identities"] < PROBE_ENOUGH_IDENTITIES:
+    lines.append(
+      f"WARNING: the identity probe saw fewer than {PROBE_ENOUGH_IDENTITIES} people and "
+      "under-reads identity; generate more eval clips (python -m jaxtalk.data.synthtalk "
+      "--eval-clips 200) and pass --probe-clips 200"
+    )
+  if "drift" in results:
+    windows = results["drift"]["windows"]
+    ratio = results["drift"]["last_over_first"]
+    lines.append(
+      f"drift over a {results['drift']['minutes']:.1f} min rollout (mouth MAE / Pearson / pose "
+      "ampl. / identity per window): "
+      + "; ".join(
+        f"{w['mae']:.3f} / {w['pearson']:.2f} / {w['pose_amplitude']:.2f} / "
+        f"{w['identity_error']:.2f}"
+        for w in windows
+      )
+      + f"; last / first window: MAE x{ratio['mae']:.2f}, identity x{ratio['identity_error']:.2f}"
+    )
   if results["sanity"]:
     lines += [f"WARNING: {problem}: do not trust these scores" for problem in results["sanity"]]
   else:

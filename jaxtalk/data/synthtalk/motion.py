@@ -16,6 +16,7 @@ from jaxtalk.data.synthtalk import speech
 from jaxtalk.timebase import FPS
 
 MOTION_PARAMS = ("mouth_open", "mouth_width", "jaw", "blink", "brow", "yaw", "pitch", "roll")
+POSE_PARAMS = MOTION_PARAMS[-3:]
 REST_WIDTH = 0.5
 
 # Per vowel in `speech.VOWELS` order (a, e, i, o, u): how far the lips part, how wide they

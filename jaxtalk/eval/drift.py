@@ -1,0 +1,98 @@
+"""Drift: one portrait talking for minutes, read window by window against the ground truth.
+
+A long sampler rollout can slowly lose the mouth, freeze the head or morph the face while each
+4 s clip looks fine. One held-out SynthTalk clip of several minutes (a person and sentences no
+training split holds) is generated, rendered and read by the SynthTalk reader. Each window gets
+the lip-sync error and correlation, the mouth and head amplitudes and the identity error, and the
+last window is compared with the first. Windows are equal, one per whole minute (three for
+3 min, two halves below two minutes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxtalk.data.clips import Clip
+from jaxtalk.data.synthtalk import generate
+from jaxtalk.data.synthtalk.motion import MOTION_PARAMS, POSE_PARAMS
+from jaxtalk.eval.identity import identity_error
+from jaxtalk.eval.metrics import lip_sync_scores, std_ratio
+from jaxtalk.eval.reader import Reader
+from jaxtalk.inference.generate import SampleOptions, TalkingHead
+from jaxtalk.timebase import FPS
+
+# The eval split's last generation seed: SynthTalk data written with the default seeds never
+# holds this person or these sentences, so the rollout is held out from evaluation clips too.
+ROLLOUT_GENERATION_SEED = 999_999
+# The figure's drift curve: mouth error per bin of this many seconds.
+CURVE_BIN_SECONDS = 10
+
+
+def rollout_clip(minutes: float, image_size: int) -> Clip:
+  """A held-out SynthTalk clip of `minutes` minutes at `image_size` px."""
+  seeds = generate.clip_seeds("eval", ROLLOUT_GENERATION_SEED, 0)
+  return generate.make_clip(**seeds, seconds=60.0 * minutes, image_size=image_size)
+
+
+def window_bounds(num_frames: int) -> list[tuple[int, int]]:
+  """Equal frame ranges, one per whole minute of `num_frames` and at least two."""
+  per_minute = 60 * FPS
+  count = max(2, num_frames // per_minute)
+  edges = np.linspace(0, num_frames, count + 1).round().astype(int)
+  return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def drift_scores(
+  model: TalkingHead,
+  clip: Clip,
+  reader: Reader,
+  options: SampleOptions,
+  identity_scale: dict,
+  identity_params: tuple[str, ...],
+) -> dict:
+  """Generates `clip`'s whole audio from its first frame in one rollout and scores each window.
+
+  Returns {"minutes", "windows": [{start_s, end_s, mae, pearson, mouth_amplitude,
+  pose_amplitude, identity_error}], "last_over_first": {mae, pearson, mouth_amplitude,
+  pose_amplitude, identity_error}, "curve": {"seconds", "mae"}} (ratios > 1 on mae and
+  identity_error mean the end is worse).
+  """
+  portrait = clip.frames[0]
+  latents = model.motion_latents(clip.audio, portrait, options)
+  video = np.concatenate(list(model.render_frames(portrait, latents, options)))
+  read = reader.read(video)
+  portrait_read = reader.read(portrait[None])
+  truth = {name: clip.motion[:, i].astype(np.float64) for i, name in enumerate(MOTION_PARAMS)}
+  windows = []
+  for start, end in window_bounds(len(video)):
+    part = lambda series, start=start, end=end: [np.asarray(series, np.float64)[start:end]]
+    mouth = lip_sync_scores(part(read["mouth_open"]), part(truth["mouth_open"]))
+    pose = [std_ratio(part(read[name]), part(truth[name])) for name in POSE_PARAMS]
+    window_read = {name: read[name][start:end] for name in identity_params}
+    windows.append(
+      {
+        "start_s": start / FPS,
+        "end_s": end / FPS,
+        "mae": mouth["mae"],
+        "pearson": mouth["pearson"],
+        "mouth_amplitude": std_ratio(part(read["mouth_open"]), part(truth["mouth_open"])),
+        "pose_amplitude": float(np.mean(pose)),
+        "identity_error": identity_error(
+          [window_read], [portrait_read], identity_scale, identity_params
+        )["error"],
+      }
+    )
+  first, last = windows[0], windows[-1]
+  ratio = lambda key: last[key] / first[key] if first[key] else float("nan")
+  bin_frames = CURVE_BIN_SECONDS * FPS
+  error = np.abs(read["mouth_open"].astype(np.float64) - truth["mouth_open"])
+  starts = range(0, len(error), bin_frames)
+  return {
+    "minutes": len(video) / FPS / 60.0,
+    "windows": windows,
+    "last_over_first": {key: ratio(key) for key in windows[0] if key not in ("start_s", "end_s")},
+    "curve": {
+      "seconds": [(s + min(bin_frames, len(error) - s) / 2) / FPS for s in starts],
+      "mae": [float(error[s : s + bin_frames].mean()) for s in starts],
+    },
+  }
