@@ -18,6 +18,11 @@ import tempfile  # noqa: E402
 
 import jax  # noqa: E402
 
+from jaxtalk.bench.torch_reference import ensure_torchvision_importable  # noqa: E402
+
+# Before any test imports transformers, which imports torchvision whenever it is installed.
+ensure_torchvision_importable()
+
 # Many tests compile the same small programs (a train step per resumed run, ...). A session-wide
 # compilation cache turns every repeat into a lookup; compiling for 8 simulated devices
 # dominates the run time of those tests otherwise.

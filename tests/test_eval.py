@@ -4,8 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import safetensors.torch
 import scipy.ndimage
+import torch
 from tiny_configs import tiny_config
+from torchvision.models.inception import Inception3
 
 from jaxtalk.bench.model import random_params
 from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS
@@ -101,6 +104,10 @@ def bundle_and_data(tmp_path_factory):
   for split, clips in (("train", 3), ("eval", 10)):
     generate_split(str(root / "data"), split, clips, CLIP_SECONDS, 16, seed=0, workers=1)
   train_reader(str(root / "data"), steps=20, batch=8).save(root / "reader")
+  # Random Inception-v3 weights in the PyTorch state dict's layout: FID runs, its value is noise.
+  torch.manual_seed(0)
+  inception = Inception3(aux_logits=False, init_weights=False)
+  safetensors.torch.save_file(inception.state_dict(), root / "inception.safetensors")
   return root
 
 
@@ -109,6 +116,7 @@ def test_eval_command_end_to_end(bundle_and_data, capsys):
   out = root / "scores.json"
   args = ["--checkpoint", str(root / "model"), "--data", str(root / "data"), "--clips", "2"]
   args += ["--probe-clips", "10", "--drift-minutes", "0.1"]
+  args += ["--fid-weights", str(root / "inception.safetensors")]
   assert main([*args, "--reader", str(root / "reader"), "--json", str(out)]) == 0
   results = json.loads(out.read_text())
   assert (root / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,11 +138,14 @@ def test_eval_command_end_to_end(bundle_and_data, capsys):
   assert identity["leakage"]["identities"] == 5
   for probe in ("motion_latents", "frame_thumbnails"):
     assert identity["leakage"][probe]["r2"] <= 1
+  assert results["fid"]["frames_per_row"] == 20  # every 4th of 2 x 40 frames
+  assert set(results["fid"]["rows"]) == set(ROWS)
+  assert all(value > -1e-6 for value in results["fid"]["rows"].values())
   windows = results["drift"]["windows"]
   assert len(windows) == 2 and windows[-1]["end_s"] == pytest.approx(6.0)
   assert set(results["drift"]["last_over_first"]) >= {"mae", "identity_error", "pose_amplitude"}
   printed = capsys.readouterr().out
-  for word in ("PSNR", "audio-free", "LSE-C", "identity leakage", "drift", "scores.png"):
+  for word in ("PSNR", "audio-free", "LSE-C", "identity leakage", "drift", "FID", "scores.png"):
     assert word in printed
 
 

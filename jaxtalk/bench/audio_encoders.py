@@ -43,8 +43,12 @@ BASE = {
 
 
 def _reference():
+  from jaxtalk.bench.torch_reference import ensure_torchvision_importable
+
   try:
     import torch
+
+    ensure_torchvision_importable()
     import transformers
   except ImportError:
     raise UserError(

@@ -2,13 +2,13 @@
 
   python -m jaxtalk.eval --checkpoint runs/demo/bundle --data data/synthtalk
                          [--clips 20] [--probe-clips 200] [--drift-minutes 3] [--seed 0]
-                         [--reader DIR] [--syncnet DIR] [--json scores.json]
+                         [--reader DIR] [--syncnet DIR] [--fid-weights FILE] [--json scores.json]
 
 Four rows (ground-truth frames, ground-truth motion rendered, generated, audio-free) read by the
-SynthTalk reader and the sync network, identity preservation and leakage, and drift over a long
-rollout; see `jaxtalk.eval.synthtalk_eval`. Prints a table; with --json also writes every number
-and, beside it, the report figure (scores.json -> scores.png; each file appears only once
-complete).
+SynthTalk reader and the sync network, identity preservation and leakage, drift over a long
+rollout, and FID when Inception-v3 weights are given; see `jaxtalk.eval.synthtalk_eval`. Prints
+a table; with --json also writes every number and, beside it, the report figure (scores.json ->
+scores.png; each file appears only once complete).
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def parse_args(argv=None):
     default=str(SHIPPED_SYNCNET),
     help="sync network folder (python -m jaxtalk.eval.train_syncnet; default: the shipped one)",
   )
+  p.add_argument(
+    "--fid-weights",
+    help="Inception-v3 weights for FID (.safetensors of pytorch-fid's checkpoint; see "
+    "jaxtalk.eval.fid for the one-line conversion); without it no FID is computed",
+  )
   p.add_argument("--json", help="also write the results to this JSON file")
   return p.parse_args(argv)
 
@@ -71,6 +76,7 @@ def run(args) -> dict:
 
   from tqdm import tqdm
 
+  from jaxtalk.eval.inception import load_inception
   from jaxtalk.eval.reader import Reader
   from jaxtalk.eval.syncnet import SyncNet
   from jaxtalk.eval.synthtalk_eval import evaluate, format_report
@@ -78,6 +84,7 @@ def run(args) -> dict:
 
   reader = Reader.load(args.reader, image_size=config.data.image_size)
   syncnet = SyncNet.load(args.syncnet)
+  inception = load_inception(args.fid_weights) if args.fid_weights else None
   steps = args.clips + (args.drift_minutes > 0)
   with tqdm(total=steps, unit="step", desc="evaluating", file=sys.stderr) as bar:
     results = evaluate(
@@ -88,6 +95,7 @@ def run(args) -> dict:
       num_clips=args.clips,
       probe_clips=args.probe_clips,
       drift_minutes=args.drift_minutes,
+      inception=inception,
       seed=args.seed,
       progress=bar.update,
     )

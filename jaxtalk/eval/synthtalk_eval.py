@@ -15,7 +15,9 @@ Two instruments read every video, neither of them part of the model under test:
   pixels, compared with SynthTalk's exact ground truth: mouth-opening error, correlation and
   audio-video offset, mouth amplitude, head-pose amplitude and blink rate;
 - the sync network (`jaxtalk.eval.syncnet`) scores audio against mouth: LSE-D, LSE-C, offset.
-Reconstruction is the PSNR and SSIM of gt_motion against the GT frames. A sanity check asks the
+Reconstruction is the PSNR and SSIM of gt_motion against the GT frames. Identity preservation
+and leakage are `jaxtalk.eval.identity`, drift over a long rollout `jaxtalk.eval.drift`; FID
+(`jaxtalk.eval.fid`) is computed when Inception-v3 weights are given. A sanity check asks the
 floor to score best and the ceiling worst, and says so loudly when they do not.
 """
 
@@ -34,6 +36,7 @@ from jaxtalk.data.clips import Clip, read_clips, shard_paths
 from jaxtalk.data.synthtalk.motion import MOTION_PARAMS, POSE_PARAMS
 from jaxtalk.errors import UserError
 from jaxtalk.eval import drift
+from jaxtalk.eval.fid import fid
 from jaxtalk.eval.identity import (
   PROBE_ENOUGH_IDENTITIES,
   identity_error,
@@ -42,6 +45,7 @@ from jaxtalk.eval.identity import (
   readable_identity_params,
   thumbnails,
 )
+from jaxtalk.eval.inception import InceptionFeatures
 from jaxtalk.eval.metrics import (
   MAX_OFFSET_FRAMES,
   blinks_per_minute,
@@ -63,6 +67,10 @@ ROWS = {
 }
 # Clips whose mouth traces the report draws.
 TRACED_CLIPS = 3
+# FID reads every 4th frame of each row: neighbouring frames add little to the statistics, and
+# Inception-v3 at 299 px is most of the evaluation's cost on a CPU. Its floor is the ground-truth
+# frames two frames later against those same frames.
+FID_STRIDE, FID_FLOOR_SHIFT = 4, 2
 OFFSET_CONVENTION = (
   "offset > 0: the video is late (mouth at frame t matches the ground truth at t - offset); "
   f"the reader searches [-{MAX_OFFSET_FRAMES}, {MAX_OFFSET_FRAMES}], the sync network +-15"
@@ -199,6 +207,7 @@ def evaluate(
   num_clips: int = 20,
   probe_clips: int = 200,
   drift_minutes: float = 3.0,
+  inception: InceptionFeatures | None = None,
   seed: int = 0,
   progress: Callable[[int], None] | None = None,
 ) -> dict:
@@ -208,7 +217,8 @@ def evaluate(
   motion parameter on these clips' ground-truth frames), reconstruction (psnr, ssim), rows (each
   of ROWS: mae, pearson, offset, mouth_amplitude, pose_amplitude, blinks_per_minute, lse_d, lse_c,
   sync_offset, identity_error), identity (preservation per row, the other-person reference, the
-  leakage probes on `probe_clips` clips), drift (a `drift_minutes` rollout; absent at 0),
+  leakage probes on `probe_clips` clips), drift (a `drift_minutes` rollout; absent at 0), fid
+  (with `inception`: per row against the ground-truth frames, see FID_STRIDE),
   ground_truth_blinks_per_minute, curves (what the report figure draws), sanity,
   offset_convention, seconds. `progress(1)` is called after each clip and after the rollout.
   """
@@ -218,6 +228,7 @@ def evaluate(
   readings = {name: [] for name in ROWS}
   syncs = {name: [] for name in ROWS}
   truths, portraits, metas, frame_psnr, frame_ssim = [], [], [], [], []
+  fid_frames = {name: [] for name in ("reference", *ROWS)}
   for index, clip in enumerate(synthtalk_clips(data_dir, "eval", num_clips, model.image_size)):
     batch = even_batch(len(clip.frames), options.batch_frames)
     # Each clip gets its own noise; the batch size is the only shape, so nothing recompiles.
@@ -238,6 +249,9 @@ def evaluate(
     for name, video in videos.items():
       readings[name].append(reader.read(video))
       syncs[name].append(sync_scores(syncnet, video, clip.audio))
+      # The floor row is the same video a few frames on; the others are compared with the GT.
+      fid_frames[name].append(video[FID_FLOOR_SHIFT if name == "gt_frames" else 0 :: FID_STRIDE])
+    fid_frames["reference"].append(clip.frames[::FID_STRIDE])
     truths.append(clip.motion)
     portraits.append(reader.read(portrait[None]))
     metas.append(clip.meta)
@@ -291,6 +305,13 @@ def evaluate(
     "sanity": ordering_problems(rows),
     "offset_convention": OFFSET_CONVENTION,
   }
+  if inception is not None:
+    features = {name: inception.features(np.concatenate(f)) for name, f in fid_frames.items()}
+    results["fid"] = {
+      "frames_per_row": len(features["reference"]),
+      "floor": f"gt_frames is the ground truth {FID_FLOOR_SHIFT} frames later",
+      "rows": {name: fid(features[name], features["reference"]) for name in ROWS},
+    }
   if drift_minutes > 0:
     # The clips' batch size again, so rendering the rollout reuses their compiled program.
     rollout_options = dataclasses.replace(options, batch_frames=batch)
@@ -373,6 +394,14 @@ def format_report(results: dict) -> str:
       f"WARNING: the identity probe saw fewer than {PROBE_ENOUGH_IDENTITIES} people and "
       "under-reads identity; generate more eval clips (python -m jaxtalk.data.synthtalk "
       "--eval-clips 200) and pass --probe-clips 200"
+    )
+  if "fid" in results:
+    scores = results["fid"]["rows"]
+    lines.append(
+      f"FID (Inception-v3, {results['fid']['frames_per_row']} frames a row, against the GT frames; "
+      "only comparable at equal frame counts): "
+      + ", ".join(f"{ROWS[name].split(' (')[0]} {value:.2f}" for name, value in scores.items())
+      + f" ({results['fid']['floor']})"
     )
   if "drift" in results:
     windows = results["drift"]["windows"]
