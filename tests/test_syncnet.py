@@ -1,13 +1,14 @@
 """The sync network: the shipped one finds shifts in held-out SynthTalk clips, the scores are the
 literature's LSE-D / LSE-C, and bad folders are one-line errors."""
 
+import dataclasses
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from jaxtalk.data.clips import read_clips
+from jaxtalk.data.clips import read_clips, shard_paths, write_shards
 from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.errors import UserError
 from jaxtalk.eval import train_syncnet
@@ -160,3 +161,20 @@ def test_training_command_reports_a_missing_folder(tmp_path, capsys):
   status = train_syncnet.main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
   error = capsys.readouterr().err.strip()
   assert status == 2 and error.startswith("error: ") and "\n" not in error
+
+
+def test_training_needs_only_frames_and_audio(tmp_path, capsys):
+  """Ingested real clips have no ground truth: the command trains on them unchanged."""
+  source = tmp_path / "synthtalk"
+  for split, count in (("train", 3), ("eval", 2)):
+    generate_split(str(source), split, count, 2.0, 32, seed=0, workers=1)
+    stripped = (
+      dataclasses.replace(clip, motion=None, identity=None, meta={"source": "ingest"})
+      for clip in read_clips(shard_paths(str(source), split))
+    )
+    write_shards(stripped, str(tmp_path / "ingested"), split)
+  out = tmp_path / "net"
+  args = ["--data", str(tmp_path / "ingested"), "--out", str(out), "--steps", "3", "--batch", "4"]
+  assert train_syncnet.main(args) == 0
+  assert SyncNet.load(out).evaluation["clips"] == 2
+  assert "held-out sync" in capsys.readouterr().out
