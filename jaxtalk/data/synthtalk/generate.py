@@ -1,9 +1,14 @@
 """SynthTalk clips and splits: utterance + identity + motion -> a `Clip`, written as shards.
 
-A clip is fully determined by three seeds: the identity seed (who), the utterance seed (what is
-said) and the clip seed (emotion when not given, blinks, brows, head motion). Splits draw their
-identity and utterance seeds from disjoint ranges, so no face and no sentence of the held-out split
-is ever seen in training, whatever `seed` each split was made with.
+A clip is fully determined by three seeds and its speech source: the identity seed (who), the
+utterance seed (what is said) and the clip seed (emotion when not given, blinks, brows, head motion,
+and for text-to-speech the speaking rate and pitch). Splits draw their identity and utterance seeds
+from disjoint ranges, so no face and no utterance of the held-out split is ever seen in training,
+whatever `seed` each split was made with; text-to-speech clips of the held-out split also speak
+sentences in voices that training never hears (`sentences`).
+
+Speech sources: "syllables" (`speech`, a syllable synthesizer with its exact schedule) and "tts"
+(`tts`, espeak-ng speaking real sentences, the mouth from its phonemes through `visemes`).
 """
 
 import functools
@@ -13,13 +18,15 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxtalk.data import clips
-from jaxtalk.data.synthtalk import face, motion, speech
+from jaxtalk.data.synthtalk import face, motion, sentences, visemes
+from jaxtalk.data.synthtalk import speech as syllables
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 # Changes whenever what a frame shows for given parameters changes (readers trained on it go stale).
 SYNTHTALK_VERSION = 1
 SPLITS = ("train", "eval")
+SPEECH_SOURCES = ("syllables", "tts")
 # Each split owns [base, base + _SPLIT_SPAN) of identity and utterance seeds; within it,
 # generation seed s owns [base + s * _SEED_SPAN, base + (s + 1) * _SEED_SPAN).
 _SEED_SPAN = 10**6
@@ -43,6 +50,11 @@ def num_frames_for(seconds: float) -> int:
   return max(1, int(round(seconds * FPS)))
 
 
+def _check_speech(speech: str) -> None:
+  if speech not in SPEECH_SOURCES:
+    raise UserError(f"unknown speech source {speech!r}; use one of {', '.join(SPEECH_SOURCES)}")
+
+
 def make_clip(
   seed: int,
   *,
@@ -51,31 +63,61 @@ def make_clip(
   identity_seed: int,
   utterance_seed: int,
   emotion: str | None = None,
+  speech: str = "syllables",
 ) -> clips.Clip:
-  """One SynthTalk clip of `round(seconds * 25)` frames at `image_size`^2 and 16 kHz audio."""
+  """One SynthTalk clip of `round(seconds * 25)` frames at `image_size`^2 and 16 kHz audio.
+
+  `speech` is the source of its audio and mouth, one of `SPEECH_SOURCES`.
+  """
+  _check_speech(speech)
   rng = np.random.default_rng([seed, 0x5EED])
   if emotion is None:
-    emotion = speech.EMOTIONS[int(rng.integers(len(speech.EMOTIONS)))]
-  if emotion not in speech.EMOTIONS:
-    raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(speech.EMOTIONS)}")
+    emotion = syllables.EMOTIONS[int(rng.integers(len(syllables.EMOTIONS)))]
+  if emotion not in syllables.EMOTIONS:
+    raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(syllables.EMOTIONS)}")
   num_frames = num_frames_for(seconds)
-  utterance = speech.synthesize_utterance(utterance_seed, num_frames * SAMPLES_PER_FRAME, emotion)
-  clip_motion = motion.sample_motion(utterance.schedule, num_frames, emotion, rng)
-  identity = face.sample_identity(np.random.default_rng([identity_seed, 0x1D]))
+  num_samples = num_frames * SAMPLES_PER_FRAME
   split = split_of_seeds(identity_seed, utterance_seed)
+  if speech == "syllables":
+    utterance = syllables.synthesize_utterance(utterance_seed, num_samples, emotion)
+    audio, mouth = utterance.audio, motion.mouth_from_schedule(utterance.schedule, num_frames)
+    # No "speech" entry: syllable clips keep the bytes of the versions before text-to-speech.
+    id_prefix, speech_meta = "synthtalk", {}
+  else:
+    spoken = sentences.synthesize_utterance(
+      utterance_seed, num_samples, emotion, split, prosody_seed=seed
+    )
+    audio = spoken.audio
+    mouth = visemes.mouth_from_phonemes(spoken.events, spoken.audio, num_frames)
+    # Ids of their own: a syllable clip and a spoken clip of the same seeds are different clips.
+    id_prefix = "synthtalk-tts"
+    speech_meta = {
+      "speech": {
+        "source": "tts",
+        "language": spoken.language,
+        "voice": spoken.voice,
+        "sentences": spoken.sentence_ids,
+        "rate_wpm": spoken.rate_wpm,
+        "pitch": spoken.pitch,
+        "pitch_range": spoken.pitch_range,
+      }
+    }
   meta = {
-    "clip_id": f"synthtalk-{split}-{seed}",
+    "clip_id": f"{id_prefix}-{split}-{seed}",
     "identity_id": f"synthtalk-id-{identity_seed}",
-    "utterance_id": f"synthtalk-utt-{utterance_seed}",
+    "utterance_id": f"{id_prefix}-utt-{utterance_seed}",
     "emotion": emotion,
     "source": "synthtalk",
     "split": split,
-    # Enough to regenerate the clip, or just its syllable schedule for exact lip-sync ground truth.
+    # With the speech source, enough to regenerate the clip or just its exact mouth ground truth.
     "seeds": {"clip": int(seed), "identity": int(identity_seed), "utterance": int(utterance_seed)},
+    **speech_meta,
   }
+  clip_motion = motion.with_random_motion(mouth, emotion, rng)
+  identity = face.sample_identity(np.random.default_rng([identity_seed, 0x1D]))
   return clips.Clip(
     frames=face.render_clip(identity, clip_motion, image_size),
-    audio=utterance.audio,
+    audio=audio,
     meta=meta,
     motion=clip_motion,
     identity=identity,
@@ -92,9 +134,11 @@ def clip_seeds(split: str, seed: int, index: int) -> dict[str, int]:
 
 
 def _make_indexed_clip(
-  index: int, *, split: str, seed: int, seconds: float, image_size: int
+  index: int, *, split: str, seed: int, seconds: float, image_size: int, speech: str
 ) -> clips.Clip:
-  return make_clip(**clip_seeds(split, seed, index), seconds=seconds, image_size=image_size)
+  return make_clip(
+    **clip_seeds(split, seed, index), seconds=seconds, image_size=image_size, speech=speech
+  )
 
 
 def generate_split(
@@ -106,8 +150,11 @@ def generate_split(
   seed: int,
   *,
   workers: int = 2,
+  speech: str = "syllables",
 ) -> list[str]:
   """Writes `num_clips` clips of `split` as ArrayRecord shards in out_dir; returns the shard paths.
+
+  `speech` is the clips' speech source, one of `SPEECH_SOURCES`.
 
   The result depends only on the arguments, not on `workers` (processes that render clips in
   parallel; clips are written in index order).
@@ -122,8 +169,14 @@ def generate_split(
     raise UserError(
       f"clips need a positive length and an image size of at least 8, got {seconds} s, {image_size} px"
     )
+  _check_speech(speech)
   make = functools.partial(
-    _make_indexed_clip, split=split, seed=seed, seconds=seconds, image_size=image_size
+    _make_indexed_clip,
+    split=split,
+    seed=seed,
+    seconds=seconds,
+    image_size=image_size,
+    speech=speech,
   )
   if workers <= 1 or num_clips == 1:
     return clips.write_shards(map(make, range(num_clips)), out_dir, split)

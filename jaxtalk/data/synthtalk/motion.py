@@ -1,5 +1,7 @@
 """Per-frame facial motion: the mouth derived exactly from the audio schedule, the rest random.
 
+Text-to-speech clips take their mouth from the phonemes instead (`visemes`) and draw the rest alike.
+
 Motion is float32 `[T, 8]` in `MOTION_PARAMS` order:
   mouth_open   [0, 1]   lip gap, vowel openness x loudness envelope
   mouth_width  [0, 1]   0 rounded (o/u), `REST_WIDTH` at rest, 1 spread (i)
@@ -86,7 +88,12 @@ def sample_motion(
   schedule: speech.SyllableSchedule, num_frames: int, emotion: str, rng: np.random.Generator
 ) -> np.ndarray:
   """Full `[T, 8]` motion: mouth from the schedule; blink, brow and head from `rng`."""
-  mouth = mouth_from_schedule(schedule, num_frames)
+  return with_random_motion(mouth_from_schedule(schedule, num_frames), emotion, rng)
+
+
+def with_random_motion(mouth: np.ndarray, emotion: str, rng: np.random.Generator) -> np.ndarray:
+  """Full `[T, 8]` motion from a given `[T, 3]` mouth; blink, brow and head from `rng`."""
+  num_frames = len(mouth)
   blink = _blinks(rng, num_frames)
   brow = _EMOTION_BROW[emotion] + 0.12 * _smooth_noise(rng, num_frames, sigma_frames=0.4 * FPS)
   head = np.stack(
