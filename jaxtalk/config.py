@@ -95,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
       patch_size=2,
       attention_heads=8,
       cond_dim=512,
+      warp_channels=0,  # > 0: warp-then-refine, a motion field of this width warps the reference
+      warp_stride=4,  # the motion field's cell size in pixels
+      warp_blocks=2,  # residual blocks of the motion-field network
     )
   )
   c.motion = ml_collections.ConfigDict(
@@ -119,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
     # of it (DESIGN.md) when identities and lighting vary, as in real footage.
     appearance_jitter=0.1,
     latent_spread=0.5,  # least std of a latent dim between frames of one clip
+    warp_loss=1.0,  # weight of |warped reference - target| when the renderer warps
   )
   c.motion_train = _train(
     batch_size=64,

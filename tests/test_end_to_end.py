@@ -13,6 +13,8 @@ import sample
 import train
 from configs import demo
 from jaxtalk.data.synthtalk.generate import generate_split
+from jaxtalk.eval.__main__ import main as evaluate_main
+from jaxtalk.eval.train_reader import train_reader
 from jaxtalk.media.video_io import probe_video
 
 ROOT = Path(__file__).parent.parent
@@ -24,6 +26,7 @@ def tiny_config(data_dir):
   config.audio.update(dim=16, layers=1)
   config.motion_encoder.update(base_channels=8, max_channels=16, num_tokens=2, token_dim=4)
   config.renderer.update(base_channels=8, channel_mults=(1, 2), attention_heads=2, cond_dim=32)
+  config.renderer.update(warp_channels=8, warp_blocks=1)  # the warp path, through every command
   config.motion.update(dim=32, depth=1, heads=2, chunk_size=2, lookback_chunks=2, audio_radius=2)
   config.renderer_train.update(batch_size=8, num_steps=2, log_every=1, warmup_steps=1)
   config.motion_train.update(
@@ -135,6 +138,20 @@ def test_bundle_of_another_config_is_rejected(trained, tmp_path, capsys):
   (other / "params.msgpack").write_bytes((bundle / "params.msgpack").read_bytes())
   code = sample.main(["--checkpoint", str(other), "--out", str(tmp_path / "o.mp4")])
   assert code == 2 and "shape" in capsys.readouterr().err
+
+
+def test_stage_one_is_scored_alone_from_the_training_run(trained, tmp_path):
+  """python -m jaxtalk.eval --renderer-run: the ground-truth rows of a run with only a renderer."""
+  root, _ = trained
+  generate_split(str(root / "data"), "eval", num_clips=2, seconds=1.6, image_size=32, seed=0)
+  train_reader(str(root / "data"), steps=5, batch=8).save(tmp_path / "reader")
+  out = tmp_path / "scores.json"
+  args = ["--renderer-run", str(root / "run"), "--data", str(root / "data"), "--clips", "2"]
+  args += ["--probe-clips", "2", "--reader", str(tmp_path / "reader"), "--json", str(out)]
+  assert evaluate_main(args) == 0
+  results = json.loads(out.read_text())
+  assert set(results["rows"]) == {"gt_frames", "gt_motion"} and "drift" not in results
+  assert results["reconstruction"]["psnr"] > 0 and (tmp_path / "scores.png").is_file()
 
 
 def test_train_cli_reports_missing_data_in_one_line(tmp_path):

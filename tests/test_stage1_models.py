@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny_configs import TINY_RENDERER
 
 from configs import demo
 from jaxtalk.diffusion import flow
@@ -24,15 +25,6 @@ TINY_ENCODER = dict(
   base_channels=16,
   max_channels=64,
   pool_heads=2,
-  dtype=jnp.float32,
-)
-TINY_RENDERER = dict(
-  base_channels=16,
-  channel_mults=(1,),
-  blocks_per_level=1,
-  patch_size=2,
-  attention_heads=2,
-  cond_dim=32,
   dtype=jnp.float32,
 )
 

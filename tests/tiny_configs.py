@@ -1,7 +1,24 @@
 """The demo config shrunk for tests: every model at its fewest layers, at 16x16, tiny batches.
 Compiling, not running, is what takes the time in the tests that use it."""
 
+import jax.numpy as jnp
+
 from jaxtalk.bench.model import DEMO_CONFIG, load_config_file
+
+# A renderer module small enough that compiling it, which dominates the tests that build one
+# directly, stays short; warp_channels > 0 turns on its warp path.
+TINY_RENDERER = dict(
+  base_channels=16,
+  channel_mults=(1,),
+  blocks_per_level=1,
+  patch_size=2,
+  attention_heads=2,
+  cond_dim=32,
+  warp_channels=0,
+  warp_stride=4,
+  warp_blocks=1,
+  dtype=jnp.float32,
+)
 
 
 def tiny_config():

@@ -28,6 +28,11 @@ def parse_args(argv=None):
     default=str(DEMO_BUNDLE),
     help="model bundle folder (a training run's bundle/; default: the bundled demo)",
   )
+  p.add_argument(
+    "--renderer-run",
+    help="instead of a bundle, a training workdir whose stage 1 (renderer) is scored alone: "
+    "the ground-truth rows, reconstruction and identity",
+  )
   p.add_argument("--data", required=True, help="SynthTalk folder with eval shards")
   p.add_argument("--clips", type=int, default=20, help="eval clips to score")
   p.add_argument(
@@ -71,7 +76,13 @@ def run(args) -> dict:
     raise UserError("--clips and --probe-clips must be at least 1")
   if args.drift_minutes < 0:
     raise UserError("--drift-minutes must be 0 (no rollout) or more")
-  config, params = load_bundle(args.checkpoint)
+  if args.renderer_run:
+    from jaxtalk.stages.export import stage_config, stage_params
+
+    config = stage_config(args.renderer_run, "renderer")
+    params = stage_params(args.renderer_run, config, ("renderer",))
+  else:
+    config, params = load_bundle(args.checkpoint)
   shard_paths(args.data, "eval")
 
   from tqdm import tqdm
@@ -85,7 +96,8 @@ def run(args) -> dict:
   reader = Reader.load(args.reader, image_size=config.data.image_size)
   syncnet = SyncNet.load(args.syncnet)
   inception = load_inception(args.fid_weights) if args.fid_weights else None
-  steps = args.clips + (args.drift_minutes > 0)
+  renderer_only = bool(args.renderer_run)
+  steps = args.clips + (args.drift_minutes > 0 and not renderer_only)
   with tqdm(total=steps, unit="step", desc="evaluating", file=sys.stderr) as bar:
     results = evaluate(
       TalkingHead(config, params),
@@ -96,11 +108,12 @@ def run(args) -> dict:
       probe_clips=args.probe_clips,
       drift_minutes=args.drift_minutes,
       inception=inception,
+      renderer_only=renderer_only,
       seed=args.seed,
       progress=bar.update,
     )
   results = {
-    "checkpoint": str(args.checkpoint),
+    "checkpoint": str(args.renderer_run or args.checkpoint),
     "data": str(args.data),
     "reader_folder": str(args.reader),
     "syncnet_folder": str(args.syncnet),

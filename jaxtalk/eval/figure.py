@@ -38,6 +38,8 @@ def render_figure(results: dict) -> bytes:
     seconds = np.arange(len(trace["truth"])) / FPS
     ax.plot(seconds, trace["truth"], color="black", lw=2, label="ground truth")
     for name in ("generated", "gt_motion"):
+      if name not in trace:  # a renderer-only evaluation generates nothing
+        continue
       label, colour = ROW_STYLES[name]
       ax.plot(seconds, trace[name], color=colour, lw=1.2, label=f"read: {label}")
     ax.set(xlabel="seconds", ylabel="mouth opening", ylim=(-0.1, 1.1))
@@ -47,7 +49,8 @@ def render_figure(results: dict) -> bytes:
   axes[0][0].legend(fontsize=7, loc="upper right")
 
   reader_axis, sync_axis, drift_axis = axes[1][:3]
-  for name, (label, colour) in ROW_STYLES.items():
+  for name in curves["reader_offset_curves"]:
+    label, colour = ROW_STYLES[name]
     reader_axis.plot(
       curves["reader_lags"], curves["reader_offset_curves"][name], color=colour, label=label
     )

@@ -65,6 +65,8 @@ ROWS = {
   "generated": "generated from the audio",
   "audio_free": "audio-free, cfg 0 (ceiling)",
 }
+# What a stage-1 model (motion encoder and renderer, no motion model yet) can be scored on.
+RENDERER_ROWS = ("gt_frames", "gt_motion")
 # Clips whose mouth traces the report draws.
 TRACED_CLIPS = 3
 # FID reads every 4th frame of each row: neighbouring frames add little to the statistics, and
@@ -135,16 +137,17 @@ def sync_row(scores: list[dict]) -> dict:
 
 
 def ordering_problems(rows: dict) -> list[str]:
-  """What is wrong with the rows' order: the floor must score best, the ceiling worst (by mouth
-  correlation and by sync confidence). An empty list when the instruments can be trusted."""
+  """What is wrong with the rows' order: the floor must score best, the ceiling (when scored)
+  worst, by mouth correlation and by sync confidence. Empty when the instruments can be trusted."""
   problems = []
   for key, what in (("pearson", "mouth-opening correlation"), ("lse_c", "sync confidence")):
-    floor, ceiling = rows["gt_frames"][key], rows["audio_free"][key]
-    others = [rows[name][key] for name in ROWS if name not in ("gt_frames", "audio_free")]
-    if floor < max(others + [ceiling]):
+    floor = rows["gt_frames"][key]
+    if floor < max(row[key] for row in rows.values()):
       problems.append(f"the ground-truth frames do not have the best {what} ({floor:.3f})")
-    if ceiling > min(others + [floor]):
-      problems.append(f"the audio-free video does not have the worst {what} ({ceiling:.3f})")
+    if "audio_free" in rows:
+      ceiling = rows["audio_free"][key]
+      if ceiling > min(row[key] for row in rows.values()):
+        problems.append(f"the audio-free video does not have the worst {what} ({ceiling:.3f})")
   return problems
 
 
@@ -208,6 +211,7 @@ def evaluate(
   probe_clips: int = 200,
   drift_minutes: float = 3.0,
   inception: InceptionFeatures | None = None,
+  renderer_only: bool = False,
   seed: int = 0,
   progress: Callable[[int], None] | None = None,
 ) -> dict:
@@ -221,26 +225,28 @@ def evaluate(
   (with `inception`: per row against the ground-truth frames, see FID_STRIDE),
   ground_truth_blinks_per_minute, curves (what the report figure draws), sanity,
   offset_convention, seconds. `progress(1)` is called after each clip and after the rollout.
+  `renderer_only` scores a stage-1 model (no motion model yet): the rows RENDERER_ROWS only, and
+  no drift.
   """
   start = time.perf_counter()
   options = SampleOptions.from_config(model.config.sample, seed=seed)
   encode = jax.jit(model.models.encode_motion)
-  readings = {name: [] for name in ROWS}
-  syncs = {name: [] for name in ROWS}
+  names = RENDERER_ROWS if renderer_only else tuple(ROWS)
+  readings = {name: [] for name in names}
+  syncs = {name: [] for name in names}
   truths, portraits, metas, frame_psnr, frame_ssim = [], [], [], [], []
-  fid_frames = {name: [] for name in ("reference", *ROWS)}
+  fid_frames = {name: [] for name in ("reference", *names)}
   for index, clip in enumerate(synthtalk_clips(data_dir, "eval", num_clips, model.image_size)):
     batch = even_batch(len(clip.frames), options.batch_frames)
     # Each clip gets its own noise; the batch size is the only shape, so nothing recompiles.
     clip_options = dataclasses.replace(options, seed=seed + index, batch_frames=batch)
     portrait = clip.frames[0]
-    latents = {
-      "gt_motion": encode_frames(model, encode, clip.frames, batch),
-      "generated": model.motion_latents(clip.audio, portrait, clip_options),
-      "audio_free": model.motion_latents(
+    latents = {"gt_motion": encode_frames(model, encode, clip.frames, batch)}
+    if not renderer_only:
+      latents["generated"] = model.motion_latents(clip.audio, portrait, clip_options)
+      latents["audio_free"] = model.motion_latents(
         clip.audio, portrait, dataclasses.replace(clip_options, cfg_scale=0.0)
-      ),
-    }
+      )
     videos = {"gt_frames": clip.frames}
     for name, motion in latents.items():
       videos[name] = np.concatenate(list(model.render_frames(portrait, motion, clip_options)))
@@ -262,12 +268,14 @@ def evaluate(
 
   rows = {
     name: {**motion_scores(readings[name], truths, MOTION_PARAMS), **sync_row(syncs[name])}
-    for name in ROWS
+    for name in names
   }
   readable = readable_identity_params(reader.accuracy)
   scale = {name: float(reader.std[PARAM_NAMES.index(name)]) for name in readable}
-  preservation = {name: identity_error(readings[name], portraits, scale, readable) for name in ROWS}
-  for name in ROWS:
+  preservation = {
+    name: identity_error(readings[name], portraits, scale, readable) for name in names
+  }
+  for name in names:
     rows[name]["identity_error"] = preservation[name]["error"]
   others = other_person_portraits(metas, portraits)
   results = {
@@ -310,9 +318,9 @@ def evaluate(
     results["fid"] = {
       "frames_per_row": len(features["reference"]),
       "floor": f"gt_frames is the ground truth {FID_FLOOR_SHIFT} frames later",
-      "rows": {name: fid(features[name], features["reference"]) for name in ROWS},
+      "rows": {name: fid(features[name], features["reference"]) for name in names},
     }
-  if drift_minutes > 0:
+  if drift_minutes > 0 and not renderer_only:
     # The clips' batch size again, so rendering the rollout reuses their compiled program.
     rollout_options = dataclasses.replace(options, batch_frames=batch)
     rollout = drift.rollout_clip(drift_minutes, model.image_size)
@@ -326,15 +334,16 @@ def evaluate(
 def curves(readings: dict, syncs: dict, truths: list[np.ndarray]) -> dict:
   """What the report figure draws: mouth traces of the first clips, the offset curves per row."""
   mouth = MOTION_PARAMS.index("mouth_open")
+  names = list(readings)
   true = [t[:, mouth].astype(np.float64) for t in truths]
   offsets = {}
-  for name in ROWS:
+  for name in names:
     lags, curve = offset_curve([r["mouth_open"].astype(np.float64) for r in readings[name]], true)
     offsets[name] = (curve / len(true)).round(4).tolist()
   return {
     "mouth_traces": [
       {"truth": true[i].round(4).tolist()}
-      | {name: readings[name][i]["mouth_open"].round(4).tolist() for name in ROWS}
+      | {name: readings[name][i]["mouth_open"].round(4).tolist() for name in names}
       for i in range(min(TRACED_CLIPS, len(true)))
     ],
     "reader_lags": lags.tolist(),
@@ -342,7 +351,7 @@ def curves(readings: dict, syncs: dict, truths: list[np.ndarray]) -> dict:
     "sync_offsets": syncs["gt_frames"][0]["offsets"],
     "sync_distance_curves": {
       name: np.mean([s["distance_per_offset"] for s in syncs[name]], axis=0).round(4).tolist()
-      for name in ROWS
+      for name in names
     },
   }
 
@@ -361,8 +370,8 @@ def format_report(results: dict) -> str:
     f"{'':<32}{'mouth: MAE':>11}{'Pearson':>8}{'offset':>7}{'ampl.':>7}"
     f"{'pose ampl.':>11}{'blinks/min':>11}{'LSE-D':>7}{'LSE-C':>7}{'offset':>7}{'identity':>9}",
   ]
-  for name, label in ROWS.items():
-    row = results["rows"][name]
+  for name, row in results["rows"].items():
+    label = ROWS[name]
     pose = np.mean(list(row["pose_amplitude"].values()))
     lines.append(
       f"  {label:<30}{row['mae']:>11.3f}{row['pearson']:>8.3f}{row['offset']:>+7d}"

@@ -12,6 +12,12 @@ cross-attend to, which lets each image location pick the motion it needs (mouth 
 The first layer folds `patch_size` x `patch_size` pixels into channels (space-to-depth) and the
 last unfolds them, which divides the cost of the full-resolution levels by `patch_size**2`
 without losing information; that is what makes the demo model train on a laptop CPU.
+
+Warp-then-refine (`warp_channels` > 0): a motion field predicted from the reference and the
+motion tokens warps the reference (`jaxtalk.models.warp`), and the warped reference is a third
+input beside the noisy frame and the reference, reaching the output through the bypass too. The
+identity's pixels then come from the reference by construction, and the U-Net refines what the
+warp cannot make. The warped image is sown as intermediates["warped"] for the stage-1 loss.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from jaxtalk.models.layers import (
   space_to_depth,
   timestep_embedding,
 )
+from jaxtalk.models.warp import MotionField, warp
 
 
 class Renderer(nn.Module):
@@ -51,6 +58,9 @@ class Renderer(nn.Module):
   patch_size: int
   attention_heads: int
   cond_dim: int
+  warp_channels: int  # width of the motion-field network; 0: no warp path
+  warp_stride: int  # the motion field's resolution is the image's / warp_stride
+  warp_blocks: int
   dtype: jnp.dtype
 
   @nn.compact
@@ -68,9 +78,20 @@ class Renderer(nn.Module):
     cond = self._conditioning(t, motion)
     block = lambda channels, name: ResBlock(channels, dtype=self.dtype, name=name)
 
-    pixels = space_to_depth(
-      jnp.concatenate([x_t, reference], axis=-1).astype(self.dtype), self.patch_size
-    )
+    inputs = [x_t, reference]
+    if self.warp_channels:
+      field = MotionField(
+        self.warp_channels,
+        self.warp_stride,
+        self.warp_blocks,
+        self.cond_dim,
+        self.dtype,
+        name="motion_field",
+      )
+      warped = warp(reference, field(reference, motion))
+      self.sow("intermediates", "warped", warped)
+      inputs.append(warped)
+    pixels = space_to_depth(jnp.concatenate(inputs, axis=-1).astype(self.dtype), self.patch_size)
     h = conv(self.base_channels, dtype=self.dtype, name="stem")(pixels)
     skips = []
     for level, mult in enumerate(self.channel_mults):

@@ -18,21 +18,29 @@ from jaxtalk.stages import STAGES
 from jaxtalk.training.checkpoint import load_params, read_config
 
 
-def export_bundle(run_dir, out_dir, config) -> Path:
-  """Writes the EMA parameters of every stage's latest checkpoint in `run_dir` to `out_dir`."""
+def stage_params(run_dir, config, stage_names=tuple(STAGES)) -> dict:
+  """The EMA parameters of the latest checkpoints of `stage_names` in `run_dir`, by group."""
   params = {}
-  for stage_type in STAGES.values():
-    stage = stage_type(config)
+  for name in stage_names:
+    stage = STAGES[name](config)
     groups = stage.models.abstract_params(stage.trains)
     params.update(load_params(stage.checkpoint_dir(run_dir), groups))
-  return save_bundle(out_dir, config, params)
+  return params
+
+
+def stage_config(run_dir, stage_name: str = list(STAGES)[-1]):
+  """The config a stage saved with its checkpoints in `run_dir`: it records a pretrained
+  encoder's architecture, which the config file does not."""
+  return config_from_dict(read_config(Path(run_dir) / stage_name))
+
+
+def export_bundle(run_dir, out_dir, config) -> Path:
+  """Writes the EMA parameters of every stage's latest checkpoint in `run_dir` to `out_dir`."""
+  return save_bundle(out_dir, config, stage_params(run_dir, config))
 
 
 def export_command(args) -> None:
-  # The config the last stage saved with its checkpoints: it records a pretrained encoder's
-  # architecture, which the config file does not.
-  config = config_from_dict(read_config(Path(args.workdir) / list(STAGES)[-1]))
-  print(f"wrote {export_bundle(args.workdir, args.out, config)}")
+  print(f"wrote {export_bundle(args.workdir, args.out, stage_config(args.workdir))}")
 
 
 def main(argv=None) -> int:

@@ -79,6 +79,7 @@ class RendererSettings(TrainSettings):
   change_boost: float
   appearance_jitter: float
   latent_spread: float
+  warp_loss: float
 
 
 class RendererStage(Stage):
@@ -105,11 +106,22 @@ class RendererStage(Stage):
     )
     noise = jax.random.normal(noise_rng, target.shape)
     x_t = flow.interpolate(target, noise, t)
-    frame = renderer.apply({"params": params["renderer"]}, x_t, t, reference, motion)
+    frame, intermediates = renderer.apply(
+      {"params": params["renderer"]}, x_t, t, reference, motion, mutable=["intermediates"]
+    )
     frame_loss = flow.weighted_mse(
       frame, target, change_weights(target, reference, settings.change_boost)
     )
-    return frame_loss + spread, {"frame_loss": frame_loss, "spread_penalty": spread}
+    metrics = {"frame_loss": frame_loss, "spread_penalty": spread}
+    loss = frame_loss + spread
+    if renderer.warp_channels:
+      # The warp's own error, straight from the target: the field learns where pixels go long
+      # before the U-Net learns to lean on the warped image. L1, so that what no warp can make
+      # (the inside of the mouth) does not pull the field around.
+      (warped,) = intermediates["intermediates"]["warped"]
+      metrics["warp_error"] = jnp.mean(jnp.abs(warped - target))
+      loss = loss + settings.warp_loss * metrics["warp_error"]
+    return loss, metrics
 
   def dataset(self, run_dir, shard_index, shard_count):
     del run_dir  # stage 1 needs nothing from an earlier stage
