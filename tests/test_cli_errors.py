@@ -53,7 +53,11 @@ def test_sample(argv, message, capsys, tmp_path):
 @pytest.mark.parametrize(
   "main, argv, message",
   [
-    (eval_main.main, ["--data", "x", "--clips", "0"], "--clips must be at least 1"),
+    (
+      eval_main.main,
+      ["--data", "x", "--clips", "0"],
+      "--clips and --probe-clips must be at least 1",
+    ),
     (eval_main.main, ["--data", "/no/such/data"], "/no/such/data"),
     (eval_main.main, [], "the following arguments are required: --data"),
     (train_reader.main, ["--data", "/no/such/data", "--out", "x"], "/no/such/data"),
