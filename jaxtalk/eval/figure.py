@@ -11,16 +11,18 @@ import io
 
 import numpy as np
 
+from jaxtalk.eval.synthtalk_eval import ROWS
 from jaxtalk.media import write_bytes
 from jaxtalk.timebase import FPS
 
-# One colour per row, the same in every panel; ground truth is black.
-ROW_STYLES = {
-  "gt_frames": ("ground-truth frames (floor)", "tab:green"),
-  "gt_motion": ("ground-truth motion, rendered", "tab:blue"),
-  "generated": ("generated from the audio", "tab:red"),
-  "audio_free": ("audio-free (ceiling)", "tab:gray"),
+# One colour per row, the same in every panel; ground truth is black. Labels are the table's.
+ROW_COLOURS = {
+  "gt_frames": "tab:green",
+  "gt_motion": "tab:blue",
+  "generated": "tab:red",
+  "audio_free": "tab:gray",
 }
+ROW_STYLES = {name: (ROWS[name], colour) for name, colour in ROW_COLOURS.items()}
 
 
 def render_figure(results: dict) -> bytes:
