@@ -114,8 +114,11 @@ def test_motion_blinks_brows_and_head():
     assert 30 / 6 - 1 <= blinks <= 30 / 2 + 1
     assert np.mean(blink > 0.5) < 0.15
     head = result[:, [columns["yaw"], columns["pitch"], columns["roll"]]]
-    assert np.all(np.abs(head) <= 12.0) and np.all(head.std(axis=0) > 0.5)
-    assert np.max(np.abs(np.diff(head, axis=0))) < 1.5  # smooth: under 1.5 degrees per frame
+    assert np.all(np.abs(head) <= motion.HEAD_LIMIT_DEG) and np.all(head.std(axis=0) > 0.5)
+    assert np.max(np.abs(np.diff(head, axis=0))) < 2.0  # smooth: under 2 degrees per frame
+    shift = result[:, [columns["tx"], columns["ty"]]]
+    assert np.all(np.abs(shift) <= motion.HEAD_SHIFT_LIMIT) and np.all(shift.std(axis=0) > 0.005)
+    assert np.max(np.abs(np.diff(shift, axis=0))) < 0.01  # under a third of a pixel per frame at 64
     mean_brow[emotion] = result[:, columns["brow"]].mean()
   assert mean_brow["angry"] < mean_brow["sad"] < mean_brow["neutral"] < mean_brow["happy"]
 
@@ -150,9 +153,46 @@ def test_blink_closes_the_eyes_and_pose_moves_the_features():
   rest = face.render_face(identity, _still(), 64).astype(np.int32)
   blink = np.abs(face.render_face(identity, _still(blink=1.0), 64).astype(np.int32) - rest).sum(-1)
   assert blink[18:34, 12:52].sum() > 0.9 * blink.sum() > 0
-  for angle in ("yaw", "pitch", "roll"):
-    turned = face.render_face(identity, _still(**{angle: 8.0}), 64).astype(np.int32)
+  for pose in ({"yaw": 8.0}, {"pitch": 8.0}, {"roll": 8.0}, {"tx": 0.05}, {"ty": 0.05}):
+    turned = face.render_face(identity, _still(**pose), 64).astype(np.int32)
     assert np.abs(turned - rest).mean() > 1.0
+
+
+def test_the_head_translates_as_one_with_its_light_and_photographic_detail():
+  """Moved by exactly 4 px, the head's inside (texture and lighting included) is the same pixels."""
+  identity = face.sample_identity(np.random.default_rng(4))
+  identity[face.IDENTITY_PARAMS.index("skin_detail")] = 0.035
+  identity[face.IDENTITY_PARAMS.index("light_strength")] = 0.4
+  rest = face.render_face(identity, _still(), 64).astype(np.int32)
+  moved = face.render_face(identity, _still(tx=4 / 32, ty=2 / 32), 64).astype(np.int32)
+  inside = (slice(14, 40), slice(20, 44))  # forehead to mouth, between the cheeks
+  shifted = moved[
+    inside[0].start + 2 : inside[0].stop + 2, inside[1].start + 4 : inside[1].stop + 4
+  ]
+  assert np.abs(shifted - rest[inside]).max() <= 2
+  assert np.abs(moved[inside] - rest[inside]).mean() > 5.0  # it did move
+
+
+def test_identities_differ_in_light_and_photographic_background():
+  rng = np.random.default_rng(5)
+  identity = face.sample_identity(rng)
+  identity[face.IDENTITY_PARAMS.index("bg_photo")] = 1.0
+  other_photo = identity.copy()
+  other_photo[face.IDENTITY_PARAMS.index("texture_seed")] += 1
+  lit_left, lit_right = identity.copy(), identity.copy()
+  lit_left[face.IDENTITY_PARAMS.index("light_x")] = -1.0
+  lit_right[face.IDENTITY_PARAMS.index("light_x")] = 1.0
+  for changed in (lit_left, lit_right):
+    changed[face.IDENTITY_PARAMS.index("light_y")] = 0.0
+    changed[face.IDENTITY_PARAMS.index("light_strength")] = 0.4
+  render = lambda ident: face.render_face(ident, _still(), 64).astype(np.float32)
+  corner = (slice(0, 10), slice(0, 10))
+  assert np.abs(render(identity)[corner] - render(other_photo)[corner]).mean() > 5.0
+  # Lit from image left, the left cheek is brighter than the right one; lit from the right, darker.
+  left_cheek, right_cheek = (slice(30, 36), slice(18, 24)), (slice(30, 36), slice(40, 46))
+  for ident, sign in ((lit_left, 1.0), (lit_right, -1.0)):
+    image = render(ident)
+    assert sign * (image[left_cheek].mean() - image[right_cheek].mean()) > 10.0
 
 
 def test_render_clip_matches_render_face_and_identities_differ():

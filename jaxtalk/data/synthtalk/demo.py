@@ -1,4 +1,4 @@
-"""The bundled demo inputs: a held-out SynthTalk portrait and utterance.
+"""The bundled demo inputs: a held-out SynthTalk portrait and an English sentence (espeak-ng).
 
   python -m jaxtalk.data.synthtalk.demo --out jaxtalk/assets/demo
 
@@ -20,18 +20,21 @@ from jaxtalk.data.synthtalk import face, generate, motion
 from jaxtalk.media import atomic_output_path
 from jaxtalk.media.audio_io import save_wav
 
-DEMO_INDEX = 10_000  # an eval-split clip index far past any generated eval set
-REST_POSE = np.array([0.0, motion.REST_WIDTH, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+# An eval-split clip index far past any generated eval set, whose utterance is English.
+DEMO_INDEX = 10_002
+DEMO_SECONDS, DEMO_EMOTION = 8.0, "happy"
+REST_POSE = np.array([0.0, motion.REST_WIDTH] + [0.0] * (len(motion.MOTION_PARAMS) - 2), np.float32)
 
 
 def write_demo_inputs(
-  out_dir, *, image_size: int = 64, seconds: float = 8.0, emotion: str = "happy"
+  out_dir, *, image_size: int = 128, seconds: float = DEMO_SECONDS, emotion: str = DEMO_EMOTION
 ):
   clip = generate.make_clip(
     **generate.clip_seeds("eval", 0, DEMO_INDEX),
     seconds=seconds,
     image_size=image_size,
     emotion=emotion,
+    speech="tts",
   )
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -44,8 +47,8 @@ def write_demo_inputs(
 def main(argv=None) -> int:
   parser = argument_parser("python -m jaxtalk.data.synthtalk.demo", __doc__)
   parser.add_argument("--out", required=True, help="folder for portrait.png and speech.wav")
-  parser.add_argument("--image-size", type=int, default=64, help="portrait height and width")
-  parser.add_argument("--seconds", type=float, default=8.0, help="length of the speech")
+  parser.add_argument("--image-size", type=int, default=128, help="portrait height and width")
+  parser.add_argument("--seconds", type=float, default=DEMO_SECONDS, help="length of the speech")
   return run_command(_write_command, parser.parse_args(argv))
 
 

@@ -1,13 +1,16 @@
 """A cartoon portrait rasterised with numpy: identity parameters + per-frame motion -> RGB frames.
 
 Everything is a soft-edged ellipse composited back to front on a 2x supersampled canvas, then
-box-downsampled (anti-aliasing). Each ellipse is evaluated for a whole batch of frames at once, only
-inside the box that bounds it over the batch, so Python overhead is paid per clip rather than per
-frame. Coordinates are normalised: x right and y down, both in [-1, 1] across the image, so a face
+box-downsampled (anti-aliasing). Beside colour, each ellipse composites what it is made of (skin,
+hair, any part of the head), so that photographic detail (`texture`) and a directional light can
+be laid over the finished head, moving with it. Each ellipse is evaluated for a whole batch of
+frames at once, only inside the box that bounds it over the batch, so Python overhead is paid per
+clip rather than per frame. Coordinates are normalised: x right and y down, both in [-1, 1] across the image, so a face
 looks the same at every resolution.
 
 Pose conventions: positive yaw moves the inner features toward image right; positive pitch nods the
-head down (features move down); positive roll turns the head clockwise in the image about the neck.
+head down (features move down); positive roll turns the head clockwise in the image about the neck;
+tx, ty move the whole head right and down (normalised units) while the shoulders stay.
 """
 
 import dataclasses
@@ -15,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from jaxtalk.data.synthtalk import motion as motion_lib
+from jaxtalk.data.synthtalk import texture
 
 IDENTITY_PARAMS = (
   "face_width",
@@ -44,7 +48,18 @@ IDENTITY_PARAMS = (
   "shirt_r",
   "shirt_g",
   "shirt_b",
+  "bg_photo",  # how much of the background is a photograph rather than the gradient
+  "light_x",  # direction the light comes from, in the image plane
+  "light_y",
+  "light_strength",  # brightness difference between the lit and the far side of the head
+  "exposure",  # overall brightness of the head
+  "skin_detail",  # contrast of the skin's photographic detail
+  "hair_detail",
+  "texture_seed",  # which photographs and crops (an integer; unreadable by design)
 )
+# Parameters that only seed a random choice (which photographs): no pixel value follows from their
+# value, so nothing is asked to read them back.
+SEED_PARAMS = ("texture_seed",)
 HAIR_STYLES = ("short", "long", "bob", "shaved", "afro")
 
 _SKIN_TONES = np.array(
@@ -75,6 +90,15 @@ _MOUTH_INSIDE = np.array([0.30, 0.06, 0.08], np.float32)
 _TEETH = np.array([0.95, 0.94, 0.90], np.float32)
 _SCLERA = np.array([0.97, 0.97, 0.96], np.float32)
 _DARK = np.array([0.08, 0.06, 0.06], np.float32)
+# What a painted ellipse is made of: a coverage plane each, composited like the colour planes.
+_MATERIALS = ("skin", "hair", "head")
+_MADE_OF = {  # an ellipse's value in each material plane
+  None: np.zeros(3, np.float32),
+  "skin": np.array([1, 0, 1], np.float32),
+  "hair": np.array([0, 1, 1], np.float32),
+  "head": np.array([0, 0, 1], np.float32),
+}
+_TEXTURE_SEEDS = 1 << 24  # integers below this are exact in float32
 
 _HEAD_CENTRE = (0.0, -0.04)
 # Sizes at which the mouth spans ~12-18 px wide and opens up to ~8 px in a 64 px frame.
@@ -116,6 +140,14 @@ def sample_identity(rng: np.random.Generator) -> np.ndarray:
     "eye_size": rng.uniform(0.85, 1.15),
     "brow_thickness": rng.uniform(0.0, 1.0),
     "bg_angle": rng.uniform(0.0, 2.0 * np.pi),
+    "bg_photo": 0.0 if rng.random() < 0.25 else rng.uniform(0.6, 1.0),
+    "light_x": rng.uniform(-1.0, 1.0),
+    "light_y": rng.uniform(-1.0, 0.3),  # mostly from above
+    "light_strength": rng.uniform(0.0, 0.45),
+    "exposure": rng.uniform(0.8, 1.15),
+    "skin_detail": rng.uniform(0.0, 0.035),
+    "hair_detail": rng.uniform(0.05, 0.18),
+    "texture_seed": rng.integers(_TEXTURE_SEEDS),
   }
   for prefix, colour in (
     ("skin", skin),
@@ -144,13 +176,14 @@ def _per_frame(value) -> np.ndarray:
 class _Canvas:
   """A batch of supersampled float RGB images that soft ellipses are composited onto.
 
-  Stored as colour planes `[3, T, size, size]`: compositing one contiguous plane at a time is
-  several times faster than broadcasting over a trailing channel axis.
+  Stored as planes `[3 + len(_MATERIALS), T, size, size]`, colour then material coverage:
+  compositing one contiguous plane at a time is several times faster than broadcasting over a
+  trailing channel axis.
   """
 
   def __init__(self, num_frames: int, size: int):
     self.size = size
-    self.planes = np.zeros((3, num_frames, size, size), np.float32)
+    self.planes = np.zeros((3 + len(_MATERIALS), num_frames, size, size), np.float32)
     self.pixels_per_unit = np.float32(size / 2.0)
     self.coords = (np.arange(size, dtype=np.float32) + 0.5) / self.pixels_per_unit - 1.0
 
@@ -165,14 +198,24 @@ class _Canvas:
     return np.clip(0.5 + value * (self.pixels_per_unit / np.float32(softness)), 0.0, 1.0)
 
   def ellipse(
-    self, centre, radii, colour, angle=0.0, radius_below=None, opacity=1.0, softness=1.0, mask=None
+    self,
+    centre,
+    radii,
+    colour,
+    angle=0.0,
+    radius_below=None,
+    opacity=1.0,
+    softness=1.0,
+    mask=None,
+    material=None,
   ):
     """Paints an ellipse with half-axes `radii`, turned clockwise by `angle` radians.
 
     Every geometric argument is a scalar or one value per frame. `radius_below` gives the half of
     the ellipse below its centre (in its own frame) another vertical half-axis, e.g. a jaw that
     drops. `softness` is the edge ramp width in canvas pixels. `mask(x, y)`, with x, y in the
-    ellipse's own frame, multiplies the coverage (hairlines, eyelids, teeth).
+    ellipse's own frame, multiplies the coverage (hairlines, eyelids, teeth). `material` is None
+    for what is not the head, else "skin", "hair" or "head" (any other part of it).
     """
     centre_x, centre_y = _per_frame(centre[0]), _per_frame(centre[1])
     half_w, half_h = _per_frame(radii[0]), _per_frame(radii[1])
@@ -196,12 +239,13 @@ class _Canvas:
     coverage = self.soft_step(-distance, softness) * _per_frame(opacity)
     if mask is not None:
       coverage *= mask(x, y)
-    for plane, value in zip(self.planes[:, :, rows, cols], np.asarray(colour, np.float32)):
+    values = np.concatenate([np.asarray(colour, np.float32), _MADE_OF[material]])
+    for plane, value in zip(self.planes[:, :, rows, cols], values):
       plane += coverage * (value - plane)
 
   def downsampled(self) -> np.ndarray:
     """Averages 2x2 blocks into uint8 frames `[T, size / 2, size / 2, 3]`."""
-    rows = self.planes[:, :, 0::2] + self.planes[:, :, 1::2]
+    rows = self.planes[:3, :, 0::2] + self.planes[:3, :, 1::2]
     planes = (rows[..., 0::2] + rows[..., 1::2]) * np.float32(255.0 / 4.0)
     return np.clip(np.rint(planes), 0, 255).astype(np.uint8).transpose(1, 2, 3, 0)
 
@@ -215,6 +259,12 @@ class _Pose:
   yaw: np.ndarray  # [T] radians
   pitch: np.ndarray
   roll: np.ndarray
+  tx: np.ndarray  # [T] normalised units
+  ty: np.ndarray
+
+  @property
+  def centre(self) -> tuple[np.ndarray, np.ndarray]:
+    return _HEAD_CENTRE[0] + self.tx, _HEAD_CENTRE[1] + self.ty
 
   @property
   def squeeze(self) -> np.ndarray:
@@ -223,21 +273,24 @@ class _Pose:
 
   def place(self, x, y, depth: float) -> tuple[np.ndarray, np.ndarray]:
     """Features in front of the head (depth > 0) shift with yaw and pitch; then the head rolls."""
-    px = _HEAD_CENTRE[0] + x * self.squeeze + depth * np.sin(self.yaw)
-    py = _HEAD_CENTRE[1] + y * (1.0 - 0.3 * np.abs(np.sin(self.pitch))) + depth * np.sin(self.pitch)
-    pivot_x, pivot_y = _HEAD_CENTRE[0], _HEAD_CENTRE[1] + self.face_height
+    centre_x, centre_y = self.centre
+    px = centre_x + x * self.squeeze + depth * np.sin(self.yaw)
+    py = centre_y + y * (1.0 - 0.3 * np.abs(np.sin(self.pitch))) + depth * np.sin(self.pitch)
+    pivot_x, pivot_y = centre_x, centre_y + self.face_height
     dx, dy = px - pivot_x, py - pivot_y
     cos, sin = np.cos(self.roll), np.sin(self.roll)
     return pivot_x + cos * dx - sin * dy, pivot_y + sin * dx + cos * dy
 
 
-def _paint_body(canvas: _Canvas, identity: np.ndarray) -> None:
-  """Background, shoulders and neck: what does not move with the head."""
+def _paint_body(canvas: _Canvas, identity: np.ndarray, photo: np.ndarray) -> None:
+  """Background (a gradient under a photograph `[3, S, S]`), shoulders, neck: what stays put."""
   angle = identity[_index("bg_angle")]
   along = np.cos(angle) * canvas.coords[None, :] + np.sin(angle) * canvas.coords[:, None]
   blend = np.clip(0.5 + 0.5 * along, 0.0, 1.0)
   top, bottom = _colour(identity, "bg_top"), _colour(identity, "bg_bottom")
-  canvas.planes[:] = top[:, None, None, None] * (1.0 - blend) + bottom[:, None, None, None] * blend
+  gradient = top[:, None, None] * (1.0 - blend) + bottom[:, None, None] * blend
+  share = identity[_index("bg_photo")]
+  canvas.planes[:3] = ((1.0 - share) * gradient + share * photo)[:, None]
   skin, shirt = _colour(identity, "skin"), _colour(identity, "shirt")
   neck_top = _HEAD_CENTRE[1] + 0.6 * float(identity[_index("face_height")])
   canvas.ellipse((0.0, neck_top + 0.3), (0.19, 0.42), skin * 0.82)
@@ -272,6 +325,7 @@ def _paint_back_hair(canvas: _Canvas, pose: _Pose, hair: np.ndarray, style: str)
     hair * 0.85,
     angle=pose.roll,
     mask=lambda x, y: canvas.soft_step(end * fh - y, 2.0),
+    material="hair",
   )
 
 
@@ -279,10 +333,15 @@ def _paint_face(canvas: _Canvas, skin: np.ndarray, pose: _Pose, jaw: np.ndarray)
   fw, fh = pose.face_width * pose.squeeze, pose.face_height
   for side in (-1.0, 1.0):
     ear = pose.place(side * 0.97 * pose.face_width, 0.02 * fh, -0.1)
-    canvas.ellipse(ear, (0.07, 0.12), skin * 0.88, angle=pose.roll)
+    canvas.ellipse(ear, (0.07, 0.12), skin * 0.88, angle=pose.roll, material="skin")
   chin = fh + _JAW_DROP * jaw
   canvas.ellipse(
-    pose.place(0.0, 0.0, 0.0), (fw, fh), skin * 0.86, angle=pose.roll, radius_below=chin
+    pose.place(0.0, 0.0, 0.0),
+    (fw, fh),
+    skin * 0.86,
+    angle=pose.roll,
+    radius_below=chin,
+    material="skin",
   )
   # A wide soft inner ellipse leaves a darker rim: cheap shading that gives the head volume.
   canvas.ellipse(
@@ -292,6 +351,7 @@ def _paint_face(canvas: _Canvas, skin: np.ndarray, pose: _Pose, jaw: np.ndarray)
     angle=pose.roll,
     radius_below=0.93 * chin,
     softness=10.0,
+    material="skin",
   )
 
 
@@ -309,7 +369,12 @@ def _paint_hair_cap(
     (-brow_gap + 0.5 * np.square(x / fw)) * fh - (y + offset), 1.5
   )
   canvas.ellipse(
-    pose.place(0.0, offset, 0.0), (1.06 * fw, 1.02 * fh), colour, angle=pose.roll, mask=hairline
+    pose.place(0.0, offset, 0.0),
+    (1.06 * fw, 1.02 * fh),
+    colour,
+    angle=pose.roll,
+    mask=hairline,
+    material="hair",
   )
 
 
@@ -328,22 +393,32 @@ def _paint_eyes(
   for side in (-1.0, 1.0):
     centre = pose.place(side * 0.4 * fw, -0.08 * fh, 0.55)
     # The dark outline doubles as the lash line once the lids are shut.
-    canvas.ellipse(centre, (half_w + 0.012, lid + 0.016), _DARK, angle=pose.roll)
-    canvas.ellipse(centre, (half_w, lid), _SCLERA, angle=pose.roll)
+    canvas.ellipse(centre, (half_w + 0.012, lid + 0.016), _DARK, angle=pose.roll, material="head")
+    canvas.ellipse(centre, (half_w, lid), _SCLERA, angle=pose.roll, material="head")
     canvas.ellipse(
       centre,
       (iris_radius, iris_radius),
       _colour(identity, "eye"),
       angle=pose.roll,
       mask=inside_lids,
+      material="head",
     )
     canvas.ellipse(
-      centre, (0.45 * iris_radius, 0.45 * iris_radius), _DARK, angle=pose.roll, mask=inside_lids
+      centre,
+      (0.45 * iris_radius, 0.45 * iris_radius),
+      _DARK,
+      angle=pose.roll,
+      mask=inside_lids,
+      material="head",
     )
     # Brows rise with `brow`; raised brows lift their inner ends, lowered ones knit them down.
     brow_centre = pose.place(side * 0.4 * fw, -0.08 * fh - 0.115 - 0.06 * brow, 0.55)
     canvas.ellipse(
-      brow_centre, (0.105, brow_half_h), brow_colour, angle=pose.roll + side * 0.3 * brow
+      brow_centre,
+      (0.105, brow_half_h),
+      brow_colour,
+      angle=pose.roll + side * 0.3 * brow,
+      material="hair",
     )
 
 
@@ -356,9 +431,15 @@ def _paint_nose(canvas: _Canvas, skin: np.ndarray, pose: _Pose) -> None:
     angle=pose.roll,
     softness=4.0,
     opacity=0.8,
+    material="skin",
   )
   canvas.ellipse(
-    pose.place(0.0, 0.25 * fh, 0.85), (0.06, 0.035), skin * 0.72, angle=pose.roll, softness=2.0
+    pose.place(0.0, 0.25 * fh, 0.85),
+    (0.06, 0.035),
+    skin * 0.72,
+    angle=pose.roll,
+    softness=2.0,
+    material="skin",
   )
 
 
@@ -378,9 +459,11 @@ def _paint_mouth(
   centre = pose.place(0.0, 0.5 * fh + 0.5 * _JAW_DROP * jaw + 0.6 * half_open, 0.6)
   # Rounded vowels (width -> 0) push the lips forward: thicker lips.
   thickness = _LIP_THICKNESS * (1.25 - 0.4 * width)
-  canvas.ellipse(centre, (half_w + 0.02, half_open + thickness), lip_colour, angle=pose.roll)
+  canvas.ellipse(
+    centre, (half_w + 0.02, half_open + thickness), lip_colour, angle=pose.roll, material="skin"
+  )
   inner_h = np.maximum(half_open, 0.016)
-  canvas.ellipse(centre, (0.85 * half_w, inner_h), _MOUTH_INSIDE, angle=pose.roll)
+  canvas.ellipse(centre, (0.85 * half_w, inner_h), _MOUTH_INSIDE, angle=pose.roll, material="head")
   frame_inner_h = _per_frame(inner_h)
   teeth_band = lambda x, y: canvas.soft_step(0.04 - frame_inner_h - y)
   canvas.ellipse(
@@ -390,15 +473,78 @@ def _paint_mouth(
     angle=pose.roll,
     mask=teeth_band,
     opacity=np.clip((half_open - 0.02) / 0.03, 0.0, 1.0),
+    material="head",
   )
 
 
-def _paint_head(canvas: _Canvas, identity: np.ndarray, motion: np.ndarray) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Surfaces:
+  """One identity's photographs at canvas resolution: background, and skin and hair detail.
+
+  The detail maps have a margin of `margin` canvas pixels on every side, so that they can move
+  with the head's translation.
+  """
+
+  background: np.ndarray  # [3, S, S]
+  skin: np.ndarray  # [S + 2 margin, S + 2 margin]
+  hair: np.ndarray
+  margin: int
+
+  @classmethod
+  def of(cls, identity: np.ndarray, canvas_size: int) -> "_Surfaces":
+    rng = np.random.default_rng([int(identity[_index("texture_seed")]), 0x7E47])
+    margin = int(np.ceil(motion_lib.HEAD_SHIFT_LIMIT * canvas_size / 2)) + 1
+    padded = canvas_size + 2 * margin
+    return cls(
+      background=texture.background(rng, canvas_size),
+      skin=texture.detail(rng, "skin", padded),
+      hair=texture.detail(rng, "hair", padded),
+      margin=margin,
+    )
+
+  def shifted(self, detail: np.ndarray, pose: _Pose, canvas: _Canvas) -> np.ndarray:
+    """`detail` moved with the head, per frame: `[T, S, S]` (to the nearest canvas pixel)."""
+    size, margin = canvas.size, self.margin
+    shift = lambda offset: np.clip(np.rint(offset * canvas.pixels_per_unit), -margin, margin)
+    rows, cols = shift(pose.ty).astype(int), shift(pose.tx).astype(int)
+    return np.stack(
+      [
+        detail[margin - r : margin - r + size, margin - c : margin - c + size]
+        for r, c in zip(rows, cols)
+      ]
+    )
+
+
+def _light(canvas: _Canvas, identity: np.ndarray, pose: _Pose, surfaces: _Surfaces) -> None:
+  """Lays a directional light and the photographic skin and hair detail over the painted head."""
+  skin, hair, head = canvas.planes[3:]
+  centre_x, centre_y = (_per_frame(c) for c in pose.centre)
+  light = np.array([identity[_index("light_x")], identity[_index("light_y")]], np.float32)
+  light /= max(float(np.hypot(*light)), 1e-3)
+  # Where a point of the head is, along the light's direction, in face heights from its centre.
+  along = (
+    light[0] * (canvas.coords[None, None, :] - centre_x)
+    + light[1] * (canvas.coords[None, :, None] - centre_y)
+  ) / np.float32(pose.face_height)
+  lit = identity[_index("exposure")] * (
+    1.0 + identity[_index("light_strength")] * np.clip(along, -1.0, 1.0)
+  )
+  gain = 1.0 + head * (lit - 1.0)
+  gain += skin * identity[_index("skin_detail")] * surfaces.shifted(surfaces.skin, pose, canvas)
+  gain += hair * identity[_index("hair_detail")] * surfaces.shifted(surfaces.hair, pose, canvas)
+  canvas.planes[:3] *= gain
+
+
+def _paint_head(
+  canvas: _Canvas, identity: np.ndarray, motion: np.ndarray, surfaces: _Surfaces
+) -> None:
   params = dict(zip(motion_lib.MOTION_PARAMS, motion.astype(np.float64).T))
   pose = _Pose(
     float(identity[_index("face_width")]),
     float(identity[_index("face_height")]),
     *np.deg2rad([params["yaw"], params["pitch"], params["roll"]]),
+    tx=params["tx"],
+    ty=params["ty"],
   )
   skin, hair = _colour(identity, "skin"), _colour(identity, "hair")
   style = HAIR_STYLES[
@@ -417,10 +563,11 @@ def _paint_head(canvas: _Canvas, identity: np.ndarray, motion: np.ndarray) -> No
     params["mouth_width"],
     params["jaw"],
   )
+  _light(canvas, identity, pose, surfaces)
 
 
 def render_clip(identity: np.ndarray, motion: np.ndarray, size: int) -> np.ndarray:
-  """Frames uint8 `[T, size, size, 3]` of `identity` posed by `motion` `[T, 8]` (MOTION_PARAMS order)."""
+  """Frames uint8 `[T, size, size, 3]` of `identity` posed by `motion` `[T, P]` (MOTION_PARAMS order)."""
   identity = np.asarray(identity, np.float32)
   motion = np.asarray(motion, np.float32)
   if identity.shape != (len(IDENTITY_PARAMS),):
@@ -431,19 +578,20 @@ def render_clip(identity: np.ndarray, motion: np.ndarray, size: int) -> np.ndarr
     )
   if size < 8:
     raise ValueError(f"image size must be at least 8, got {size}")
+  surfaces = _Surfaces.of(identity, 2 * size)
   body = _Canvas(1, 2 * size)
-  _paint_body(body, identity)
+  _paint_body(body, identity, surfaces.background)
   batch = max(1, _BATCH_PIXELS // (4 * size * size))
   frames = np.empty((len(motion), size, size, 3), np.uint8)
   for start in range(0, len(motion), batch):
     chunk = motion[start : start + batch]
     canvas = _Canvas(len(chunk), 2 * size)
     canvas.planes[:] = body.planes
-    _paint_head(canvas, identity, chunk)
+    _paint_head(canvas, identity, chunk, surfaces)
     frames[start : start + len(chunk)] = canvas.downsampled()
   return frames
 
 
 def render_face(identity: np.ndarray, motion: np.ndarray, size: int) -> np.ndarray:
-  """One frame: uint8 `[size, size, 3]` of `identity` posed by `motion` `[8]`."""
+  """One frame: uint8 `[size, size, 3]` of `identity` posed by `motion` `[P]`."""
   return render_clip(identity, np.asarray(motion, np.float32)[None], size)[0]

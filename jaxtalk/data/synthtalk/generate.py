@@ -24,7 +24,7 @@ from jaxtalk.errors import UserError
 from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 # Changes whenever what a frame shows for given parameters changes (readers trained on it go stale).
-SYNTHTALK_VERSION = 1
+SYNTHTALK_VERSION = 2
 SPLITS = ("train", "eval")
 SPEECH_SOURCES = ("syllables", "tts")
 # Each split owns [base, base + _SPLIT_SPAN) of identity and utterance seeds; within it,

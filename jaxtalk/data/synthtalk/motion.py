@@ -2,13 +2,14 @@
 
 Text-to-speech clips take their mouth from the phonemes instead (`visemes`) and draw the rest alike.
 
-Motion is float32 `[T, 8]` in `MOTION_PARAMS` order:
+Motion is float32 `[T, 10]` in `MOTION_PARAMS` order:
   mouth_open   [0, 1]   lip gap, vowel openness x loudness envelope
   mouth_width  [0, 1]   0 rounded (o/u), `REST_WIDTH` at rest, 1 spread (i)
   jaw          [0, 1]   jaw drop
   blink        [0, 1]   1 = eyes shut
   brow         [-1, 1]  brow raise; negative lowers and knits them
   yaw, pitch, roll      head rotation in degrees
+  tx, ty                head translation in normalised image units (2 = the image's width)
 """
 
 import numpy as np
@@ -17,8 +18,19 @@ import scipy.ndimage
 from jaxtalk.data.synthtalk import speech
 from jaxtalk.timebase import FPS
 
-MOTION_PARAMS = ("mouth_open", "mouth_width", "jaw", "blink", "brow", "yaw", "pitch", "roll")
-POSE_PARAMS = MOTION_PARAMS[-3:]
+MOTION_PARAMS = (
+  "mouth_open",
+  "mouth_width",
+  "jaw",
+  "blink",
+  "brow",
+  "yaw",
+  "pitch",
+  "roll",
+  "tx",
+  "ty",
+)
+POSE_PARAMS = MOTION_PARAMS[-5:]
 REST_WIDTH = 0.5
 
 # Per vowel in `speech.VOWELS` order (a, e, i, o, u): how far the lips part, how wide they
@@ -30,8 +42,11 @@ VOWEL_JAW = np.array([1.0, 0.55, 0.25, 0.7, 0.35])
 # Brow offset per emotion, and how lively the head is.
 _EMOTION_BROW = {"neutral": 0.0, "happy": 0.35, "sad": -0.25, "angry": -0.6}
 _EMOTION_HEAD_GAIN = {"neutral": 1.0, "happy": 1.2, "sad": 0.7, "angry": 1.3}
-_HEAD_STD_DEG = np.array([4.0, 2.5, 2.0])  # yaw, pitch, roll
-_HEAD_LIMIT_DEG = 12.0
+# Large enough to be seen at 128 px: a few degrees of turn, a few pixels of sway.
+_HEAD_STD_DEG = np.array([5.0, 3.0, 2.5])  # yaw, pitch, roll
+HEAD_LIMIT_DEG = 14.0
+_HEAD_SHIFT_STD = np.array([0.04, 0.025])  # tx, ty: 2.6 and 1.6 px at 128 px
+HEAD_SHIFT_LIMIT = 0.12
 
 
 def frame_times(num_frames: int) -> np.ndarray:
@@ -87,12 +102,12 @@ def _smooth_noise(rng: np.random.Generator, num_frames: int, sigma_frames: float
 def sample_motion(
   schedule: speech.SyllableSchedule, num_frames: int, emotion: str, rng: np.random.Generator
 ) -> np.ndarray:
-  """Full `[T, 8]` motion: mouth from the schedule; blink, brow and head from `rng`."""
+  """Full `[T, 10]` motion: mouth from the schedule; blink, brow and head from `rng`."""
   return with_random_motion(mouth_from_schedule(schedule, num_frames), emotion, rng)
 
 
 def with_random_motion(mouth: np.ndarray, emotion: str, rng: np.random.Generator) -> np.ndarray:
-  """Full `[T, 8]` motion from a given `[T, 3]` mouth; blink, brow and head from `rng`."""
+  """Full `[T, 10]` motion from a given `[T, 3]` mouth; blink, brow and head from `rng`."""
   num_frames = len(mouth)
   blink = _blinks(rng, num_frames)
   brow = _EMOTION_BROW[emotion] + 0.12 * _smooth_noise(rng, num_frames, sigma_frames=0.4 * FPS)
@@ -100,7 +115,14 @@ def with_random_motion(mouth: np.ndarray, emotion: str, rng: np.random.Generator
     [_smooth_noise(rng, num_frames, sigma_frames=0.5 * FPS) for _ in range(3)], axis=-1
   )
   head = np.clip(
-    head * _HEAD_STD_DEG * _EMOTION_HEAD_GAIN[emotion], -_HEAD_LIMIT_DEG, _HEAD_LIMIT_DEG
+    head * _HEAD_STD_DEG * _EMOTION_HEAD_GAIN[emotion], -HEAD_LIMIT_DEG, HEAD_LIMIT_DEG
   )
-  motion = np.concatenate([mouth, blink[:, None], np.clip(brow, -1.0, 1.0)[:, None], head], axis=-1)
+  # The body sways more slowly than the head turns.
+  shift = np.stack(
+    [_smooth_noise(rng, num_frames, sigma_frames=1.0 * FPS) for _ in range(2)], axis=-1
+  )
+  shift = np.clip(shift * _HEAD_SHIFT_STD, -HEAD_SHIFT_LIMIT, HEAD_SHIFT_LIMIT)
+  motion = np.concatenate(
+    [mouth, blink[:, None], np.clip(brow, -1.0, 1.0)[:, None], head, shift], axis=-1
+  )
   return motion.astype(np.float32)
