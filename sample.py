@@ -64,7 +64,7 @@ def make_video(args):
     seed=args.seed,
   )
   waveform = load_audio(args.audio)
-  portrait = load_portrait(args.image, config.data.image_size)
+  portrait = load_portrait(args.image, config.data.image_size, config.data.face_crop_scale)
 
   from tqdm import tqdm
 
@@ -74,6 +74,9 @@ def make_video(args):
 
   model = TalkingHead(config, params)
   start = time.perf_counter()
+  warning = model.unfamiliar_portrait(portrait, options)
+  if warning:
+    print(warning, file=sys.stderr)
   latents = model.motion_latents(waveform, portrait, options)
   num_frames = len(latents)
   with tqdm(total=num_frames, unit="frame", desc="rendering") as bar:

@@ -11,6 +11,6 @@ DEMO_DIR = Path(str(resources.files("jaxtalk") / "assets" / "demo"))
 DEMO_BUNDLE = DEMO_DIR / "model"
 DEMO_PORTRAIT = DEMO_DIR / "portrait.png"
 DEMO_SPEECH = DEMO_DIR / "speech.wav"
-# The evaluation's instruments, trained on SynthTalk at the demo's 64 px.
+# The evaluation's instruments, trained on the demo's SynthTalk data (128 px, espeak-ng speech).
 SHIPPED_READER = DEMO_DIR.parent / "reader"
 SHIPPED_SYNCNET = DEMO_DIR.parent / "syncnet"

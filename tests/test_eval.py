@@ -2,6 +2,7 @@
 
 import json
 
+import imageio.v3
 import numpy as np
 import pytest
 import safetensors.torch
@@ -13,6 +14,7 @@ from torchvision.models.inception import Inception3
 from jaxtalk.bench.model import random_params
 from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS
 from jaxtalk.data.synthtalk.generate import generate_split
+from jaxtalk.eval import photos
 from jaxtalk.eval.__main__ import main
 from jaxtalk.eval.drift import window_bounds
 from jaxtalk.eval.identity import identity_error, identity_probe
@@ -27,7 +29,9 @@ from jaxtalk.eval.metrics import (
 from jaxtalk.eval.synthtalk_eval import ROWS, even_batch, ordering_problems
 from jaxtalk.eval.train_reader import train_reader
 from jaxtalk.inference import bundle
-from jaxtalk.timebase import FPS
+from jaxtalk.inference.generate import SampleOptions, TalkingHead
+from jaxtalk.media.audio_io import save_wav
+from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 CLIP_SECONDS = 1.6  # 40 frames: room for the +-10 frame offset search
 
@@ -120,11 +124,13 @@ def test_eval_command_end_to_end(bundle_and_data, capsys):
   assert main([*args, "--reader", str(root / "reader"), "--json", str(out)]) == 0
   results = json.loads(out.read_text())
   assert (root / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  strip = imageio.v3.imread(root / "scores_frames.png")  # one row of 8 frames per row of ROWS
+  assert strip.shape == (16 * len(ROWS), 16 * 8, 3)
   assert results["clips"] == 2 and results["frames"] == 80
   assert set(results["rows"]) == set(ROWS) == {"gt_frames", "gt_motion", "generated", "audio_free"}
   for row in results["rows"].values():
     assert np.isfinite(row["mae"]) and -1 <= row["pearson"] <= 1 and abs(row["offset"]) <= 10
-    assert set(row["pose_amplitude"]) == {"yaw", "pitch", "roll"}
+    assert set(row["pose_amplitude"]) == {"yaw", "pitch", "roll", "tx", "ty"}
     assert row["lse_d"] >= 0 and abs(row["sync_offset"]) <= 15
   assert set(results["reader"]["on_these_clips"]) >= {"mouth_open", "blink", "yaw"}
   assert results["reader"]["held_out_accuracy"]["mouth_open"]["pearson"] <= 1
@@ -155,9 +161,9 @@ def test_eval_command_reports_user_errors(bundle_and_data, tmp_path, capsys):
   assert "does not exist" in capsys.readouterr().err
   assert main(["--checkpoint", str(root / "model"), "--data", str(tmp_path)]) == 2
   assert "no eval shards" in capsys.readouterr().err
-  # The shipped reader reads the demo's 64 px frames, not this model's 16 px.
+  # The shipped reader reads frames of a multiple of 64 px, not this model's 16 px.
   assert main(["--checkpoint", str(root / "model"), "--data", str(root / "data")]) == 2
-  assert "reads 64 px frames, not 16 px" in capsys.readouterr().err
+  assert "multiple of 64 px, not 16 px" in capsys.readouterr().err
 
 
 def test_identity_error_is_in_between_identity_stds():
@@ -176,11 +182,12 @@ def test_identity_probe_reads_identity_only_where_it_is():
   identity = rng.uniform(size=(people, len(IDENTITY_PARAMS)))
   targets = np.repeat(identity, frames, axis=0)
   groups = np.repeat(np.arange(people), frames)
-  mixing = rng.standard_normal((len(IDENTITY_PARAMS), 40))
-  holds_identity = targets @ mixing + 0.01 * rng.standard_normal((len(targets), 40))
+  width = 2 * len(IDENTITY_PARAMS)  # room for every parameter in a linear mix
+  mixing = rng.standard_normal((len(IDENTITY_PARAMS), width))
+  holds_identity = targets @ mixing + 0.01 * rng.standard_normal((len(targets), width))
   assert identity_probe(holds_identity, targets, groups)["r2"] > 0.9
   # Motion-like features: vary frame to frame, independent of who it is.
-  motion_only = rng.standard_normal((len(targets), 40))
+  motion_only = rng.standard_normal((len(targets), width))
   assert identity_probe(motion_only, targets, groups)["r2"] < 0.05
   assert identity_probe(motion_only[:40], targets[:40], groups[:40]) is None  # 4 people
 
@@ -189,3 +196,72 @@ def test_drift_windows_are_one_per_whole_minute_and_at_least_two():
   assert window_bounds(3 * 60 * FPS) == [(0, 1500), (1500, 3000), (3000, 4500)]
   assert window_bounds(150) == [(0, 75), (75, 150)]
   assert window_bounds(150 * FPS) == [(0, 1875), (1875, 3750)]  # 2.5 min: two equal windows
+
+
+def test_photo_scores_follow_the_mouth_and_the_rest_of_the_frame():
+  size, frames = 32, 50
+  rng = np.random.default_rng(0)
+  portrait = rng.integers(60, 200, (size, size, 3)).astype(np.uint8)
+  loudness_envelope = np.abs(np.sin(np.linspace(0, 6 * np.pi, frames)))
+  waveform = np.concatenate(
+    [a * np.sin(np.linspace(0, 200, SAMPLES_PER_FRAME)) for a in loudness_envelope]
+  ).astype(np.float32)
+  video = np.repeat(portrait[None], frames, axis=0).astype(np.int32)
+  mouth = photos.mouth_mask(size)
+  video[:, mouth] += np.rint(40 * loudness_envelope)[:, None, None].astype(np.int32)
+  scores = photos.photo_scores(np.clip(video, 0, 255).astype(np.uint8), portrait, waveform)
+  assert scores["loudness_correlation"] > 0.99
+  assert 38 <= scores["mouth_motion"] <= 40.5
+  assert scores["ssim_outside_mouth"] > 0.9
+  # Frames that are another picture outside the mouth have lost the photo.
+  lost = np.where(mouth[None, :, :, None], video, rng.integers(0, 256, video.shape))
+  assert photos.photo_scores(lost.astype(np.uint8), portrait, waveform)["ssim_outside_mouth"] < 0.2
+
+
+def test_photos_command_talks_with_a_real_photo(bundle_and_data, tmp_path, capsys):
+  import imageio.v3 as iio
+  import skimage.data
+
+  root = bundle_and_data
+  photo, speech = tmp_path / "astronaut.png", tmp_path / "speech.wav"
+  iio.imwrite(photo, skimage.data.astronaut())
+  save_wav(str(speech), np.sin(np.linspace(0, 3000, 16_000)).astype(np.float32) * 0.3)
+  out, strip = tmp_path / "photos.json", tmp_path / "strip.png"
+  args = ["--checkpoint", str(root / "model"), "--image", str(photo), "--audio", str(speech)]
+  assert photos.main([*args, "--json", str(out), "--strip", str(strip)]) == 0
+  scores = json.loads(out.read_text())["astronaut"]
+  assert scores["frames"] == 25 and -1 <= scores["loudness_correlation"] <= 1
+  assert iio.imread(strip).shape == (16, 16 * (1 + photos.STRIP_FRAMES), 3)
+  assert "real photographs talking" in capsys.readouterr().out
+  assert photos.main([*args[:2], "--image", str(tmp_path / "none.png")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
+def test_sampling_warns_once_about_an_unfamiliar_portrait(bundle_and_data, tmp_path, capsys):
+  import imageio.v3 as iio
+  import skimage.data
+
+  import sample
+
+  root = bundle_and_data
+  config, params = bundle.load_bundle(root / "model")
+  portrait = np.asarray(skimage.data.astronaut()[::32, ::32])  # 16 px, the tiny model's size
+  options = SampleOptions.from_config(config.sample)
+  redrawn = TalkingHead(config, params).portrait_psnr(portrait, options)
+  assert 0 < redrawn < 100
+  assert TalkingHead(config, params).unfamiliar_portrait(portrait, options) is None  # 0: off
+  config.data.familiar_psnr = redrawn + 1.0
+  warning = TalkingHead(config, params).unfamiliar_portrait(portrait, options)
+  assert warning.startswith("warning: this portrait is far from the faces") and "\n" not in warning
+  config.data.familiar_psnr = redrawn - 1.0
+  assert TalkingHead(config, params).unfamiliar_portrait(portrait, options) is None
+  # sample.py says it in one line on stderr and still writes the video.
+  config.data.familiar_psnr = 100.0
+  bundle.save_bundle(tmp_path / "strict", config, params)
+  photo, speech, out = tmp_path / "photo.png", tmp_path / "speech.wav", tmp_path / "video.mp4"
+  iio.imwrite(photo, skimage.data.astronaut())
+  save_wav(str(speech), 0.3 * np.sin(np.linspace(0, 1500, 8_000)).astype(np.float32))
+  argv = ["--checkpoint", str(tmp_path / "strict"), "--image", str(photo), "--audio", str(speech)]
+  assert sample.main([*argv, "--out", str(out)]) == 0
+  err = capsys.readouterr().err
+  assert out.stat().st_size > 0 and err.count("warning:") == 1

@@ -37,7 +37,9 @@ def syncnet():
 @pytest.fixture(scope="module")
 def unseen_clips(tmp_path_factory):
   out = tmp_path_factory.mktemp("synthtalk")
-  return list(read_clips(generate_split(str(out), "eval", 3, 4.0, 64, UNSEEN_SEED, workers=1)))
+  # Like the shipped network's training data: sentences at 128 px.
+  paths = generate_split(str(out), "eval", 3, 4.0, 128, UNSEEN_SEED, workers=1, speech="tts")
+  return list(read_clips(paths))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,9 @@ def test_shuffled_audio_has_no_confident_offset(syncnet, unseen_clips, true_scor
 
 
 def test_frames_of_other_sizes_are_scored_through_the_resized_mouth_box(syncnet, tmp_path):
-  (clip,) = read_clips(generate_split(str(tmp_path), "eval", 1, 4.0, 128, UNSEEN_SEED, workers=1))
+  (clip,) = read_clips(
+    generate_split(str(tmp_path), "eval", 1, 4.0, 64, UNSEEN_SEED, workers=1, speech="tts")
+  )
   found = [
     sync_scores(syncnet, *offset_clip(clip.frames, clip.audio, shift))["offset_frames"]
     for shift in (-3, 0, 3)
@@ -106,7 +110,7 @@ def test_scores_match_a_plain_computation_from_embeddings():
 
 def test_save_load_round_trip(syncnet, tmp_path):
   loaded = SyncNet.load(syncnet.save(tmp_path / "copy"))
-  assert loaded.image_size == syncnet.image_size == 64
+  assert loaded.image_size == syncnet.image_size == 128
   assert loaded.training == syncnet.training
   for stored, original in zip(jax.tree.leaves(loaded.weights), jax.tree.leaves(syncnet.weights)):
     np.testing.assert_array_equal(stored, original)

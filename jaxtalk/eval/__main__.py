@@ -8,7 +8,8 @@ Four rows (ground-truth frames, ground-truth motion rendered, generated, audio-f
 SynthTalk reader and the sync network, identity preservation and leakage, drift over a long
 rollout, and FID when Inception-v3 weights are given; see `jaxtalk.eval.synthtalk_eval`. Prints
 a table; with --json also writes every number and, beside it, the report figure (scores.json ->
-scores.png; each file appears only once complete).
+scores.png) and the first clip's rows as frames (scores_frames.png); each file appears only once
+complete.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def run(args) -> dict:
   from jaxtalk.eval.inception import load_inception
   from jaxtalk.eval.reader import Reader
   from jaxtalk.eval.syncnet import SyncNet
-  from jaxtalk.eval.synthtalk_eval import evaluate, format_report
+  from jaxtalk.eval.synthtalk_eval import ROWS, evaluate, format_report, frames_strip
   from jaxtalk.inference.generate import TalkingHead
 
   reader = Reader.load(args.reader, image_size=config.data.image_size)
@@ -98,9 +99,10 @@ def run(args) -> dict:
   inception = load_inception(args.fid_weights) if args.fid_weights else None
   renderer_only = bool(args.renderer_run)
   steps = args.clips + (args.drift_minutes > 0 and not renderer_only)
+  model = TalkingHead(config, params)
   with tqdm(total=steps, unit="step", desc="evaluating", file=sys.stderr) as bar:
     results = evaluate(
-      TalkingHead(config, params),
+      model,
       args.data,
       reader,
       syncnet,
@@ -121,11 +123,19 @@ def run(args) -> dict:
   }
   print_report(format_report(results), results, args.json)
   if args.json:
+    import imageio.v3 as iio
+
     from jaxtalk.eval.figure import write_figure
+    from jaxtalk.media import atomic_output_path
 
     figure = Path(args.json).with_suffix(".png")
     write_figure(results, figure)
     print(f"wrote {figure}")
+    strip_path = figure.with_name(f"{figure.stem}_frames.png")
+    strip = frames_strip(model, args.data, renderer_only=renderer_only, seed=args.seed)
+    with atomic_output_path(str(strip_path)) as tmp:
+      iio.imwrite(tmp, strip, extension=".png")
+    print(f"wrote {strip_path} (rows: {', '.join(ROWS[n] for n in results['rows'])})")
   return results
 
 

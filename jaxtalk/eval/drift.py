@@ -28,10 +28,10 @@ ROLLOUT_GENERATION_SEED = 999_999
 CURVE_BIN_SECONDS = 10
 
 
-def rollout_clip(minutes: float, image_size: int) -> Clip:
-  """A held-out SynthTalk clip of `minutes` minutes at `image_size` px."""
+def rollout_clip(minutes: float, image_size: int, speech: str = "syllables") -> Clip:
+  """A held-out SynthTalk clip of `minutes` minutes at `image_size` px, of `speech` source."""
   seeds = generate.clip_seeds("eval", ROLLOUT_GENERATION_SEED, 0)
-  return generate.make_clip(**seeds, seconds=60.0 * minutes, image_size=image_size)
+  return generate.make_clip(**seeds, seconds=60.0 * minutes, image_size=image_size, speech=speech)
 
 
 def window_bounds(num_frames: int) -> list[tuple[int, int]]:

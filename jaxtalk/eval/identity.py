@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS
+from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS, SEED_PARAMS
 
 # Identity parameters are counted for preservation when the reader reads held-out faces' at this
 # Pearson or better.
@@ -95,8 +95,8 @@ def identity_probe(features: np.ndarray, targets: np.ndarray, groups: np.ndarray
   """Out-of-fold R^2 of a ridge probe from `features` [N, D] to identity `targets` [N, P].
 
   `groups` [N] names the identity of each row; folds split identities, never rows of one
-  identity. Returns {"r2": mean over the parameters that vary, "per_param": {name: r2}}, or None
-  when there are fewer identities than folds. R^2 is against the overall mean, so a probe that
+  identity. Returns {"r2": mean over the parameters that vary (seed parameters left out),
+  "per_param": {name: r2}}, or None when there are fewer identities than folds. R^2 is against the overall mean, so a probe that
   learned nothing scores about 0 (slightly below), one that reads the identity exactly 1.
   """
   identities = np.unique(groups)
@@ -110,7 +110,8 @@ def identity_probe(features: np.ndarray, targets: np.ndarray, groups: np.ndarray
     predicted[test] = _ridge_fit_predict(features[~test], targets[~test], features[test])
   total = np.sum((targets - targets.mean(0)) ** 2, axis=0)
   residual = np.sum((targets - predicted) ** 2, axis=0)
-  varies = total > 0
+  # Seed parameters have no appearance of their own: no features could predict them.
+  varies = (total > 0) & np.array([name not in SEED_PARAMS for name in IDENTITY_PARAMS])
   r2 = 1.0 - residual[varies] / total[varies]
   names = [name for name, v in zip(IDENTITY_PARAMS, varies) if v]
   return {"r2": float(np.mean(r2)), "per_param": dict(zip(names, r2.round(4).tolist()))}

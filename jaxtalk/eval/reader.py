@@ -6,8 +6,9 @@ a model cannot score well by making frames that only its own motion encoder read
 
 A reader is a folder of two files: `reader.msgpack` (the network's weights, flax-serialised) and
 `reader.json` (format version, SynthTalk version, image size, parameter names, the per-parameter
-target normalisation, and the accuracy measured on held-out clips). The shipped one, trained at
-64 px, is in `jaxtalk/assets/reader`.
+target normalisation, and the accuracy measured on held-out clips). It reads frames of any whole
+multiple of its size, box-averaged down. The shipped one reads at 64 px and was trained on 128 px
+SynthTalk frames averaged down the same way; it is in `jaxtalk/assets/reader`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ def reader_net() -> ReaderNet:
   return ReaderNet(num_outputs=len(PARAM_NAMES))
 
 
+def box_downsample(frames: np.ndarray, size: int) -> np.ndarray:
+  """uint8 `[T, k size, k size, C]` -> `[T, size, size, C]`, each k x k block averaged."""
+  factor = frames.shape[1] // size
+  if factor == 1:
+    return frames
+  blocks = frames.reshape(len(frames), size, factor, size, factor, frames.shape[-1])
+  return np.rint(blocks.mean(axis=(2, 4), dtype=np.float32)).astype(np.uint8)
+
+
 def unit_pixels(frames: jax.Array) -> jax.Array:
   """uint8 frames -> float32 in [0, 1]."""
   return frames.astype(jnp.float32) / 255.0
@@ -126,8 +136,12 @@ class Reader:
     self.synthtalk_version = synthtalk_version
 
   def read(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-    """uint8 frames `[T, S, S, 3]` -> {param: float32 `[T]`} for every name in PARAM_NAMES."""
+    """uint8 frames `[T, k S, k S, 3]` -> {param: float32 `[T]`} for every name in PARAM_NAMES.
+
+    Frames k times the reader's size S (any whole k) are box-averaged down to it first.
+    """
     self._check_frames(frames)
+    frames = box_downsample(frames, self.image_size)
     values = [
       np.asarray(_read_batch(self.weights, self.mean, self.std, batch))[:count]
       for batch, count in _padded_batches(frames)
@@ -136,11 +150,17 @@ class Reader:
     return dict(zip(PARAM_NAMES, table.T))
 
   def _check_frames(self, frames: np.ndarray) -> None:
-    shape = (self.image_size, self.image_size, 3)
-    if getattr(frames, "dtype", None) != np.uint8 or frames.ndim != 4 or frames.shape[1:] != shape:
+    size = self.image_size
+    if (
+      getattr(frames, "dtype", None) != np.uint8
+      or frames.ndim != 4
+      or frames.shape[1] != frames.shape[2]
+      or frames.shape[1] % size
+      or frames.shape[3] != 3
+    ):
       got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames)
       raise UserError(
-        f"the reader reads uint8 frames [T, {self.image_size}, {self.image_size}, 3], got {got}; "
+        f"the reader reads uint8 frames [T, S, S, 3] with S a multiple of {size}, got {got}; "
         f"resize the frames or train a reader at their size ({_TRAIN_COMMAND})"
       )
 
@@ -170,10 +190,10 @@ class Reader:
     """
     folder = Path(folder)
     fields = _read_meta(folder)
-    if image_size is not None and fields["image_size"] != image_size:
+    if image_size is not None and image_size % fields["image_size"]:
       raise UserError(
-        f"the reader in {folder} reads {fields['image_size']} px frames, not {image_size} px; "
-        f"train one at {image_size} px ({_TRAIN_COMMAND})"
+        f"the reader in {folder} reads frames of a multiple of {fields['image_size']} px, not "
+        f"{image_size} px; train one at {image_size} px ({_TRAIN_COMMAND})"
       )
     expected = jax.eval_shape(
       functools.partial(init_weights, fields["image_size"]), jax.random.key(0)

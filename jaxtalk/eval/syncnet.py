@@ -16,7 +16,7 @@ numbers papers report from theirs.
 
 A sync network is a folder of two files: `syncnet.msgpack` (the weights, flax-serialised) and
 `syncnet.json` (format version, the frame size and window it was trained on, what it was trained
-on and how it did on held-out clips). The shipped one, trained on SynthTalk at 64 px, is in
+on and how it did on held-out clips). The shipped one, trained on 128 px SynthTalk sentences, is in
 `jaxtalk/assets/syncnet`.
 """
 

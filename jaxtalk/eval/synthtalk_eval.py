@@ -69,6 +69,7 @@ ROWS = {
 RENDERER_ROWS = ("gt_frames", "gt_motion")
 # Clips whose mouth traces the report draws.
 TRACED_CLIPS = 3
+STRIP_FRAMES = 8  # frames of each row in `frames_strip`
 # FID reads every 4th frame of each row: neighbouring frames add little to the statistics, and
 # Inception-v3 at 299 px is most of the evaluation's cost on a CPU. Its floor is the ground-truth
 # frames two frames later against those same frames.
@@ -125,6 +126,24 @@ def motion_scores(readings: list[dict], truths: list[np.ndarray], motion_params)
     "pose_amplitude": {name: std_ratio(read(name), true(name)) for name in POSE_PARAMS},
     "blinks_per_minute": float(np.mean([blinks_per_minute(b) for b in read("blink")])),
   }
+
+
+def by_language(readings: list[dict], truths: list[np.ndarray], languages: list) -> dict:
+  """{language: {clips, pearson, mae}} of the mouth opening, for the text-to-speech clips."""
+  mouth = MOTION_PARAMS.index("mouth_open")
+  scores = {}
+  for language in sorted({lang for lang in languages if lang}):
+    chosen = [i for i, lang in enumerate(languages) if lang == language]
+    mouth_scores = lip_sync_scores(
+      [readings[i]["mouth_open"].astype(np.float64) for i in chosen],
+      [truths[i][:, mouth].astype(np.float64) for i in chosen],
+    )
+    scores[language] = {
+      "clips": len(chosen),
+      "pearson": mouth_scores["pearson"],
+      "mae": mouth_scores["mae"],
+    }
+  return scores
 
 
 def sync_row(scores: list[dict]) -> dict:
@@ -201,6 +220,39 @@ def leakage(model: TalkingHead, encode, data_dir: str, num_clips: int, batch: in
   }
 
 
+def clip_videos(
+  model: TalkingHead, encode, clip: Clip, options: SampleOptions, index: int, renderer_only: bool
+) -> dict[str, np.ndarray]:
+  """{row name: uint8 video} of one eval clip (the `index`-th): every row of ROWS, or only
+  RENDERER_ROWS, all from the clip's first frame as the portrait."""
+  batch = even_batch(len(clip.frames), options.batch_frames)
+  # Each clip gets its own noise; the batch size is the only shape, so nothing recompiles.
+  clip_options = dataclasses.replace(options, seed=options.seed + index, batch_frames=batch)
+  portrait = clip.frames[0]
+  latents = {"gt_motion": encode_frames(model, encode, clip.frames, batch)}
+  if not renderer_only:
+    latents["generated"] = model.motion_latents(clip.audio, portrait, clip_options)
+    latents["audio_free"] = model.motion_latents(
+      clip.audio, portrait, dataclasses.replace(clip_options, cfg_scale=0.0)
+    )
+  videos = {"gt_frames": clip.frames}
+  for name, motion in latents.items():
+    videos[name] = np.concatenate(list(model.render_frames(portrait, motion, clip_options)))
+  return videos
+
+
+def frames_strip(
+  model: TalkingHead, data_dir: str, *, renderer_only: bool = False, seed: int = 0
+) -> np.ndarray:
+  """uint8 image: the first eval clip's rows (ground truth, then what the model made of it), one
+  row each, `STRIP_FRAMES` evenly spaced frames across; what the evaluation scored, to look at."""
+  clip = next(synthtalk_clips(data_dir, "eval", 1, model.image_size))
+  options = SampleOptions.from_config(model.config.sample, seed=seed)
+  videos = clip_videos(model, jax.jit(model.models.encode_motion), clip, options, 0, renderer_only)
+  shown = np.linspace(0, len(clip.frames) - 1, STRIP_FRAMES).round().astype(int)
+  return np.concatenate([np.concatenate(list(v[shown]), axis=1) for v in videos.values()])
+
+
 def evaluate(
   model: TalkingHead,
   data_dir: str,
@@ -238,18 +290,7 @@ def evaluate(
   fid_frames = {name: [] for name in ("reference", *names)}
   for index, clip in enumerate(synthtalk_clips(data_dir, "eval", num_clips, model.image_size)):
     batch = even_batch(len(clip.frames), options.batch_frames)
-    # Each clip gets its own noise; the batch size is the only shape, so nothing recompiles.
-    clip_options = dataclasses.replace(options, seed=seed + index, batch_frames=batch)
-    portrait = clip.frames[0]
-    latents = {"gt_motion": encode_frames(model, encode, clip.frames, batch)}
-    if not renderer_only:
-      latents["generated"] = model.motion_latents(clip.audio, portrait, clip_options)
-      latents["audio_free"] = model.motion_latents(
-        clip.audio, portrait, dataclasses.replace(clip_options, cfg_scale=0.0)
-      )
-    videos = {"gt_frames": clip.frames}
-    for name, motion in latents.items():
-      videos[name] = np.concatenate(list(model.render_frames(portrait, motion, clip_options)))
+    videos = clip_videos(model, encode, clip, options, index, renderer_only)
     frame_psnr.append(psnr(videos["gt_motion"], clip.frames))
     frame_ssim.append(ssim(videos["gt_motion"], clip.frames))
     for name, video in videos.items():
@@ -259,7 +300,7 @@ def evaluate(
       fid_frames[name].append(video[FID_FLOOR_SHIFT if name == "gt_frames" else 0 :: FID_STRIDE])
     fid_frames["reference"].append(clip.frames[::FID_STRIDE])
     truths.append(clip.motion)
-    portraits.append(reader.read(portrait[None]))
+    portraits.append(reader.read(clip.frames[:1]))
     metas.append(clip.meta)
     if progress:
       progress(1)
@@ -270,6 +311,10 @@ def evaluate(
     name: {**motion_scores(readings[name], truths, MOTION_PARAMS), **sync_row(syncs[name])}
     for name in names
   }
+  languages = [meta.get("speech", {}).get("language") for meta in metas]
+  if any(languages):
+    for name in names:
+      rows[name]["by_language"] = by_language(readings[name], truths, languages)
   readable = readable_identity_params(reader.accuracy)
   scale = {name: float(reader.std[PARAM_NAMES.index(name)]) for name in readable}
   preservation = {
@@ -296,6 +341,12 @@ def evaluate(
     "reconstruction": {
       "psnr": float(np.mean(np.concatenate(frame_psnr))),
       "ssim": float(np.mean(np.concatenate(frame_ssim))),
+      # Frame 0 is the portrait redrawn from its own motion: `TalkingHead.portrait_psnr` of
+      # familiar faces, what the config's data.familiar_psnr is set from.
+      "portrait_psnr": {
+        "min": float(min(p[0] for p in frame_psnr)),
+        "median": float(np.median([p[0] for p in frame_psnr])),
+      },
     },
     "rows": rows,
     "identity": {
@@ -323,7 +374,9 @@ def evaluate(
   if drift_minutes > 0 and not renderer_only:
     # The clips' batch size again, so rendering the rollout reuses their compiled program.
     rollout_options = dataclasses.replace(options, batch_frames=batch)
-    rollout = drift.rollout_clip(drift_minutes, model.image_size)
+    # The rollout speaks like the eval clips: sentences if they are text-to-speech.
+    speech = metas[0].get("speech", {}).get("source", "syllables")
+    rollout = drift.rollout_clip(drift_minutes, model.image_size, speech)
     results["drift"] = drift.drift_scores(model, rollout, reader, rollout_options, scale, readable)
     if progress:
       progress(1)
@@ -365,7 +418,9 @@ def format_report(results: dict) -> str:
     "reader (independent network) on these clips' ground-truth frames, Pearson: "
     + ", ".join(f"{name} {value:.2f}" for name, value in on_clips.items()),
     f"reconstruction (GT motion rendered): PSNR {results['reconstruction']['psnr']:.2f} dB, "
-    f"SSIM {results['reconstruction']['ssim']:.3f}",
+    f"SSIM {results['reconstruction']['ssim']:.3f}; the portraits redrawn from their own motion: "
+    f"PSNR min {results['reconstruction']['portrait_psnr']['min']:.1f}, median "
+    f"{results['reconstruction']['portrait_psnr']['median']:.1f} dB (data.familiar_psnr)",
     "",
     f"{'':<32}{'mouth: MAE':>11}{'Pearson':>8}{'offset':>7}{'ampl.':>7}"
     f"{'pose ampl.':>11}{'blinks/min':>11}{'LSE-D':>7}{'LSE-C':>7}{'offset':>7}{'identity':>9}",
@@ -379,6 +434,15 @@ def format_report(results: dict) -> str:
       f"{row['lse_d']:>7.3f}{row['lse_c']:>7.3f}{row['sync_offset']:>+7d}"
       f"{row['identity_error']:>9.3f}"
     )
+  for name, row in results["rows"].items():
+    if "by_language" in row:
+      lines.append(
+        f"  {ROWS[name].split(' (')[0]}, mouth Pearson by language: "
+        + ", ".join(
+          f"{lang} {s['pearson']:.3f} ({s['clips']} clips)"
+          for lang, s in row["by_language"].items()
+        )
+      )
   identity = results["identity"]
   other = identity["other_person"]
   lines += [

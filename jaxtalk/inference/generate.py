@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxtalk.diffusion import flow
 from jaxtalk.errors import UserError
+from jaxtalk.eval.metrics import psnr
 from jaxtalk.inference.bundle import load_bundle
 from jaxtalk.inference.motion_sampler import RollingSchedule, padded_audio_frames, sample_motion
 from jaxtalk.models.factory import Models, to_model_image, to_uint8_image
@@ -136,6 +137,31 @@ class TalkingHead:
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
       frames = self.render(self.params, portrait, jnp.asarray(padded), noise, options.render_steps)
       yield np.asarray(frames)[: len(chunk)]
+
+  def portrait_psnr(self, portrait: np.ndarray, options: SampleOptions) -> float:
+    """How closely the renderer redraws the portrait from the portrait's own motion, in dB.
+
+    A face like the training faces comes back nearly as it was; one far from them (a photograph,
+    for a model trained on cartoons) comes back changed. One frame through the compiled renderer.
+    """
+    latent = np.asarray(self.reference_latent(self.params, portrait))
+    frame = next(self.render_frames(portrait, latent, options))
+    return float(psnr(frame, portrait[None])[0])
+
+  def unfamiliar_portrait(self, portrait: np.ndarray, options: SampleOptions) -> str | None:
+    """A one-line warning when the portrait is far from the training faces (see `portrait_psnr`
+    and the config's data.familiar_psnr), else None."""
+    threshold = self.config.data.familiar_psnr
+    if threshold <= 0:
+      return None
+    value = self.portrait_psnr(portrait, options)
+    if value >= threshold:
+      return None
+    return (
+      f"warning: this portrait is far from the faces the model was trained on (redrawn at "
+      f"{value:.1f} dB, familiar faces {threshold:.0f} dB or more); expect it to move less "
+      f"and to change"
+    )
 
   def generate(
     self,

@@ -13,7 +13,13 @@ from PIL import Image
 
 from jaxtalk.errors import UserError
 from jaxtalk.media.audio_io import require_file
-from jaxtalk.media.face_detect import centre_crop_box, crop_square, detect_face, face_crop_box
+from jaxtalk.media.face_detect import (
+  FACE_CROP_SCALE,
+  centre_crop_box,
+  crop_square,
+  detect_face,
+  face_crop_box,
+)
 
 MIN_PORTRAIT_PX = 32
 # Pillow modes whose arrays `_to_rgb` understands; any other mode (CMYK, YCbCr, LAB, ...) is
@@ -91,12 +97,16 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def load_portrait(path: str, size: int) -> np.ndarray:
-  """Loads a portrait as a face-centred square uint8 RGB image [size, size, 3].
+def load_portrait(path: str, size: int, crop_scale: float = FACE_CROP_SCALE) -> np.ndarray:
+  """Loads a portrait as a face-centred square uint8 RGB image [size, size, 3] (`frame_portrait`).
 
-  The square frames the largest face found (see `face_detect.face_crop_box`), or is the centred
-  square when no face is found. Raises UserError for a missing, unreadable or tiny (< 32 px) image.
+  Raises UserError for a missing, unreadable or tiny (< 32 px) image.
   """
+  return frame_portrait(read_image(path), size, crop_scale)
+
+
+def read_image(path: str) -> np.ndarray:
+  """Any image file as uint8 RGB [H, W, 3]; UserError if missing, unreadable or under 32 px."""
   require_file(path, "portrait image")
   pixels = _read_pixels(path)
   height, width = pixels.shape[:2]
@@ -104,8 +114,21 @@ def load_portrait(path: str, size: int) -> np.ndarray:
     raise UserError(
       f"image {path} is {width}x{height} px; give a portrait of at least {MIN_PORTRAIT_PX} px"
     )
-  factor = max(1, min(height, width) // max(_WORKING_SIDE, 4 * size))
-  image = _to_rgb(_shrink(_to_uint8(pixels), factor))
+  return _to_rgb(_to_uint8(pixels))
+
+
+def frame_portrait(image: np.ndarray, size: int, crop_scale: float = FACE_CROP_SCALE) -> np.ndarray:
+  """A uint8 RGB image -> the face-centred square uint8 [size, size, 3] a model samples from.
+
+  The square frames the largest face found, `crop_scale` times its box (see
+  `face_detect.face_crop_box`), or is the centred square when no face is found.
+  """
+  factor = max(1, min(image.shape[:2]) // max(_WORKING_SIDE, 4 * size))
+  image = _shrink(image, factor)
   face = detect_face(image)
-  box = centre_crop_box(*image.shape[:2]) if face is None else face_crop_box(face, *image.shape[:2])
+  box = (
+    centre_crop_box(*image.shape[:2])
+    if face is None
+    else face_crop_box(face, *image.shape[:2], scale=crop_scale)
+  )
   return resize_square(crop_square(image, box), size)
