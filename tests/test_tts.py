@@ -269,7 +269,10 @@ def test_tts_clip_is_deterministic_and_records_its_speech():
   clip = generate.make_clip(5, **kwargs)
   generate.make_clip(6, **{**kwargs, "utterance_seed": 7})
   assert clips.encode_clip(generate.make_clip(5, **kwargs)) == clips.encode_clip(clip)
-  assert clip.audio.shape == (30 * SAMPLES_PER_FRAME,) and clip.motion.shape == (30, 8)
+  assert clip.audio.shape == (30 * SAMPLES_PER_FRAME,) and clip.motion.shape == (
+    30,
+    len(motion.MOTION_PARAMS),
+  )
   speech = clip.meta["speech"]
   assert speech["source"] == "tts" and speech["language"] in sentences.LANGUAGES
   assert speech["voice"].split("+")[1] in sentences.VARIANTS and speech["sentences"]
