@@ -6,7 +6,7 @@
 No ground truth exists for a real photograph, so the scores ask what a viewer would: for each
 portrait (framed as `sample.py` frames it), a video is generated from the speech, and
 - `loudness_correlation`: how the mouth region's change from the portrait (mean absolute
-  difference over `MOUTH_BOX`, in grey levels) follows the speech's loudness (RMS per frame);
+  difference over the sync network's `MOUTH_BOX`, in grey levels) follows the speech's loudness (RMS per frame);
 - `mouth_motion`: how far the mouth region moves, the 95th percentile over frames of that change;
 - `ssim_outside_mouth`: SSIM against the portrait over everything outside the mouth region, mean
   over frames: the photo must stay the photo;
@@ -29,7 +29,7 @@ from jaxtalk.cli import argument_parser, print_report, run_command
 from jaxtalk.demo import DEMO_BUNDLE, DEMO_SPEECH
 from jaxtalk.errors import UserError
 from jaxtalk.eval.metrics import pearson
-from jaxtalk.eval.syncnet import MOUTH_BOX
+from jaxtalk.eval.syncnet import mouth_box_slices
 from jaxtalk.timebase import SAMPLES_PER_FRAME
 
 # Faces of scikit-image's LFW subset used by default (the first that its face detector finds).
@@ -52,10 +52,9 @@ def builtin_photos() -> dict[str, np.ndarray]:
 
 
 def mouth_mask(size: int) -> np.ndarray:
-  """bool `[size, size]`, True inside `MOUTH_BOX`."""
-  top, bottom, left, right = (round(f * size) for f in MOUTH_BOX)
+  """bool `[size, size]`, True inside the sync network's mouth box."""
   mask = np.zeros((size, size), bool)
-  mask[top:bottom, left:right] = True
+  mask[mouth_box_slices(size)] = True
   return mask
 
 
@@ -104,7 +103,7 @@ def strip(results: dict, loudness: np.ndarray) -> np.ndarray:
   loudest = np.sort(np.argsort(loudness)[-STRIP_FRAMES:])
   rows = []
   for portrait, frames, _ in results.values():
-    rows.append(np.concatenate([portrait, *frames[np.minimum(loudest, len(frames) - 1)]], axis=1))
+    rows.append(np.concatenate([portrait, *frames[loudest]], axis=1))
   return np.concatenate(rows, axis=0)
 
 

@@ -120,11 +120,16 @@ _embed_crops_jit = jax.jit(embed_crops)
 _embed_mels_jit = jax.jit(embed_mels)
 
 
+def mouth_box_slices(size: int) -> tuple[slice, slice]:
+  """(rows, columns) of `MOUTH_BOX` in a square frame of `size` pixels."""
+  top, bottom, left, right = (round(fraction * size) for fraction in MOUTH_BOX)
+  return slice(top, bottom), slice(left, right)
+
+
 def mouth_crops(frames: np.ndarray) -> np.ndarray:
   """uint8 frames `[T, S, S, 3]` -> their mouth boxes, uint8 `[T, *CROP_SHAPE, 3]`."""
-  size = frames.shape[1]
-  top, bottom, left, right = (round(fraction * size) for fraction in MOUTH_BOX)
-  crops = frames[:, top:bottom, left:right]
+  rows, cols = mouth_box_slices(frames.shape[1])
+  crops = frames[:, rows, cols]
   if crops.shape[1:3] == CROP_SHAPE:
     return np.ascontiguousarray(crops)
   resized = jax.image.resize(

@@ -5,8 +5,8 @@ box-downsampled (anti-aliasing). Beside colour, each ellipse composites what it 
 hair, any part of the head), so that photographic detail (`texture`) and a directional light can
 be laid over the finished head, moving with it. Each ellipse is evaluated for a whole batch of
 frames at once, only inside the box that bounds it over the batch, so Python overhead is paid per
-clip rather than per frame. Coordinates are normalised: x right and y down, both in [-1, 1] across the image, so a face
-looks the same at every resolution.
+clip rather than per frame. Coordinates are normalised: x right and y down, both in [-1, 1]
+across the image, so a face looks the same at every resolution.
 
 Pose conventions: positive yaw moves the inner features toward image right; positive pitch nods the
 head down (features move down); positive roll turns the head clockwise in the image about the neck;
