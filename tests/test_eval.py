@@ -14,6 +14,7 @@ from torchvision.models.inception import Inception3
 from jaxtalk.bench.model import random_params
 from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS
 from jaxtalk.data.synthtalk.generate import generate_split
+from jaxtalk.data.synthtalk.motion import MOTION_PARAMS
 from jaxtalk.eval import photos
 from jaxtalk.eval.__main__ import main
 from jaxtalk.eval.drift import window_bounds
@@ -26,7 +27,7 @@ from jaxtalk.eval.metrics import (
   std_ratio,
   sync_offset,
 )
-from jaxtalk.eval.synthtalk_eval import ROWS, even_batch, ordering_problems
+from jaxtalk.eval.synthtalk_eval import ROWS, by_language, even_batch, ordering_problems
 from jaxtalk.eval.train_reader import train_reader
 from jaxtalk.inference import bundle
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
@@ -265,3 +266,14 @@ def test_sampling_warns_once_about_an_unfamiliar_portrait(bundle_and_data, tmp_p
   assert sample.main([*argv, "--out", str(out)]) == 0
   err = capsys.readouterr().err
   assert out.stat().st_size > 0 and err.count("warning:") == 1
+
+
+def test_mouth_scores_are_split_by_language():
+  truth = [np.sin(np.arange(50.0) + k) for k in range(3)]
+  readings = [{"mouth_open": t.copy()} for t in truth[:2]] + [{"mouth_open": -truth[2]}]
+  full = [np.stack([t] * len(MOTION_PARAMS), axis=1) for t in truth]
+  scores = by_language(readings, full, ["en", "en", "de"])
+  assert list(scores) == ["de", "en"] and scores["en"]["clips"] == 2
+  assert scores["en"]["pearson"] == pytest.approx(1.0) and scores["en"]["mae"] == 0
+  assert scores["de"]["pearson"] == pytest.approx(-1.0)
+  assert by_language(readings, full, [None, None, None]) == {}

@@ -175,3 +175,17 @@ def test_user_errors(tmp_path):
   iio.imwrite(tiny, np.zeros((18, 20, 3), np.uint8))
   with pytest.raises(UserError, match="is 20x18 px; give a portrait of at least 32 px"):
     image_io.load_portrait(tiny, 64)
+
+
+def test_portraits_are_framed_at_the_models_crop_scale():
+  """SynthTalk's head-and-shoulders framing (3.1 face boxes) shows the face smaller than ingest's."""
+  photo = data.astronaut()
+  face = face_detect.detect_face(photo)
+  close, wide = (image_io.frame_portrait(photo, 64, scale) for scale in (1.6, 3.1))
+  np.testing.assert_array_equal(close, image_io.frame_portrait(photo, 64))  # 1.6 is the default
+  box = face_detect.face_crop_box(face, *photo.shape[:2], scale=3.1)
+  assert box.width == round(3.1 * max(face.width, face.height))
+  # The wide portrait is exactly that box of the photo.
+  expected = image_io.resize_square(face_detect.crop_square(photo, box), 64)
+  np.testing.assert_array_equal(wide, expected)
+  assert not np.array_equal(close, wide)
