@@ -5,7 +5,12 @@
                    [--steps 6] [--motion-steps 8] [--chunks-in-flight 2] [--cfg 2.0] [--seed 0]
 
 Writes H.264 at 25 fps with the audio muxed as AAC; the video has one frame per 40 ms of audio. The
-file appears only once it is complete.
+file appears only once it is complete. `--out -` streams a fragmented MP4 to standard output
+instead, each frame as soon as it is made (`python sample.py --out - | ffplay -`).
+
+The audio goes through the streaming engine a second at a time, as it would arrive live; the
+programs it compiles are kept in a per-user cache (see jaxtalk/inference/compilation.py), so a
+second run starts without compiling.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ def parse_args(argv=None):
   p = argument_parser("sample.py", __doc__)
   p.add_argument("--image", default=str(DEMO_PORTRAIT), help="portrait image (png, jpg, ...)")
   p.add_argument("--audio", default=str(DEMO_SPEECH), help="speech (wav, flac, ogg, mp3, m4a)")
-  p.add_argument("--out", default="demo.mp4", help="output video (.mp4)")
+  p.add_argument("--out", default="demo.mp4", help="output video (.mp4), or - for standard output")
   p.add_argument(
     "--checkpoint",
     default=str(DEMO_BUNDLE),
@@ -49,8 +54,8 @@ def make_video(args):
   from jaxtalk.media.audio_io import load_audio
   from jaxtalk.media.image_io import load_portrait
 
-  if Path(args.out).suffix.lower() != ".mp4":
-    raise UserError(f"--out {args.out} must end in .mp4")
+  if args.out != "-" and Path(args.out).suffix.lower() != ".mp4":
+    raise UserError(f"--out {args.out} must end in .mp4 (or be - for standard output)")
   from jaxtalk.inference.bundle import load_bundle
   from jaxtalk.inference.generate import SampleOptions
 
@@ -68,28 +73,34 @@ def make_video(args):
 
   from tqdm import tqdm
 
+  from jaxtalk.inference.compilation import enable_persistent_cache
   from jaxtalk.inference.generate import TalkingHead
-  from jaxtalk.media.video_io import write_video
-  from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
+  from jaxtalk.media.video_io import VideoWriter
+  from jaxtalk.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_of
 
+  enable_persistent_cache()
   model = TalkingHead(config, params)
   start = time.perf_counter()
   warning = model.unfamiliar_portrait(portrait, options)
   if warning:
     print(warning, file=sys.stderr)
-  latents = model.motion_latents(waveform, portrait, options)
-  num_frames = len(latents)
-  with tqdm(total=num_frames, unit="frame", desc="rendering") as bar:
-
-    def frames():
-      for batch in model.render_frames(portrait, latents, options):
-        bar.update(len(batch))
-        yield from batch
-
-    write_video(args.out, frames(), waveform[: num_frames * SAMPLES_PER_FRAME])
+  num_frames = frames_of(len(waveform))
+  session = model.stream(portrait, options)
+  with (
+    VideoWriter(args.out, waveform[: num_frames * SAMPLES_PER_FRAME]) as video,
+    tqdm(total=num_frames, unit="frame", desc="generating") as bar,
+  ):
+    for first in range(0, len(waveform), SAMPLE_RATE):
+      frames = session.push(waveform[first : first + SAMPLE_RATE])
+      video.write_frames(frames)
+      bar.update(len(frames))
+    frames = session.finish()
+    video.write_frames(frames)
+    bar.update(len(frames))
   print(
     f"wrote {args.out}: {num_frames} frames ({num_frames / FPS:.2f} s of video) in "
-    f"{time.perf_counter() - start:.1f} s"
+    f"{time.perf_counter() - start:.1f} s",
+    file=sys.stderr if args.out == "-" else sys.stdout,
   )
 
 

@@ -11,6 +11,7 @@ import pytest
 from tiny_configs import tiny_config
 
 from jaxtalk.bench import __main__ as bench_main
+from jaxtalk.bench import streaming as bench_streaming
 from jaxtalk.bench import training as bench_training
 from jaxtalk.bench.machine import describe_machine
 from jaxtalk.bench.model import DEMO_CONFIG, load_config_file, random_params
@@ -18,6 +19,7 @@ from jaxtalk.bench.report import format_report
 from jaxtalk.bench.sampling import synthtalk_inputs
 from jaxtalk.bench.timing import measure
 from jaxtalk.bench.training import synthetic_batch
+from jaxtalk.inference.bundle import save_bundle
 from jaxtalk.inference.generate import TalkingHead
 from jaxtalk.models.factory import Models
 from jaxtalk.stages import STAGES
@@ -38,7 +40,8 @@ def bench_run(tiny, tmp_path_factory):
   # The command's loader is what would read a bundle or the demo config; here it gives the tiny model.
   with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(capture):
     patch.setattr(bench_main, "load_model", lambda checkpoint: (config, model.params, "tiny model"))
-    assert bench_main.main(["--seconds", "0.8", "--lengths", "0.48", "--json", str(out)]) == 0
+    argv = ["--seconds", "0.8", "--lengths", "0.48", "--skip-startup", "--json", str(out)]
+    assert bench_main.main(argv) == 0
   return json.loads(out.read_text()), capture.getvalue()
 
 
@@ -80,17 +83,40 @@ def test_synthtalk_inputs_have_the_requested_length(tiny):
   assert waveform.shape == (20 * 640,) and np.abs(waveform).max() > 0
 
 
-def test_sampling_speed(bench_run):
+def test_file_speed(bench_run):
   speed = bench_run[0]["sampling"]
   assert speed["frames"] == 20 and speed["audio_seconds"] == pytest.approx(0.8)
-  assert speed["motion_seconds"] > 0 and speed["render_seconds"] > 0
-  assert speed["motion_compile_seconds"] >= 0 and speed["render_compile_seconds"] >= 0
-  assert speed["rtf_total"] == pytest.approx(speed["rtf_motion"] + speed["rtf_render"])
-  assert speed["frames_per_second"] == pytest.approx(20 / (0.8 * speed["rtf_total"]))
+  assert speed["seconds"] > 0 and speed["motion_seconds"] > 0 and speed["render_seconds"] > 0
+  assert speed["compile_seconds"] >= 0
+  assert speed["rtf_total"] == pytest.approx(speed["seconds"] / 0.8)
+  assert speed["frames_per_second"] == pytest.approx(20 / speed["seconds"])
 
 
-def test_first_frame_latency(bench_run):
-  assert bench_run[0]["first_frame_latency_seconds"] > 0
+def test_live_stream(bench_run, tiny):
+  live = bench_run[0]["live"]
+  _, model = tiny
+  layout = model.stream(np.zeros((16, 16, 3), np.uint8)).motion.layout
+  assert live["lookahead_ms"] == layout.lookahead_ms and live["chunk_ms"] == 40 * layout.chunk
+  # The first frame waits for its audio and the look-ahead, then for compute only.
+  waited = (1 + layout.lookahead_frames) * 0.04
+  assert live["first_frame_seconds"] == pytest.approx(
+    waited + live["first_frame_after_lookahead_seconds"]
+  )
+  assert 0 <= live["first_frame_after_lookahead_seconds"] <= live["chunk_latency_max_seconds"]
+  assert 0 < live["chunk_latency_p50_seconds"] <= live["chunk_latency_p95_seconds"]
+  assert live["chunk_latency_p95_seconds"] <= live["chunk_latency_max_seconds"]
+  assert live["rtf"] > 0
+
+
+def test_a_fresh_process_compiles_once_and_then_loads_from_the_disk_cache(tiny, tmp_path):
+  config, model = tiny
+  save_bundle(tmp_path / "bundle", config, model.params)
+  runs = bench_streaming.startup(str(tmp_path / "bundle"))
+  empty, filled = runs["empty_cache"], runs["disk_cache"]
+  assert empty["programs_compiled"] > 0 and empty["programs_loaded"] == 0
+  assert filled["programs_compiled"] == 0
+  assert filled["programs_loaded"] == empty["programs_compiled"]
+  assert empty["compile_seconds"] > 0 and filled["compile_seconds"] >= 0
 
 
 def test_train_steps(bench_run):
@@ -144,7 +170,8 @@ def test_report_states_the_machine_and_every_measurement(bench_run):
     "tiny model",
     "RTF",
     "frames/s",
-    "first-frame latency",
+    "first frame, from the first sample",
+    "chunk latency, p95",
     "train step, renderer",
     "train step, motion",
     "KV cache, 0.48 s",

@@ -1,7 +1,7 @@
 """Long audio in segments, and streaming, against one pass over the whole file.
 
 Without transformer layers a wav2vec2 (layer-norm variant) sees only +-8 frames (its positional
-conv) around each frame, so chunked and streamed features must equal one pass exactly once the
+conv) around each frame, so segmented and streamed features must equal one pass exactly once the
 context covers that. With attention the difference is what attention to audio beyond the context
 adds; random tiny models attend almost uniformly, the worst case, and the bound below is measured.
 """
@@ -13,7 +13,7 @@ import transformers
 from pretrained_audio_models import save_tiny_model
 
 from jaxtalk.config import base_config
-from jaxtalk.models.audio.pretrained.chunking import AudioStream
+from jaxtalk.inference.stream import encode_block
 from jaxtalk.models.audio.pretrained.importer import read_checkpoint
 from jaxtalk.models.factory import audio_encoder
 from jaxtalk.timebase import SAMPLES_PER_FRAME as SPF
@@ -61,13 +61,24 @@ def test_segments_with_enough_context_match_one_pass(local_encoder):
   assert _relative_error(segmented, one_pass) < 1e-5
 
 
-def test_streaming_with_context_and_lookahead_matches_one_pass(local_encoder):
-  encoder, params, waveform = local_encoder
-  stream = AudioStream(encoder, params, context_frames=8, lookahead_frames=8)
-  pieces = [stream.push(waveform[:, i : i + 8 * SPF]) for i in range(0, waveform.shape[1], 8 * SPF)]
-  streamed = np.concatenate(pieces + [stream.flush()], axis=1)
-  assert streamed.shape == (1, 40, 8)
-  assert _relative_error(streamed, _features(encoder, params, waveform)) < 1e-5
+def test_streamed_blocks_match_one_pass(local_encoder):
+  """The streaming engine's blocks: a chunk of frames with the encoder's context on both sides."""
+  encoder = local_encoder[0].clone(context_seconds=0.32)  # 8 frames: covers the positional conv
+  _, params, waveform = local_encoder
+  context, chunk = encoder.context_frames, 4
+  blocks = [
+    encode_block(
+      encoder,
+      params,
+      waveform[:, (start - context) * SPF :][:, : (chunk + 2 * context) * SPF],
+      chunk,
+    )
+    for start in range(context, 40 - chunk - context + 1, chunk)
+  ]
+  streamed = np.concatenate(blocks, axis=1)
+  one_pass = _features(encoder, params, waveform)[:, context : context + streamed.shape[1]]
+  assert streamed.shape == (1, 24, 8)
+  assert _relative_error(streamed, one_pass) < 1e-5
 
 
 def test_segments_of_a_model_with_attention_stay_within_the_stated_bound(tmp_path):

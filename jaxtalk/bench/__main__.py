@@ -3,9 +3,10 @@
   python -m jaxtalk.bench [--checkpoint DIR] [--seconds 10] [--lengths 4 8 16] [--json bench.json]
 
 Without --checkpoint it times the bundled demo model, or, when there is none, random weights for
-configs/demo.py (the same programs, so the same speed). Prints one table: sampling speed split
-into motion and rendering, first-frame latency, one train step of each stage, and the KV-cache
-motion sampler against recomputation at several audio lengths; compile times apart.
+configs/demo.py (the same programs, so the same speed). Prints one table: sampling speed of a file
+split into motion and rendering; a live stream's first-frame latency, real-time factor and chunk
+latencies; a fresh process's compile time with an empty and a filled disk cache; one train step of
+each stage; and the KV-cache motion sampler against recomputation at several audio lengths.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def parse_args(argv=None):
     nargs="+",
     default=[4.0, 8.0, 16.0],
     help="audio lengths (s) for KV cache vs recompute",
+  )
+  p.add_argument(
+    "--skip-startup",
+    action="store_true",
+    help="skip timing two fresh processes' compilation (empty and filled disk cache)",
   )
   p.add_argument("--json", help="also write the results to this JSON file")
   return p.parse_args(argv)
@@ -61,12 +67,8 @@ def run(args) -> dict:
 
   from jaxtalk.bench.machine import describe_machine
   from jaxtalk.bench.report import format_report
-  from jaxtalk.bench.sampling import (
-    first_frame_latency,
-    sampler_comparison,
-    sampling_speed,
-    synthtalk_inputs,
-  )
+  from jaxtalk.bench.sampling import sampler_comparison, synthtalk_inputs
+  from jaxtalk.bench.streaming import file_speed, live_speed, startup
   from jaxtalk.bench.training import train_step_time
   from jaxtalk.inference.generate import SampleOptions, TalkingHead
   from jaxtalk.stages import STAGES
@@ -83,8 +85,12 @@ def run(args) -> dict:
     "sample_options": dataclasses.asdict(options),
   }
   say(f"sampling {args.seconds:g} s of audio ...")
-  results["sampling"] = sampling_speed(model, portrait, waveform, options)
-  results["first_frame_latency_seconds"] = first_frame_latency(model, portrait, waveform, options)
+  results["sampling"] = file_speed(model, portrait, waveform, options)
+  say(f"streaming {args.seconds:g} s of audio live ...")
+  results["live"] = live_speed(model, portrait, waveform, options)
+  if not args.skip_startup:
+    say("starting two fresh processes, with an empty and a filled compilation cache ...")
+    results["startup"] = startup(args.checkpoint)
   results["train_step"] = {}
   for stage in STAGES:
     say(f"train step, {stage} ...")

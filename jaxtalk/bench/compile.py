@@ -11,8 +11,9 @@ TPU (Mosaic) kernels included. Nothing executes. Programs:
 - each stage's train step, built as the training loop builds it (`make_train_step` with the
   stage's loss, optimizer, EMA and donated state; the config's mesh and sharding rules), over the
   whole slice;
-- the sampler of `jaxtalk.inference.generate.TalkingHead` (motion for --seconds of audio; one
-  batch of `sample.batch_frames` rendered frames) on one chip, unsharded, as inference runs it.
+- the streaming sampler's programs (`jaxtalk.inference.stream`: an audio block, a motion advance,
+  a chunk of rendered frames) on one chip, unsharded, as inference runs them; none depends on the
+  length of the audio.
 
 Per program: the memory the compiler plans per chip against the chip's HBM, the FLOPs of one call,
 and with --step-time the model FLOPs utilisation a train step of that duration would mean. A
@@ -265,55 +266,55 @@ def train_step_program(config, stage_name: str, mesh: jax.sharding.Mesh) -> Prog
   )
 
 
-def sampler_programs(config, device, seconds: float) -> list[Program]:
-  """TalkingHead's motion sampler for `seconds` of audio and its renderer for one batch, on
-  `device` alone."""
+def sampler_programs(config, device) -> list[Program]:
+  """The streaming engine's programs (`jaxtalk.inference.stream`) on `device` alone: one audio
+  block, one motion advance, one chunk of frames rendered. None depends on the audio's length."""
   from jax.sharding import SingleDeviceSharding
 
   from jaxtalk.inference.generate import SampleOptions, TalkingHead
-  from jaxtalk.inference.motion_sampler import padded_audio_frames
-  from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
+  from jaxtalk.inference.stream import StreamLayout
+  from jaxtalk.timebase import SAMPLES_PER_FRAME
 
   on_chip = SingleDeviceSharding(device)
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=on_chip)
+  on_device = lambda tree: jax.tree.map(lambda x: spec(x.shape, x.dtype), tree)
   # No weights: TalkingHead passes them to its jitted programs as arguments, so abstract ones
   # lower the very programs a loaded bundle runs.
   model = TalkingHead(config, {})
   options = SampleOptions.from_config(config.sample)
   schedule, size = options.schedule, model.image_size
-  num_frames = round(seconds * FPS)
-  front, back = padded_audio_frames(model.models.motion, schedule, num_frames)
-  params = jax.tree.map(lambda p: spec(p.shape, p.dtype), model.models.abstract_params())
+  layout = StreamLayout.of(model.models, schedule)
+  params = on_device(model.models.abstract_params())
   portrait = spec((size, size, 3), jnp.uint8)
-  waveform = spec((1, (front + num_frames + back) * SAMPLES_PER_FRAME), jnp.float32)
   rng = spec((), jax.eval_shape(jax.random.key, 0).dtype)
-
-  def inputs():
-    """(reference latent, the batch of latents the renderer gets), shaped as inference makes them."""
-    reference = jax.eval_shape(model.reference_latent, params, portrait)
-    latents = jax.eval_shape(
-      lambda *args: model.motion(*args, schedule, num_frames), params, waveform, reference, rng
-    )
-    reference = spec(reference.shape, reference.dtype)
-    return reference, spec((options.batch_frames,) + latents.shape[2:], latents.dtype)
-
-  # Through the class: `model.motion.lower` would be the unbound method's, without `model`.
-  def lower_motion():
-    reference, _ = inputs()
-    return TalkingHead.motion.lower(model, params, waveform, reference, rng, schedule, num_frames)
-
-  def lower_render():
-    _, latents = inputs()
-    noise = spec((size, size, 3), jnp.float32)
-    steps = options.render_steps
-    return TalkingHead.render.lower(model, params, portrait, latents, noise, steps)
-
+  features = spec((1, layout.feature_frames, config.audio.dim), jnp.float32)
+  window = spec((1, layout.window_frames * SAMPLES_PER_FRAME), jnp.float32)
+  # Through the class: `model.advance.lower` would be the unbound method's, without `model`.
+  state = on_device(
+    jax.eval_shape(lambda *a: TalkingHead.start_motion(model, *a, schedule), params, portrait, rng)
+  )
+  latents = spec((layout.chunk, model.models.latent_dim), jnp.float32)
+  noise = spec((size, size, 3), jnp.float32)
+  steps = options.render_steps
+  chunk = f"{layout.chunk} frames"
   return [
-    Program(f"sample: motion, {seconds:g} s audio ({num_frames} frames)", 1, lower_motion, False),
     Program(
-      f"sample: render, {options.batch_frames} frames x {options.render_steps} steps",
+      f"sample: audio block ({chunk} + context)",
       1,
-      lower_render,
+      lambda: TalkingHead.push_features.lower(model, params, features, window),
+      False,
+    ),
+    Program(
+      f"sample: motion advance ({options.motion_steps} steps, {schedule.chunks_in_flight} chunks "
+      f"of {chunk} in flight)",
+      1,
+      lambda: TalkingHead.advance.lower(model, params, state, features, schedule),
+      False,
+    ),
+    Program(
+      f"sample: render ({chunk} x {steps} steps)",
+      1,
+      lambda: TalkingHead.render.lower(model, params, portrait, latents, noise, steps),
       False,
     ),
   ]
@@ -487,7 +488,6 @@ def parse_args(argv=None):
     default="auto",
     help="auto: the Pallas TPU kernels jaxtalk picks on TPU; reference: the jnp attention",
   )
-  p.add_argument("--seconds", type=float, default=10.0, help="audio length for the motion sampler")
   p.add_argument("--json", help="also write the results to this JSON file")
   return p.parse_args(argv)
 
@@ -502,7 +502,7 @@ def _programs(config, args, tpu: TpuSlice) -> tuple[list[Program], dict]:
     sizes = " ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
     about_mesh = {"mesh": sizes, "mesh_note": note}
   if args.stage in ("sample", "all"):
-    programs += sampler_programs(config, tpu.devices[0], args.seconds)
+    programs += sampler_programs(config, tpu.devices[0])
   return programs, about_mesh
 
 
@@ -514,8 +514,6 @@ def run(args) -> dict:
 
   if args.step_time is not None and args.step_time <= 0:
     raise UserError("--step-time must be positive")
-  if args.seconds <= 0:
-    raise UserError("--seconds must be positive")
   tpu = tpu_slice(args.topology)
   config = load_config_file(Path(args.config))
   programs, mesh = _programs(config, args, tpu)

@@ -1,15 +1,14 @@
-"""Sampling speed: motion and rendering per second of audio, first-frame latency, and the
-rolling KV-cache motion sampler against recomputing the whole history at every step."""
+"""The benchmark's inputs, and the rolling KV-cache motion sampler against recomputing the whole
+history at every step. (Sampling speed through the streaming engine: `bench.streaming`.)"""
 
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import numpy as np
 
-from jaxtalk.bench.timing import Timing, measure, timed
+from jaxtalk.bench.timing import measure
 from jaxtalk.data.synthtalk import face, motion, speech
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
 from jaxtalk.inference.motion_sampler import (
@@ -30,64 +29,6 @@ def synthtalk_inputs(config, seconds: float, seed: int = 0) -> tuple[np.ndarray,
   )
   samples = int(round(seconds * FPS)) * SAMPLES_PER_FRAME
   return portrait, speech.synthesize_utterance(seed, samples).audio
-
-
-def _render_batch_seconds(model: TalkingHead, portrait, latents, options) -> list[float]:
-  """Seconds each rendered batch took, in order (frames come back as numpy, so each is done)."""
-  seconds, start = [], time.perf_counter()
-  for _ in model.render_frames(portrait, latents, options):
-    now = time.perf_counter()
-    seconds.append(now - start)
-    start = now
-  return seconds
-
-
-def sampling_speed(model: TalkingHead, portrait, waveform, options: SampleOptions) -> dict:
-  """Warm seconds of motion sampling and of rendering for the whole waveform, and their compile
-  seconds; with frames per second and real-time factors (generation seconds / audio seconds)."""
-  motion_timing, latents = measure(lambda: model.motion_latents(waveform, portrait, options))
-  # Rendering a whole video twice to time its compilation would double the benchmark: the first
-  # batch is rendered cold on its own, and compared with the same batch inside the warm pass.
-  cold_first_batch = _render_batch_seconds(
-    model, portrait, latents[: options.batch_frames], options
-  )[0]
-  batch_seconds = _render_batch_seconds(model, portrait, latents, options)
-  render = Timing(
-    seconds=sum(batch_seconds), compile_seconds=max(cold_first_batch - batch_seconds[0], 0.0)
-  )
-  audio_seconds = len(latents) / FPS
-  total = motion_timing.seconds + render.seconds
-  return {
-    "frames": len(latents),
-    "audio_seconds": audio_seconds,
-    "motion_seconds": motion_timing.seconds,
-    "motion_compile_seconds": motion_timing.compile_seconds,
-    "render_seconds": render.seconds,
-    "render_compile_seconds": render.compile_seconds,
-    "frames_per_second": len(latents) / total,
-    "rtf_motion": motion_timing.seconds / audio_seconds,
-    "rtf_render": render.seconds / audio_seconds,
-    "rtf_total": total / audio_seconds,
-  }
-
-
-def first_frame_latency(model: TalkingHead, portrait, waveform, options: SampleOptions) -> float:
-  """Seconds from the waveform to the first batch of rendered frames, warm.
-
-  The motion sampler is one scan over the whole audio, so this includes the motion of all of it
-  plus rendering one batch.
-  """
-
-  def first_batch():
-    frames = model.render_frames(
-      portrait, model.motion_latents(waveform, portrait, options), options
-    )
-    batch = next(frames)
-    frames.close()
-    return batch
-
-  timed(first_batch)  # compiles, or reuses what `sampling_speed` compiled for the same shapes
-  return timed(first_batch)[0]
 
 
 # Warm runs timed per sampler: the cached one is quick and so noisier; the recompute one runs

@@ -1,22 +1,28 @@
 """Portrait + speech -> frames: the whole inference path, as functions a notebook can call.
 
     model = TalkingHead.load("jaxtalk/assets/demo/model")
-    frames = model.generate(portrait_uint8, waveform_16k, seed=0)
+    frames = model.generate(portrait_uint8, waveform_16k)      # a whole file
+    session = model.stream(portrait_uint8)                      # or live:
+    frames = session.push(samples)  ...  session.finish()
 
-1. the waveform, padded with silence as in training, goes through the audio encoder;
+1. the audio encoder turns the waveform, with silence before it as in training, into one feature
+   per video frame, a block at a time;
 2. the motion encoder reads the portrait's own motion latent (the reference, the sampler's sink);
-3. the rolling diffusion-forcing sampler generates one motion latent per video frame (one jitted
-   `lax.scan` over the whole audio);
-4. the renderer turns reference + motion into frames, a batch of frames at a time. Every frame
-   starts from the same noise image, so what changes between frames is only what the motion says,
-   which keeps the video free of flicker.
+3. the rolling diffusion-forcing sampler generates one motion latent per video frame, one chunk
+   per advance;
+4. the renderer turns reference + motion into frames. Every frame starts from the same noise
+   image, so what changes between frames is only what the motion says, which keeps the video free
+   of flicker.
+
+`inference.stream` drives these pieces as audio arrives; a file is one push. Each jitted piece
+below has one shape per model and schedule, so it compiles once whatever the audio's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +32,14 @@ from jaxtalk.diffusion import flow
 from jaxtalk.errors import UserError
 from jaxtalk.eval.metrics import psnr
 from jaxtalk.inference.bundle import load_bundle
-from jaxtalk.inference.motion_sampler import RollingSchedule, padded_audio_frames, sample_motion
+from jaxtalk.inference.motion_sampler import (
+  MotionState,
+  RollingSchedule,
+  advance_motion,
+  init_motion,
+)
+from jaxtalk.inference.stream import MotionStream, StreamSession, encode_block
 from jaxtalk.models.factory import Models, to_model_image, to_uint8_image
-from jaxtalk.timebase import SAMPLES_PER_FRAME, frames_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +98,28 @@ class TalkingHead:
     """uint8 [S, S, 3] -> the portrait's motion latent [1, latent_dim]."""
     return self.models.encode_motion(params["motion_encoder"], portrait[None])
 
-  @functools.partial(jax.jit, static_argnums=(0, 5, 6))
-  def motion(self, params, waveform, reference, rng, schedule: RollingSchedule, num_frames: int):
-    """Padded waveform [1, N] -> motion latents [1, num_frames, latent_dim]."""
-    features = self.models.audio_encoder.apply({"params": params["audio_encoder"]}, waveform)
-    return sample_motion(
-      self.models.motion, params["motion"], features, reference, rng, schedule, num_frames
-    )
+  @functools.partial(jax.jit, static_argnums=(0, 4))
+  def start_motion(self, params, portrait, rng, schedule: RollingSchedule) -> MotionState:
+    """The rolling sampler's state before the audio, with the portrait's latent as its sink."""
+    reference = self.reference_latent(params, portrait)
+    return init_motion(self.models.motion, params["motion"], reference, rng, schedule)
+
+  def empty_features(self, frames: int) -> jax.Array:
+    """A feature buffer [1, frames, dim]; `inference.stream` fills it before it is read."""
+    return jnp.zeros((1, frames, self.config.audio.dim))
+
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def push_features(self, params, features, window):
+    """Encodes one block: waveform [1, (chunk + 2 context) frames] -> the buffer, shifted a chunk."""
+    chunk = self.models.motion.chunk_size
+    encoder, encoder_params = self.models.audio_encoder, {"params": params["audio_encoder"]}
+    encoded = encode_block(encoder, encoder_params, window, chunk)
+    return jnp.concatenate([features[:, chunk:], encoded], axis=1)
+
+  @functools.partial(jax.jit, static_argnums=(0, 4))
+  def advance(self, params, state: MotionState, features, schedule: RollingSchedule):
+    """One advance of the rolling sampler: (the next state, the chunk of latents it retires)."""
+    return advance_motion(self.models.motion, params["motion"], state, features, schedule)
 
   @functools.partial(jax.jit, static_argnums=(0, 5))
   def render(self, params, portrait, latents, noise, steps: int):
@@ -109,28 +135,29 @@ class TalkingHead:
     return to_uint8_image(images)
 
   # ------------------------------------------------------------------------------------ public
+  def render_noise(self, portrait: np.ndarray, seed: int) -> jax.Array:
+    """The one noise image every frame of a video starts from."""
+    return jax.random.normal(jax.random.key(seed), portrait.shape)
+
+  def stream(self, portrait: np.ndarray, options: SampleOptions | None = None) -> StreamSession:
+    """A streaming session: push audio as it arrives, get frames as they are final."""
+    return StreamSession(self, portrait, options or self.default_options())
+
+  def default_options(self) -> SampleOptions:
+    return SampleOptions.from_config(self.config.sample)
+
   def motion_latents(
     self, waveform: np.ndarray, portrait: np.ndarray, options: SampleOptions
   ) -> np.ndarray:
     """Motion latents [T, latent_dim] for a 16 kHz mono waveform, T = timebase.frames_of(len)."""
-    num_frames = frames_of(len(waveform))
-    schedule = options.schedule
-    front, back = padded_audio_frames(self.models.motion, schedule, num_frames)
-    spf = SAMPLES_PER_FRAME
-    padded = np.zeros(((front + num_frames + back) * spf,), np.float32)
-    padded[front * spf : (front + num_frames) * spf] = waveform[: num_frames * spf]
-    rng = jax.random.fold_in(jax.random.key(options.seed), 1)
-    reference = self.reference_latent(self.params, portrait)
-    latents = self.motion(
-      self.params, jnp.asarray(padded)[None], reference, rng, schedule, num_frames
-    )
-    return np.asarray(latents[0])
+    stream = MotionStream(self, portrait, options)
+    return np.concatenate([stream.push(waveform), stream.finish()])
 
   def render_frames(
     self, portrait: np.ndarray, latents: np.ndarray, options: SampleOptions
   ) -> Iterator[np.ndarray]:
     """Yields uint8 frames [b, S, S, 3], `batch_frames` at a time (the last batch padded and cut)."""
-    noise = jax.random.normal(jax.random.key(options.seed), portrait.shape)
+    noise = self.render_noise(portrait, options.seed)
     batch = options.batch_frames
     for start in range(0, len(latents), batch):
       chunk = latents[start : start + batch]
@@ -164,18 +191,9 @@ class TalkingHead:
     )
 
   def generate(
-    self,
-    portrait: np.ndarray,
-    waveform: np.ndarray,
-    options: SampleOptions | None = None,
-    progress: Callable[[int], None] | None = None,
+    self, portrait: np.ndarray, waveform: np.ndarray, options: SampleOptions | None = None
   ) -> np.ndarray:
-    """uint8 portrait [S, S, 3] + 16 kHz waveform -> uint8 frames [T, S, S, 3]."""
-    options = options or SampleOptions.from_config(self.config.sample)
-    latents = self.motion_latents(waveform, portrait, options)
-    frames = []
-    for batch in self.render_frames(portrait, latents, options):
-      frames.append(batch)
-      if progress:
-        progress(len(batch))
-    return np.concatenate(frames)
+    """uint8 portrait [S, S, 3] + 16 kHz waveform -> uint8 frames [T, S, S, 3]: the whole file
+    pushed through one streaming session."""
+    session = self.stream(portrait, options)
+    return np.concatenate([session.push(waveform), session.finish()])

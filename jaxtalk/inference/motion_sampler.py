@@ -5,9 +5,12 @@ chunks are denoised at once, staggered by `steps // chunks_in_flight` steps, so 
 flight is nearly clean and the newest is pure noise. Every `steps // chunks_in_flight` iterations
 the schedule *advances*: the oldest chunk finishes, is run once more at t = 1 to get its clean
 keys/values, which enter a fixed-size KV cache (the model's `lookback_chunks` most recent chunks,
-plus the reference as a permanent sink), and a fresh noise chunk joins those in flight. The whole
-loop is a `lax.scan` over advances, and the cache has a fixed size, so memory does not grow with
-the length of the audio.
+plus the reference as a permanent sink), and a fresh noise chunk joins those in flight.
+
+`advance_motion` is one advance: a pure function of a fixed-size `MotionState` and one window of
+audio features, so memory does not grow with the length of the audio, and its program does not
+depend on that length. `sample_motion` scans it over the features of a whole file;
+`inference.stream` calls it once per chunk of audio as the audio arrives.
 
 `sample_motion_recompute` computes the same thing without a cache, running the model over the whole
 history at every step (the training-mode forward). It is the reference the cached sampler is tested
@@ -20,6 +23,7 @@ attention mask treats as empty slots.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +47,10 @@ class RollingSchedule:
       )
 
   @property
+  def guided(self) -> bool:
+    return self.cfg_scale != 1.0
+
+  @property
   def steps_per_advance(self) -> int:
     return self.steps // self.chunks_in_flight
 
@@ -62,7 +70,7 @@ def chunk_noise(rng, chunk_index, shape):
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-  """Where things are: chunks, padding of the audio features, guidance batch."""
+  """Where a whole file's chunks and audio padding are."""
 
   model: MotionTransformer
   schedule: RollingSchedule
@@ -89,10 +97,6 @@ class _Layout:
   def audio_back_pad(self):
     return (self.num_advances * self.chunk + self.model.audio_radius) - self.num_frames
 
-  @property
-  def guided(self):
-    return self.schedule.cfg_scale != 1.0
-
 
 def padded_audio_frames(model: MotionTransformer, schedule: RollingSchedule, num_frames: int):
   """(front, back): frames of silence to add around the waveform before encoding it."""
@@ -100,24 +104,114 @@ def padded_audio_frames(model: MotionTransformer, schedule: RollingSchedule, num
   return layout.audio_front_pad, layout.audio_back_pad
 
 
-def _guidance_inputs(layout, audio, reference):
-  """Duplicate the batch for classifier-free guidance: first half with audio, second without."""
-  batch = audio.shape[0]
-  if not layout.guided:
-    return audio, reference, jnp.ones((batch,), bool)
-  keep = jnp.concatenate([jnp.ones((batch,), bool), jnp.zeros((batch,), bool)])
-  return jnp.concatenate([audio, audio]), jnp.concatenate([reference, reference]), keep
+def _double(schedule: RollingSchedule, x):
+  """Classifier-free guidance runs every input twice: with the audio, then without it."""
+  return jnp.concatenate([x, x]) if schedule.guided else x
 
 
-def _combine_guidance(layout, velocity):
-  if not layout.guided:
+def _audio_keep(schedule: RollingSchedule, batch: int):
+  """Which rows of the (doubled) batch hear the audio."""
+  return jnp.arange(2 * batch if schedule.guided else batch) < batch
+
+
+def _combine_guidance(schedule: RollingSchedule, velocity):
+  if not schedule.guided:
     return velocity
   cond, uncond = jnp.split(velocity, 2)
-  return uncond + layout.schedule.cfg_scale * (cond - uncond)
+  return uncond + schedule.cfg_scale * (cond - uncond)
 
 
-def _double(layout, x):
-  return jnp.concatenate([x, x]) if layout.guided else x
+class MotionState(NamedTuple):
+  """What the cached sampler carries from one advance to the next; its size is fixed."""
+
+  latents: (
+    jax.Array
+  )  # [B, chunks_in_flight * chunk, latent_dim]: the chunks in flight, oldest first
+  cache: list  # per layer (k, v) [B', 1 + lookback_chunks * chunk, ...]: the sink, finished chunks
+  advance: jax.Array  # int32 []: the index of the next advance
+  rng: jax.Array  # the key every chunk's initial noise is folded from
+
+
+def audio_window_frames(model: MotionTransformer, schedule: RollingSchedule) -> int:
+  """Audio features one advance reads: the chunks in flight and the audio radius on both sides."""
+  return schedule.chunks_in_flight * model.chunk_size + 2 * model.audio_radius
+
+
+def init_motion(model: MotionTransformer, params, reference, rng, schedule: RollingSchedule):
+  """The state before advance 0: warm-up noise in flight, the reference's keys/values as the sink."""
+  chunk, in_flight = model.chunk_size, schedule.chunks_in_flight
+  batch, latent_dim = reference.shape
+  ref = _double(schedule, reference)
+  # The sink's keys/values: the reference alone, a sequence with no frames, so no audio is heard
+  # (a placeholder of the audio features' width stands in).
+  no_audio = jnp.zeros((ref.shape[0], 1) + params["null_audio"].shape)
+  _, sink_kv = model.apply(
+    {"params": params},
+    jnp.zeros((ref.shape[0], 0, latent_dim)),
+    jnp.zeros((ref.shape[0], 0)),
+    no_audio,
+    reference=ref,
+  )
+  cache_len = model.lookback_chunks * chunk
+
+  def with_empty_frames(kv):
+    k, v = kv
+    pad = jnp.zeros((k.shape[0], cache_len) + k.shape[2:], k.dtype)
+    return jnp.concatenate([k, pad], 1), jnp.concatenate([v, pad], 1)
+
+  noise_shape = (batch, chunk, latent_dim)
+  first = jnp.concatenate(
+    [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, 1)], axis=1
+  )
+  return MotionState(first, [with_empty_frames(kv) for kv in sink_kv], jnp.int32(0), rng)
+
+
+def advance_motion(
+  model: MotionTransformer, params, state: MotionState, audio_window, schedule: RollingSchedule
+):
+  """One advance: denoise the chunks in flight, retire the oldest into the cache, draw a new one.
+
+  `audio_window` [B, audio_window_frames, D] holds the features of frames
+  `(s - chunks_in_flight + 1) * chunk - audio_radius` onwards, s = `state.advance`.
+  Returns (the next state, the retired chunk [B, chunk, latent_dim]: final from advance
+  `chunks_in_flight - 1` on, warm-up slots before).
+  """
+  chunk, in_flight, s = model.chunk_size, schedule.chunks_in_flight, state.advance
+  batch, _, latent_dim = state.latents.shape
+  double = lambda x: _double(schedule, x)
+  keep = _audio_keep(schedule, batch)
+  audio = double(audio_window)
+  grid = time_grid(schedule.steps)
+  cache_len = model.lookback_chunks * chunk
+  frame_offset = (s - in_flight + 1) * chunk
+  offsets = dict(
+    kv_context=state.cache,
+    frame_offset=frame_offset,
+    context_offset=frame_offset - cache_len,
+    audio_offset=frame_offset - model.audio_radius,
+  )
+  apply = lambda x, t: model.apply({"params": params}, x, t, audio, audio_keep=keep, **offsets)
+
+  def denoise(i, latents):
+    done = schedule.slot_steps(i)
+    t = jnp.repeat(grid[done], chunk)[None].repeat(latents.shape[0], 0)
+    dt = jnp.repeat(grid[done + 1] - grid[done], chunk)[None, :, None]
+    velocity, _ = apply(double(latents), double(t))
+    return latents + dt * _combine_guidance(schedule, velocity)
+
+  latents = jax.lax.fori_loop(0, schedule.steps_per_advance, denoise, state.latents)
+  finished = latents[:, :chunk]
+  _, finished_kv = apply(double(finished), jnp.ones((audio.shape[0], chunk)))
+  cache = [
+    (
+      jnp.concatenate([ck[:, :1], ck[:, 1 + chunk :], fk], 1),
+      jnp.concatenate([cv[:, :1], cv[:, 1 + chunk :], fv], 1),
+    )
+    for (ck, cv), (fk, fv) in zip(state.cache, finished_kv)
+  ]
+  fresh = chunk_noise(state.rng, s + 1, (batch, chunk, latent_dim))
+  latents = jnp.concatenate([latents[:, chunk:], fresh], axis=1)
+  return MotionState(latents, cache, s + 1, state.rng), finished
 
 
 def sample_motion(
@@ -129,82 +223,23 @@ def sample_motion(
   schedule: RollingSchedule,
   num_frames: int,
 ):
-  """Motion latents [B, num_frames, latent_dim] with the rolling KV-cache sampler.
+  """Motion latents [B, num_frames, latent_dim]: every advance of the cached sampler in one scan.
 
   `audio_features` [B, front + num_frames + back, D] must be encoded from the waveform padded with
   `padded_audio_frames(...)` frames of silence, as in training where audio outside a clip is silent.
+  (`inference.stream` runs the same advances one at a time, as audio arrives.)
   """
   layout = _Layout(model, schedule, num_frames)
-  chunk, in_flight = layout.chunk, schedule.chunks_in_flight
-  batch, latent_dim = reference.shape
-  audio, ref, keep = _guidance_inputs(layout, audio_features, reference)
-  grid = time_grid(schedule.steps)
-  audio_len = in_flight * chunk + 2 * model.audio_radius
-  apply = lambda *a, **kw: model.apply({"params": params}, *a, audio_keep=keep, **kw)
+  window = audio_window_frames(model, schedule)
 
-  # The sink's keys/values: the reference alone, a sequence with no frames.
-  empty = jnp.zeros((ref.shape[0], 0, latent_dim))
-  _, sink_kv = apply(empty, jnp.zeros((ref.shape[0], 0)), audio[:, :1], reference=ref)
-  cache_len = model.lookback_chunks * chunk
+  def advance(state, s):
+    # Advance s reads from frame (s - in_flight + 1) * chunk - radius: feature s * chunk here.
+    audio = jax.lax.dynamic_slice_in_dim(audio_features, s * layout.chunk, window, axis=1)
+    return advance_motion(model, params, state, audio, schedule)
 
-  def with_empty_frames(kv):
-    k, v = kv
-    pad = jnp.zeros((k.shape[0], cache_len) + k.shape[2:], k.dtype)
-    return jnp.concatenate([k, pad], 1), jnp.concatenate([v, pad], 1)
-
-  cache = [with_empty_frames(kv) for kv in sink_kv]
-
-  noise_shape = (batch, chunk, latent_dim)
-  first = jnp.concatenate(
-    [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, 1)], axis=1
-  )
-
-  def advance(carry, s):
-    latents, cache = carry
-    frame_offset = (s - in_flight + 1) * chunk
-    context_offset = frame_offset - cache_len
-    audio_start = frame_offset - model.audio_radius + layout.audio_front_pad
-    audio_slice = jax.lax.dynamic_slice_in_dim(audio, audio_start, audio_len, axis=1)
-    audio_offset = frame_offset - model.audio_radius
-
-    def denoise(i, latents):
-      done = schedule.slot_steps(i)
-      t = jnp.repeat(grid[done], chunk)[None].repeat(latents.shape[0], 0)
-      dt = jnp.repeat(grid[done + 1] - grid[done], chunk)[None, :, None]
-      velocity, _ = apply(
-        _double(layout, latents),
-        _double(layout, t),
-        audio_slice,
-        kv_context=cache,
-        frame_offset=frame_offset,
-        context_offset=context_offset,
-        audio_offset=audio_offset,
-      )
-      return latents + dt * _combine_guidance(layout, velocity)
-
-    latents = jax.lax.fori_loop(0, schedule.steps_per_advance, denoise, latents)
-
-    finished = latents[:, :chunk]
-    _, finished_kv = apply(
-      _double(layout, finished),
-      jnp.ones((audio.shape[0], chunk)),
-      audio_slice,
-      kv_context=cache,
-      frame_offset=frame_offset,
-      context_offset=context_offset,
-      audio_offset=audio_offset,
-    )
-    cache = [
-      (
-        jnp.concatenate([ck[:, :1], ck[:, 1 + chunk :], fk], 1),
-        jnp.concatenate([cv[:, :1], cv[:, 1 + chunk :], fv], 1),
-      )
-      for (ck, cv), (fk, fv) in zip(cache, finished_kv)
-    ]
-    latents = jnp.concatenate([latents[:, chunk:], chunk_noise(rng, s + 1, noise_shape)], axis=1)
-    return (latents, cache), finished
-
-  _, finished = jax.lax.scan(advance, (first, cache), jnp.arange(layout.num_advances))
+  state = init_motion(model, params, reference, rng, schedule)
+  _, finished = jax.lax.scan(advance, state, jnp.arange(layout.num_advances))
+  in_flight, (batch, latent_dim) = schedule.chunks_in_flight, reference.shape
   frames = jnp.moveaxis(finished[in_flight - 1 :], 0, 1).reshape(batch, -1, latent_dim)
   return frames[:, :num_frames]
 
@@ -222,7 +257,8 @@ def sample_motion_recompute(
   layout = _Layout(model, schedule, num_frames)
   chunk, in_flight = layout.chunk, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
-  audio, ref, keep = _guidance_inputs(layout, audio_features, reference)
+  audio, ref = _double(schedule, audio_features), _double(schedule, reference)
+  keep = _audio_keep(schedule, batch)
   grid = time_grid(schedule.steps)
   noise_shape = (batch, chunk, latent_dim)
   # Buffer slot b holds chunk b - (in_flight - 1); negative chunks are the empty warm-up slots.
@@ -241,8 +277,8 @@ def sample_motion_recompute(
       active = jnp.repeat((slot_chunk <= s) & (slot_chunk > s - in_flight), chunk)
       velocity, _ = model.apply(
         {"params": params},
-        _double(layout, latents),
-        _double(layout, t),
+        _double(schedule, latents),
+        _double(schedule, t),
         audio,
         audio_keep=keep,
         reference=ref,
@@ -250,7 +286,7 @@ def sample_motion_recompute(
         audio_offset=-layout.audio_front_pad,
       )
       step = jnp.where(
-        active[None, :, None], dt[None, :, None] * _combine_guidance(layout, velocity), 0
+        active[None, :, None], dt[None, :, None] * _combine_guidance(schedule, velocity), 0
       )
       return latents + step
 

@@ -5,6 +5,9 @@ the pixel format every player decodes) with AAC audio. Reading streams frames on
 long video never has to fit in memory unless the caller collects it.
 """
 
+from __future__ import annotations
+
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -13,11 +16,12 @@ from collections.abc import Iterable, Iterator
 
 import imageio_ffmpeg
 import numpy as np
+import soundfile
 
 from jaxtalk.errors import UserError
 from jaxtalk.media import atomic_output_path
 from jaxtalk.media.audio_io import ffmpeg_error_reason, require_file, save_wav
-from jaxtalk.timebase import FPS
+from jaxtalk.timebase import FPS, SAMPLE_RATE
 
 # Containers that hold H.264 with AAC and that ffmpeg picks from the file name.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
@@ -48,75 +52,165 @@ def _even_sized(frame: np.ndarray) -> np.ndarray:
 def write_video(
   path: str, frames: np.ndarray | Iterable[np.ndarray], audio: np.ndarray | None = None
 ) -> None:
-  """Writes uint8 RGB frames ([T, H, W, 3], or any iterable of [H, W, 3]) as a 25 fps H.264 video.
+  """Writes uint8 RGB frames ([T, H, W, 3], or any iterable of [H, W, 3]) as a 25 fps H.264 video,
+  with `audio` (mono float32 [N] at 16 kHz) as AAC when given. See `VideoWriter`."""
+  with VideoWriter(path, audio) as writer:
+    for frame in frames:
+      writer.write_frames(frame[None])
 
-  `audio` (mono float32 [N] at 16 kHz) is muxed in as AAC when given. Odd frame sizes are padded by
-  one edge pixel. The file appears under `path` only once complete. Raises UserError for an
-  unsupported extension and ValueError for malformed frames.
+
+class VideoWriter:
+  """A 25 fps H.264 video written as its frames come: constant memory, whatever the length.
+
+      with VideoWriter("out.mp4", audio) as video:     # the audio known up front, or
+        video.write_frames(frames)                     # uint8 [n, H, W, 3], as often as needed
+      with VideoWriter("out.mp4") as video:            # audio that arrives with the frames:
+        video.write_frames(frames); video.write_audio(samples)
+
+  Audio (mono float32 at 16 kHz) is muxed as AAC. Known up front, it goes into the one ffmpeg run
+  that encodes the frames. Otherwise the frames are encoded into a work file and any audio given
+  with `write_audio` into a WAV beside it; closing muxes the two (copying the video, not
+  re-encoding it). Odd frame sizes are padded by one edge pixel. The file appears under `path` only
+  once complete: an exception inside the `with` block (or `abort()`) leaves nothing there.
+  `path` "-" streams a fragmented MP4 to standard output instead, playable while it is written
+  (`python sample.py --out - | ffplay -`). Raises UserError for an unsupported extension and
+  ValueError for malformed frames.
   """
-  if os.path.splitext(path)[1].lower() not in VIDEO_SUFFIXES:
-    raise UserError(
-      f"cannot write video {path}: use one of the extensions {', '.join(VIDEO_SUFFIXES)}"
-    )
-  frames = iter(frames)
-  first = next(frames, None)
-  if first is None:
-    raise ValueError("write_video needs at least one frame")
-  shape = _check_frame(first, None)
-  height, width = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
-  with atomic_output_path(path) as temp_path, tempfile.TemporaryDirectory() as work_dir:
-    command = [
-      imageio_ffmpeg.get_ffmpeg_exe(),
-      "-nostdin",
-      "-v",
-      "error",
-      "-y",
-      "-f",
-      "rawvideo",
-      "-pix_fmt",
-      "rgb24",
-      "-s",
-      f"{width}x{height}",
-      "-r",
-      str(FPS),
-      "-i",
-      "-",
-    ]
-    if audio is not None:
-      wav_path = os.path.join(work_dir, "audio.wav")
-      save_wav(wav_path, audio)
-      command += ["-i", wav_path, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
-    command += [
-      "-c:v",
-      "libx264",
-      "-pix_fmt",
-      "yuv420p",
-      "-crf",
-      str(_H264_CRF),
-      "-movflags",
-      "+faststart",
-      temp_path,
-    ]
-    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a full pipe would stall ffmpeg
-      process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=stderr)
+
+  def __init__(self, path: str, audio: np.ndarray | None = None):
+    to_stdout = path == "-"
+    if not to_stdout and os.path.splitext(path)[1].lower() not in VIDEO_SUFFIXES:
+      raise UserError(
+        f"cannot write video {path}: use one of the extensions {', '.join(VIDEO_SUFFIXES)}"
+      )
+    self._path = path
+    self._files = contextlib.ExitStack()  # the work folder and the temporary output, if any
+    work_dir = self._files.enter_context(tempfile.TemporaryDirectory())
+    self._audio_path = os.path.join(work_dir, "audio.wav")
+    self._audio_up_front = audio is not None
+    if self._audio_up_front:
+      save_wav(self._audio_path, audio)
+    final = "pipe:1" if to_stdout else self._files.enter_context(atomic_output_path(path))
+    # Where the encoder writes: the final file when nothing is left to mux in afterwards.
+    self._encoded = final if to_stdout or self._audio_up_front else f"{work_dir}/video.mp4"
+    self._final = final
+    self._to_stdout = to_stdout
+    self._live_audio = None
+    self._encoder = self._encoder_log = self._shape = None
+
+  def write_frames(self, frames: np.ndarray) -> None:
+    """Appends uint8 frames [n, H, W, 3]."""
+    for frame in frames:
+      self._shape = _check_frame(frame, self._shape)
+      if self._encoder is None:
+        self._start_encoder(frame.shape)
       try:
-        for frame in _prepend(first, frames):
-          _check_frame(frame, shape)
-          process.stdin.write(np.ascontiguousarray(_even_sized(frame)).tobytes())
+        self._encoder.stdin.write(np.ascontiguousarray(_even_sized(frame)).tobytes())
       except BrokenPipeError:
-        pass  # ffmpeg quit early; its exit status and log below say why
-      finally:
-        process.stdin.close()
-        returncode = process.wait()
-      if returncode != 0:
-        stderr.seek(0)
-        reason = ffmpeg_error_reason(stderr.read().decode("utf-8", "replace"), returncode)
-        raise RuntimeError(f"ffmpeg failed to write {path}: {reason}")
+        self._stop_encoder()  # ffmpeg quit early: this raises with its reason
+
+  def write_audio(self, samples: np.ndarray) -> None:
+    """Appends mono float32 16 kHz samples (to a file path, when no audio was given up front)."""
+    if self._audio_up_front or self._to_stdout:
+      raise ValueError("write_audio needs a file path and no audio given up front")
+    if self._live_audio is None:
+      self._live_audio = self._files.enter_context(
+        soundfile.SoundFile(self._audio_path, "w", SAMPLE_RATE, 1, subtype="FLOAT", format="WAV")
+      )
+    self._live_audio.write(np.asarray(samples, np.float32).reshape(-1))
+
+  def close(self) -> None:
+    """Finishes the video and moves it into place."""
+    try:
+      if self._encoder is None:
+        raise ValueError("a video needs at least one frame")
+      self._stop_encoder()
+      if self._encoded != self._final:
+        audio = []
+        if self._live_audio is not None:
+          self._live_audio.close()
+          audio = ["-i", self._audio_path, "-map", "0:v:0", "-map", "1:a:0", *_AAC]
+        self._ffmpeg(["-i", self._encoded, *audio, "-c:v", "copy", *_FASTSTART, self._final])
+    except BaseException:
+      self.abort()
+      raise
+    self._files.close()
+
+  def abort(self) -> None:
+    """Stops without a file: nothing appears under the path."""
+    if self._encoder is not None:
+      self._encoder.kill()
+      self._encoder.wait()
+    self._encoder = None
+    # Unwinding with an exception is what makes `atomic_output_path` remove its temporary file.
+    with contextlib.suppress(_Aborted):
+      self._files.__exit__(_Aborted, _Aborted(), None)
+
+  def __enter__(self) -> VideoWriter:
+    return self
+
+  def __exit__(self, kind, value, traceback) -> None:
+    if kind is None:
+      self.close()
+    else:
+      self.abort()
+
+  def _start_encoder(self, shape: tuple[int, ...]) -> None:
+    height, width = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
+    raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(FPS)]
+    audio = ["-i", self._audio_path, "-map", "0:v:0", "-map", "1:a:0", *_AAC]
+    h264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(_H264_CRF)]
+    if self._to_stdout:
+      container = ["-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4"]
+    else:
+      container = _FASTSTART
+    command = [*raw, "-i", "-", *(audio if self._audio_up_front else []), *h264, *container]
+    # Closed with the writer's other files.
+    self._encoder_log = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+    # The log goes to a file, not a pipe: a full pipe would stall ffmpeg.
+    self._encoder = subprocess.Popen(
+      [*_FFMPEG_START, *command, self._encoded], stdin=subprocess.PIPE, stderr=self._encoder_log
+    )
+
+  def _stop_encoder(self) -> None:
+    encoder, self._encoder = self._encoder, _Stopped()
+    encoder.stdin.close()
+    returncode = encoder.wait()
+    if returncode != 0:
+      self._encoder_log.seek(0)
+      self._fail(self._encoder_log.read(), returncode)
+
+  def _ffmpeg(self, arguments: list[str]) -> None:
+    done = subprocess.run([*_FFMPEG_START, *arguments], capture_output=True)
+    if done.returncode != 0:
+      self._fail(done.stderr, done.returncode)
+
+  def _fail(self, log: bytes, returncode: int):
+    reason = ffmpeg_error_reason(log.decode("utf-8", "replace"), returncode)
+    raise RuntimeError(f"ffmpeg failed to write {self._path}: {reason}")
 
 
-def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-  yield first
-  yield from rest
+class _Aborted(Exception):
+  """Raised into the writer's files to make them clean up."""
+
+
+class _Stopped:
+  """The encoder after it has finished: nothing to kill, and frames can no longer be written."""
+
+  def kill(self):
+    pass
+
+  def wait(self):
+    return 0
+
+  @property
+  def stdin(self):
+    raise ValueError("the video is closed")
+
+
+_FFMPEG_START = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
+_AAC = ["-c:a", "aac", "-b:a", "160k"]
+_FASTSTART = ["-movflags", "+faststart"]
 
 
 def _check_frame(frame: np.ndarray, shape: tuple[int, ...] | None) -> tuple[int, ...]:

@@ -36,7 +36,9 @@ class MelAudioEncoder(nn.Module):
 
   @property
   def context_frames(self) -> int:
-    return self.layers * (_CONV_TAPS // 2)
+    # Each conv reaches 2 frames further; below them, a frame's mel windows (400 samples around
+    # hops of 160) reach 200 samples into the frames beside it.
+    return self.layers * (_CONV_TAPS // 2) + 1
 
   def is_frozen(self, path: tuple[str, ...]) -> bool:
     del path

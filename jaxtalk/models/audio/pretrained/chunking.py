@@ -1,4 +1,4 @@
-"""Long audio through encoders that see a bounded input: overlapping segments, and streaming.
+"""Long audio through encoders that see a bounded input: overlapping segments.
 
 Offline (`encode_in_segments`): the encoder-frame axis is cut into chunks; each chunk is encoded in
 a segment with `context` frames on both sides (shifted inward at the ends of the file, so every
@@ -7,9 +7,8 @@ always uses its 30-second segment; wav2vec2 / HuBERT use a configurable one. The
 single pass exactly when the segment covers the file, and otherwise within what attention to audio
 beyond the context contributes (measured in tests/test_pretrained_audio_chunks.py).
 
-Streaming (`AudioStream`): audio arrives chunk by chunk; each push encodes the new audio with the
-last `context_frames` video frames of audio carried before it, and returns the features of the
-frames that have `lookahead_frames` of audio after them.
+Streaming, for every encoder alike, is `jaxtalk.inference.stream`: blocks of a motion chunk's
+frames, each encoded with the encoder's `context_frames` of audio on both sides.
 """
 
 from __future__ import annotations
@@ -86,46 +85,3 @@ def resample_to_video_frames(features: jax.Array, spec: Spec, num_video_frames: 
   high = np.minimum(low + 1, features.shape[-2] - 1)
   weight = jnp.asarray((position - low)[:, None], features.dtype)
   return features[..., low, :] * (1 - weight) + features[..., high, :] * weight
-
-
-class AudioStream:
-  """Frame-aligned features of audio that arrives chunk by chunk, for any jaxtalk audio encoder.
-
-  `push(chunk [B, n * SAMPLES_PER_FRAME])` returns the features [B, k, dim] of the next k video
-  frames that are final: those followed by `lookahead_frames` frames of audio. `flush()` returns
-  the rest at the end of the audio. Each encoder call sees the new audio plus the carried
-  `context_frames` frames before it, so its cost does not grow with the stream's length.
-  """
-
-  def __init__(self, encoder, params, *, context_frames: int, lookahead_frames: int):
-    self._encode = jax.jit(lambda audio: encoder.apply(params, audio))
-    self._spf, self._dim = SAMPLES_PER_FRAME, encoder.dim
-    self._context, self._lookahead = context_frames, lookahead_frames
-    self._audio = None  # carried audio: [context | not yet emitted], a whole number of frames
-    self._carried_context = 0  # frames of context at the front of self._audio
-
-  def push(self, chunk) -> np.ndarray:
-    chunk = np.asarray(chunk, np.float32)
-    if chunk.shape[-1] % self._spf:
-      raise ValueError(
-        f"push whole video frames of {self._spf} samples, got {chunk.shape[-1]} samples"
-      )
-    self._audio = chunk if self._audio is None else np.concatenate([self._audio, chunk], axis=-1)
-    return self._emit(self._audio.shape[-1] // self._spf - self._carried_context - self._lookahead)
-
-  def flush(self) -> np.ndarray:
-    return self._emit(
-      0 if self._audio is None else self._audio.shape[-1] // self._spf - self._carried_context
-    )
-
-  def _emit(self, count: int) -> np.ndarray:
-    if self._audio is None or count <= 0:
-      batch = 0 if self._audio is None else self._audio.shape[0]
-      return np.zeros((batch, 0, self._dim), np.float32)
-    features = np.asarray(self._encode(self._audio))
-    ready = features[:, self._carried_context : self._carried_context + count]
-    end = self._carried_context + count
-    keep_from = max(end - self._context, 0)
-    self._audio = self._audio[:, keep_from * self._spf :]
-    self._carried_context = end - keep_from
-    return ready
