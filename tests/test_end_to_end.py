@@ -15,7 +15,7 @@ from configs import demo
 from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.eval.__main__ import main as evaluate_main
 from jaxtalk.eval.train_reader import train_reader
-from jaxtalk.media.video_io import probe_video
+from jaxtalk.media.video_io import iter_frames, probe_video
 
 ROOT = Path(__file__).parent.parent
 
@@ -74,6 +74,28 @@ def test_sample_writes_video_with_one_frame_per_40ms(trained, tmp_path):
   info = probe_video(str(out))
   assert info.num_frames == 30  # floor(1.23 s * 25)
   assert info.has_audio and info.width == 32
+
+  # The streaming view: a fragmented MP4 on standard output, the same frames.
+  streamed = tmp_path / "streamed.mp4"
+  with open(streamed, "wb") as stdout:
+    done = subprocess.run(
+      [sys.executable, "sample.py", "--image", str(image), "--audio", str(audio), "--out", "-"]
+      + ["--checkpoint", str(bundle)],
+      stdout=stdout,
+      stderr=subprocess.PIPE,
+      cwd=ROOT,
+      timeout=300,
+    )
+  assert done.returncode == 0, done.stderr.decode()
+  assert b"wrote -: 30 frames" in done.stderr
+  info = probe_video(str(streamed))
+  assert info.num_frames == 30 and info.has_audio
+  # The same frames, encoded for low latency. (A fragmented file's length is its audio's, so a
+  # constant-rate reader repeats the last frame to fill it: compare the 30 frames there are.)
+  live, whole = (
+    np.stack(list(iter_frames(str(path))))[:30].astype(int) for path in (streamed, out)
+  )
+  assert np.abs(live - whole).mean() < 2
 
 
 def _bad_input_cases(tmp_path, bundle):

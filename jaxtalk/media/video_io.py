@@ -161,6 +161,10 @@ class VideoWriter:
     audio = ["-i", self._audio_path, "-map", "0:v:0", "-map", "1:a:0", *_AAC]
     h264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(_H264_CRF)]
     if self._to_stdout:
+      # Frames leave the encoder as they arrive (no look-ahead, no B-frames, whose reordering
+      # delay a fragmented file has no edit list to undo), in fragments a player reads as they
+      # come.
+      h264 += ["-tune", "zerolatency"]
       container = ["-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4"]
     else:
       container = _FASTSTART
