@@ -192,16 +192,28 @@ def advance_motion(
   )
   apply = lambda x, t: model.apply({"params": params}, x, t, audio, audio_keep=keep, **offsets)
 
-  def denoise(i, latents):
+  # Every iteration evaluates all chunks in flight; the last one, after the last step, finds the
+  # oldest chunk at t = 1 and takes no step: its keys/values there are the clean ones the cache
+  # wants (block-causal attention keeps them blind to the younger chunks beside them). One model
+  # evaluation in the loop, not a second one after it, halves what the advance compiles.
+  last = schedule.steps_per_advance
+
+  def evaluate(i, carry):
+    latents, _ = carry
     done = schedule.slot_steps(i)
     t = jnp.repeat(grid[done], chunk)[None].repeat(latents.shape[0], 0)
-    dt = jnp.repeat(grid[done + 1] - grid[done], chunk)[None, :, None]
-    velocity, _ = apply(double(latents), double(t))
-    return latents + dt * _combine_guidance(schedule, velocity)
+    step = jnp.where(i < last, grid[jnp.minimum(done + 1, schedule.steps)] - grid[done], 0.0)
+    velocity, kv = apply(double(latents), double(t))
+    dt = jnp.repeat(step, chunk)[None, :, None]
+    return latents + dt * _combine_guidance(schedule, velocity), kv
 
-  latents = jax.lax.fori_loop(0, schedule.steps_per_advance, denoise, state.latents)
+  no_kv = jax.tree.map(
+    lambda x: jnp.zeros(x.shape, x.dtype),
+    jax.eval_shape(lambda: evaluate(0, (state.latents, None))[1]),
+  )
+  latents, kv = jax.lax.fori_loop(0, last + 1, evaluate, (state.latents, no_kv))
   finished = latents[:, :chunk]
-  _, finished_kv = apply(double(finished), jnp.ones((audio.shape[0], chunk)))
+  finished_kv = [(k[:, :chunk], v[:, :chunk]) for k, v in kv]
   cache = [
     (
       jnp.concatenate([ck[:, :1], ck[:, 1 + chunk :], fk], 1),
