@@ -158,11 +158,17 @@ class TalkingHead:
   ) -> Iterator[np.ndarray]:
     """Yields uint8 frames [b, S, S, 3], `batch_frames` at a time (the last batch padded and cut)."""
     noise = self.render_noise(portrait, options.seed)
-    batch = options.batch_frames
+    return self.render_batches(portrait, latents, noise, options.batch_frames, options.render_steps)
+
+  def render_batches(
+    self, portrait: np.ndarray, latents: np.ndarray, noise, batch: int, steps: int
+  ) -> Iterator[np.ndarray]:
+    """Yields the frames of `latents`, `batch` a call: every call has one shape, so the last
+    batch is padded with its last latent and cut after rendering."""
     for start in range(0, len(latents), batch):
       chunk = latents[start : start + batch]
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
-      frames = self.render(self.params, portrait, jnp.asarray(padded), noise, options.render_steps)
+      frames = self.render(self.params, portrait, jnp.asarray(padded), noise, steps)
       yield np.asarray(frames)[: len(chunk)]
 
   def portrait_psnr(self, portrait: np.ndarray, options: SampleOptions) -> float:

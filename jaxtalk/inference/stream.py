@@ -175,15 +175,10 @@ class StreamSession:
     self._head, self._portrait, self._options = head, portrait, options
     self.motion = MotionStream(head, portrait, options)
     self._noise = head.render_noise(portrait, options.seed)
-    self._frame_shape = portrait.shape
 
   @property
   def lookahead_ms(self) -> float:
     return self.motion.layout.lookahead_ms
-
-  @property
-  def received(self) -> int:
-    return self.motion.received
 
   def push(self, samples) -> np.ndarray:
     return self._render(self.motion.push(samples))
@@ -192,14 +187,7 @@ class StreamSession:
     return self._render(self.motion.finish())
 
   def _render(self, latents: np.ndarray) -> np.ndarray:
-    chunk = self.motion.layout.chunk
-    frames = [np.zeros((0,) + self._frame_shape, np.uint8)]
-    for start in range(0, len(latents), chunk):
-      part = latents[start : start + chunk]
-      # The last chunk may be cut at the end of the audio: render it whole, keep its frames.
-      whole = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), 0)])
-      rendered = self._head.render(
-        self._head.params, self._portrait, whole, self._noise, self._options.render_steps
-      )
-      frames.append(np.asarray(rendered)[: len(part)])
-    return np.concatenate(frames)
+    batches = self._head.render_batches(
+      self._portrait, latents, self._noise, self.motion.layout.chunk, self._options.render_steps
+    )
+    return np.concatenate([np.zeros((0,) + self._portrait.shape, np.uint8), *batches])

@@ -48,10 +48,12 @@ def serve(args) -> None:
 
   # The port first: a port in use should fail in a second, before the model loads.
   with listen(args.host, args.port) as sock:
+    from jaxtalk.inference.compilation import enable_persistent_cache
     from jaxtalk.inference.generate import TalkingHead
     from jaxtalk.serve.engine import warm_up
     from jaxtalk.serve.portraits import DEMO_ID
 
+    enable_persistent_cache()  # a restarted server loads its programs instead of compiling
     model = TalkingHead.load(args.checkpoint)
     app = create_app(model)
     print("compiling the model...", flush=True)
