@@ -220,7 +220,8 @@ def ffmpeg_children() -> list[int]:
   """Process ids of this process's running ffmpeg children (the video writers' encoders)."""
   children = []
   for task in os.listdir("/proc/self/task"):
-    with open(f"/proc/self/task/{task}/children") as f:
+    # A thread may end between the listing and the read (the thread pool's workers come and go).
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{task}/children") as f:
       children += [int(pid) for pid in f.read().split()]
   named = []
   for pid in children:
