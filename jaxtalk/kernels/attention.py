@@ -10,6 +10,13 @@ and a mask object from `masks.py`. `impl` names an implementation:
 - "cudnn": `jax.nn.dot_product_attention`, for the masks cuDNN expresses natively;
 - "auto" (default): the fastest of these that supports the call; where none does, the reference,
   with the reason logged once.
+
+The kernels are custom calls, which XLA's SPMD partitioner cannot split: it rejects a Mosaic kernel
+on a mesh of several chips and may gather a Triton kernel's inputs onto every device. So under a
+mesh of several devices (`jax.set_mesh`) a kernel runs inside a `shard_map`, each device on its
+own examples and heads, which attention never mixes. Which mesh axes split them is the config's
+business: the logical names "activation_batch" and "activation_heads" go through the current
+`flax.linen.logical_axis_rules`, as every other activation's do.
 """
 
 from __future__ import annotations
@@ -17,14 +24,17 @@ from __future__ import annotations
 import functools
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from jaxtalk.kernels import cudnn, flash
 from jaxtalk.kernels.masks import FullMask, Mask
 from jaxtalk.kernels.pallas_gpu import PallasGpu
 from jaxtalk.kernels.pallas_tpu import PallasTpu
 from jaxtalk.kernels.reference import reference_attention
+from jaxtalk.parallel.sharding import _spec_for_dims
 
 IMPLEMENTATIONS = ("auto", "reference", "pallas_gpu", "pallas_tpu", "cudnn")
 _KERNEL_DTYPES = (jnp.float32, jnp.bfloat16)
@@ -53,8 +63,36 @@ def attention(
   if impl == "reference":
     return reference_attention(q, k, v, mask)
   if impl == "cudnn":
-    return cudnn.cudnn_attention(q, k, v, mask)
-  return flash.flash_attention(_backend(impl, jax.default_backend()), q, k, v, mask)
+    return _per_device(cudnn.cudnn_attention, q, k, v, mask)
+  backend = _backend(impl, jax.default_backend())
+  return _per_device(functools.partial(flash.flash_attention, backend), q, k, v, mask)
+
+
+def _per_device(kernel, q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask) -> jax.Array:
+  """`kernel(q, k, v, mask)` on each device's shard of batch and heads, when a mesh is set.
+
+  A dim stays whole where its mesh axes do not divide it (as parameters do, `_spec_for_dims`).
+  The devices along an axis that neither dim uses then compute the same shard, and the backward
+  pass all-reduces their gradients: `check_vma` must be off, as the kernels' output shapes carry no
+  varying-axes type. Heads are sized by the key/value heads: splitting those splits the query
+  heads too, in whole groups that share a key/value head. Per-example mask data (key lengths) goes
+  with its examples; scalar offsets (the sampler's, traced in its loops) are replicated.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  # Inside a shard_map the caller has split the arrays already.
+  if mesh.empty or mesh.size == 1 or mesh.manual_axes:
+    return kernel(q, k, v, mask)
+  logical = nn.logical_to_mesh_axes(("activation_batch", None, "activation_heads", None))
+  per_dim = [() if axes is None else (axes,) if isinstance(axes, str) else axes for axes in logical]
+  spec = _spec_for_dims(per_dim, (q.shape[0], 1, k.shape[2], 1), mesh)
+  mask = jax.tree.map(jnp.asarray, mask)
+  mask_specs = jax.tree.map(
+    lambda x: PartitionSpec(spec[0]) if x.ndim and x.shape[0] == q.shape[0] else PartitionSpec(),
+    mask,
+  )
+  return jax.shard_map(
+    kernel, mesh=mesh, in_specs=(spec, spec, spec, mask_specs), out_specs=spec, check_vma=False
+  )(q, k, v, mask)
 
 
 def choose(q: jax.Array, mask: Mask) -> tuple[str, str | None]:
