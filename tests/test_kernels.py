@@ -48,6 +48,9 @@ CASES = {
   ),
   "block_causal_gqa": (BlockCausalMask(5, lookback_chunks=None), 1, 70, 70, 4, 1, 128, jnp.float32),
   "audio_radius": (LocalAudioMask(4, rate_num=2), 1, 60, 135, 2, 2, 128, jnp.bfloat16),
+  # TPU: each query block reaches 2 of the 4 key blocks, each key block 6 of 16 query blocks, so
+  # the grid's inner axis is shorter than the lists of the whole mask.
+  "audio_long": (LocalAudioMask(4, rate_num=2), 1, 256, 512, 1, 1, 64, jnp.float32),
   "local_audio_padded": (
     LocalAudioMask(
       3, rate_num=5, rate_den=2, q_offset=3, k_offset=-2, kv_lengths=jnp.array([90, 160])
@@ -125,3 +128,25 @@ def test_kernel_follows_traced_offsets(backend):
 
   _, (got, want) = jax.lax.scan(scan_body, None, jnp.array([-8, 0, 16]))
   _assert_close(got, want, jnp.float32)
+
+
+def test_tpu_grid_walks_only_the_key_blocks_a_local_mask_reaches():
+  """2048 video frames against 4096 audio frames (2 per frame), radius 4: grids of (batch, heads,
+  outer blocks, inner steps) whose inner axis is what one outer block can reach, not all blocks.
+
+  Forward (32-row query blocks, 128-key blocks): 32 frames have centres over 63 audio frames, so
+  they see 63 + 2 * 4 + 1 = 71 keys, at most 2 key blocks of the 32. Query gradient (16 rows):
+  39 keys, 2 blocks. Key/value gradient: 128 keys are seen by the frames whose centre is one of
+  128 + 2 * 4 values, 68 frames, at most 6 of the 128 query blocks of 16.
+  """
+  q = jax.ShapeDtypeStruct((1, 2048, 2, 64), jnp.float32)
+  kv = jax.ShapeDtypeStruct((1, 4096, 2, 64), jnp.float32)
+
+  def loss(q, k, v):
+    return flash_attention(BACKENDS["pallas_tpu"], q, k, v, LocalAudioMask(4, rate_num=2)).sum()
+
+  jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, kv, kv).jaxpr
+  grids = [
+    eqn.params["grid_mapping"].grid for eqn in jaxpr.eqns if eqn.primitive.name == "pallas_call"
+  ]
+  assert grids == [(1, 2, 64, 2), (1, 2, 128, 2), (1, 2, 32, 6)]

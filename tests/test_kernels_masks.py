@@ -77,6 +77,49 @@ def test_block_map_lists_exactly_the_reachable_blocks(name):
         assert set(visited[num_partial[b, outer] :]) == set(np.flatnonzero(want_full[b, outer]))
 
 
+# Offsets swept by the next test; the static fields give each mask a prefix, a lookback or a rate,
+# and chunks or windows that the blocks do not align with.
+REACH = {
+  "block_causal_sink": (
+    lambda q, k: BlockCausalMask(
+      3, q_prefix=2, k_prefix=5, lookback_chunks=2, q_offset=q, k_offset=k
+    ),
+    8,
+    4,
+  ),
+  "block_causal": (
+    lambda q, k: BlockCausalMask(5, lookback_chunks=1, q_offset=q, k_offset=k),
+    4,
+    8,
+  ),
+  "audio_faster_than_video": (
+    lambda q, k: LocalAudioMask(3, rate_num=5, rate_den=2, q_offset=q, k_offset=k),
+    8,
+    4,
+  ),
+  "audio_slower_than_video": (
+    lambda q, k: LocalAudioMask(2, rate_num=2, rate_den=3, q_offset=q, k_offset=k),
+    4,
+    8,
+  ),
+}
+
+
+@pytest.mark.parametrize("name", REACH)
+def test_lists_are_as_long_as_the_most_that_any_offsets_reach(name):
+  """The lists' static length, bounded from the mask's structure, holds every reachable block
+  whatever the (traced) offsets, and some offsets fill it: the bound is tight."""
+  make, block_q, block_k = REACH[name]
+  lists = lambda q_offset, k_offset: block_map(make(q_offset, k_offset), 64, 96, block_q, block_k)[
+    1:
+  ]
+  offsets = jnp.arange(-40, 41)
+  q_offsets, k_offsets = (x.ravel() for x in jnp.meshgrid(offsets, offsets))
+  most = jax.jit(jax.vmap(lambda q, k: [x.num_blocks.max() for x in lists(q, k)]))
+  reached = [int(m.max()) for m in most(q_offsets, k_offsets)]
+  assert reached == [x.blocks.shape[-1] for x in lists(0, 0)]
+
+
 def test_local_audio_cost_is_linear_in_length():
   """Each query block reaches the few key blocks around its audio frames, however long the clip."""
   for length in (256, 1024):

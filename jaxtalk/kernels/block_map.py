@@ -12,6 +12,11 @@ The map lists, per query block, the indices of the reachable key blocks, partial
 how many of each; and the same per key block for the query blocks (the key/value gradient kernel
 walks that way). It is built with `jnp`, so masks with traced offsets (the rolling sampler) work,
 and costs O(length * key blocks), small next to the attention itself.
+
+How many blocks a list holds is data (traced offsets, key lengths), but its length is static: the
+most that any outer block can reach, bounded from the mask's static structure (`Mask.key_reach`,
+`Mask.query_reach`). A TPU kernel's grid walks that many inner steps, so a local mask costs
+O(length * window) grid steps, not O(length^2).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class BlockList(NamedTuple):
   """For each outer block, the inner blocks to visit: `blocks[..., :num_partial]` need the mask,
   `blocks[..., num_partial:num_blocks]` do not, and the rest are never touched."""
 
-  blocks: jax.Array  # [B|1, outer, inner] int32
+  blocks: jax.Array  # [B|1, outer, most any outer block can reach] int32
   num_partial: jax.Array  # [B|1, outer] int32
   num_blocks: jax.Array  # [B|1, outer] int32
 
@@ -43,12 +48,30 @@ class BlockMap(NamedTuple):
   by_key: BlockList  # query blocks of each key block
 
 
-def _block_list(kind: jax.Array) -> BlockList:
-  """[B|1, outer, inner] block kinds -> the inner blocks to visit per outer block."""
-  order = jnp.argsort(kind, axis=-1, stable=True).astype(jnp.int32)
+def _block_list(kind: jax.Array, most: int) -> BlockList:
+  """[B|1, outer, inner] block kinds -> the inner blocks to visit per outer block, of which there
+  are at most `most`."""
+  order = jnp.argsort(kind, axis=-1, stable=True).astype(jnp.int32)[..., :most]
   count = lambda which: jnp.sum(kind == which, axis=-1, dtype=jnp.int32)
   num_partial = count(_PARTIAL)
   return BlockList(order, num_partial, num_partial + count(_FULL))
+
+
+def _blocks_touched(run: int | None, block: int, num_blocks: int) -> int:
+  """At most how many of `num_blocks` blocks a run of `run` consecutive indices touches, wherever
+  it starts (None: of unknown length)."""
+  return num_blocks if run is None else min(num_blocks, (run + block - 2) // block + 1)
+
+
+def _most_reached(
+  mask: Mask, num_q: int, num_k: int, block_q: int, block_k: int
+) -> tuple[int, int]:
+  """(most key blocks a query block reaches, most query blocks a key block reaches), from the
+  mask's static fields: true for any offsets and key lengths."""
+  prefix, run = mask.key_reach(block_q)
+  prefix_blocks = -(-prefix // block_k)  # the prefix starts at key 0, block-aligned
+  by_query = min(num_k, prefix_blocks + _blocks_touched(run, block_k, num_k))
+  return by_query, _blocks_touched(mask.query_reach(block_k), block_q, num_q)
 
 
 def block_map(mask: Mask, q_len: int, k_len: int, block_q: int, block_k: int) -> BlockMap:
@@ -75,4 +98,7 @@ def block_map(mask: Mask, q_len: int, k_len: int, block_q: int, block_k: int) ->
   kind = jnp.where(
     jnp.all(seen == block_k, axis=2), _FULL, jnp.where(jnp.any(seen > 0, axis=2), _PARTIAL, _EMPTY)
   )
-  return BlockMap(intervals, _block_list(kind), _block_list(jnp.swapaxes(kind, 1, 2)))
+  most_k, most_q = _most_reached(mask, num_q, num_k, block_q, block_k)
+  return BlockMap(
+    intervals, _block_list(kind, most_k), _block_list(jnp.swapaxes(kind, 1, 2), most_q)
+  )

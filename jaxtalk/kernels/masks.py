@@ -2,7 +2,7 @@
 
 A mask is a small pytree (static structure + traced offsets) so that one mask type serves training
 (whole sequences) and the rolling sampler (a few chunks of queries against a cache of keys, with offsets
-that change every step inside a `lax` loop). Each mask answers two questions:
+that change every step inside a `lax` loop). Each mask answers three questions:
 
 - `dense()` materialises the boolean matrix for the plain `jnp` reference, the source of truth;
 - `intervals()` gives, per query row, the visible keys as two disjoint half-open index ranges. Every
@@ -10,6 +10,10 @@ that change every step inside a `lax` loop). Each mask answers two questions:
   it exactly in O(length) instead of O(length^2). Kernels derive from them which key blocks a query
   block can reach (`block_map.py`) and rebuild the mask of a partially visible block in registers.
   They are computed with `jnp`, so traced offsets work.
+- `key_reach(rows)` / `query_reach(keys)` bound, from the static fields alone, how far a block of
+  consecutive queries reaches into the keys and a block of keys into the queries, whatever the
+  offsets. A kernel's grid must have a static size: these bounds size its inner axis, so that it
+  walks only as many blocks as the mask can reach, O(length * window) rather than O(length^2).
 
 Positions: for sequence masks a token's *frame index* is `offset + (index - prefix)`. Negative frame
 indices mark slots that do not exist yet (an empty KV cache at the start of sampling) and are never
@@ -67,6 +71,15 @@ class FullMask:
     limit = _key_limit(self.kv_lengths, k_len)
     return _stack_intervals(0, limit, 0, 0, limit, q_rows)
 
+  def key_reach(self, rows: int) -> tuple[int, int | None]:
+    """(k, n): `rows` consecutive query rows see at most the first k keys and one run of n
+    consecutive keys between them, whatever the offsets; n None: no bound."""
+    return 0, None
+
+  def query_reach(self, keys: int) -> int | None:
+    """At most how many consecutive query rows see any of `keys` consecutive keys; None: no bound."""
+    return None
+
 
 @struct.dataclass
 class BlockCausalMask:
@@ -116,6 +129,22 @@ class BlockCausalMask:
     limit = _key_limit(self.kv_lengths, k_len)
     return _stack_intervals(0, jnp.minimum(self.k_prefix, k_len), lo, hi, limit, q_rows)
 
+  def _chunks_spanned(self, frames: int) -> int:
+    """At most how many chunks `frames` consecutive frames touch, wherever they start."""
+    return -(-(frames - 1) // self.chunk_size) + 1
+
+  def key_reach(self, rows: int) -> tuple[int, int | None]:
+    """The prefix, and the frames of the chunks the rows' chunks look back over (see FullMask)."""
+    if self.lookback_chunks is None:
+      return self.k_prefix, None
+    return self.k_prefix, (self._chunks_spanned(rows) + self.lookback_chunks) * self.chunk_size
+
+  def query_reach(self, keys: int) -> int | None:
+    """The frames of the chunks that look back at the keys' chunks; every row sees the prefix."""
+    if self.lookback_chunks is None or self.k_prefix:
+      return None
+    return (self._chunks_spanned(keys) + self.lookback_chunks) * self.chunk_size
+
 
 @struct.dataclass
 class LocalAudioMask:
@@ -143,6 +172,15 @@ class LocalAudioMask:
     centre = ((self.q_offset + jnp.arange(q_rows)) * self.rate_num) // self.rate_den - self.k_offset
     limit = _key_limit(self.kv_lengths, k_len)
     return _stack_intervals(centre - self.radius, centre + self.radius + 1, 0, 0, limit, q_rows)
+
+  def key_reach(self, rows: int) -> tuple[int, int | None]:
+    """The rows' centres lie within ceil((rows - 1) * rate) of each other (see FullMask)."""
+    return 0, -(-(rows - 1) * self.rate_num // self.rate_den) + 2 * self.radius + 1
+
+  def query_reach(self, keys: int) -> int | None:
+    """Rows whose centre is one of `keys + 2 * radius` consecutive values: as many rows as fit in
+    that many audio frames at `rate_den / rate_num` video frames each, rounded up."""
+    return -(-(keys + 2 * self.radius) * self.rate_den // self.rate_num)
 
 
 Mask = FullMask | BlockCausalMask | LocalAudioMask

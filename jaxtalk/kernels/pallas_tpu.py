@@ -3,9 +3,11 @@
 On TPU the pipeline is the grid: Pallas double-buffers the block each grid step names, so the inner
 loop over key blocks is the last grid axis rather than a loop in the kernel. The block map's lists
 go in as scalar prefetch (SMEM), and the key/value index map reads the next block to visit from
-them. Steps past the end of a query block's list repeat its last block index, so Pallas issues no
-copy for them, and the kernel does nothing on those steps. The online-softmax state lives in VMEM
-scratch across the steps of one query block.
+them. The inner grid axis is as long as the longest list can be (bounded from the mask's
+structure, see `block_map.py`), so the grid follows the mask: a local mask walks a few key blocks
+per query block however long the sequence. Steps past the end of a query block's own list repeat
+its last block index, so Pallas issues no copy for them, and the kernel does nothing on those
+steps. The online-softmax state lives in VMEM scratch across the steps of one query block.
 
 Tensors are laid out [B, H, L, D] here (the last two block dims must be whole tiles of (8, 128) or
 the whole axis); the backend transposes on the way in and out.
@@ -229,7 +231,7 @@ class PallasTpu:
     k_len, group = k.shape[2], heads // k.shape[1]
     lists = bmap.by_query
     num_q, steps = lists.blocks.shape[1:]
-    block_q, block_k = q_len // num_q, k_len // steps
+    block_q, block_k = q_len // num_q, k_len // bmap.by_key.blocks.shape[1]
     per_batch = lists.blocks.shape[0] > 1
     pick = (lambda b: b) if per_batch else (lambda b: 0)
     key = lambda b, h, i, s, *refs: (b, _kv_head(h, group), _current((*refs, pick(b)), i, s), 0)
@@ -280,7 +282,7 @@ class PallasTpu:
     kv_block = pl.BlockSpec((None, None, block_k, width), listed_k)
     dq = self._call(
       functools.partial(_dq_kernel, scale=scale, per_batch=per_batch),
-      (batch, heads, num_q, num_k),
+      (batch, heads, num_q, bmap.by_query.blocks.shape[2]),
       [
         _intervals_spec(bmap, block_q, per_batch),
         q_block,
@@ -316,7 +318,7 @@ class PallasTpu:
     grad_shape = jax.ShapeDtypeStruct((batch, heads, k_len, width), grad_dtype)
     dk, dv = self._call(
       functools.partial(_dkv_kernel, scale=scale, per_batch=per_batch),
-      (batch, heads, num_k, num_q),
+      (batch, heads, num_k, bmap.by_key.blocks.shape[2]),
       [intervals_listed, q_listed, kv_fixed, kv_fixed, q_listed, row_listed, row_listed],
       [grad_block, grad_block],
       [grad_shape, grad_shape],
