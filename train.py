@@ -7,6 +7,11 @@
 (stage 2: audio encoder + motion transformer, on the frozen stage-1 encoder in the same workdir), or
 "all" (both in turn). Each stage resumes from its latest checkpoint in `<workdir>/<stage>`; after the
 motion stage the EMA weights of all models are exported as a sampling bundle to `<workdir>/bundle`.
+
+Several hosts: start the same command on every host. On a Cloud TPU VM, under SLURM (`srun`) or
+Open MPI (`mpirun`) the processes find each other; elsewhere give each process the coordinator
+(`--coordinator_address=host0:1234 --num_processes=N --process_id=I`). Batch sizes in the config
+are global; each host loads its rows of every batch.
 """
 
 from __future__ import annotations
@@ -22,13 +27,27 @@ from jaxtalk.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and the bundle go")
+_DISTRIBUTED = flags.DEFINE_enum(
+  "distributed",
+  "auto",
+  ["auto", "on", "off"],
+  "join a multi-process run: auto when the flags below are given or a cluster launcher (Cloud "
+  "TPU, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS) is detected; on: always, letting jax detect it",
+)
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "host:port of process 0, for a run that no launcher describes"
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "processes in the run (with the above)"
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "this process's index, from 0 (with the above)"
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(config, workdir) -> None:
   """Trains the stages the config names; importable so notebooks and tests call the same code."""
-  import jax
-
   from jaxtalk.models.audio.pretrained.importer import with_recorded_architecture
   from jaxtalk.stages import STAGES
   from jaxtalk.stages.export import export_bundle
@@ -42,7 +61,7 @@ def run(config, workdir) -> None:
   for name in names:
     say(f"=== stage: {name} ===")
     STAGES[name](config).train(workdir)
-  if names[-1] == list(STAGES)[-1] and jax.process_index() == 0:
+  if names[-1] == list(STAGES)[-1]:
     say(f"sampling bundle: {export_bundle(workdir, Path(workdir) / 'bundle', config)}")
 
 
@@ -70,10 +89,22 @@ def parse_flags(argv) -> tuple:
   return config, _WORKDIR.value
 
 
+def command(argv) -> None:
+  """The command line: flags, then joining the other processes (before any device is used), then
+  training."""
+  from jaxtalk.parallel.distributed import ProcessSpec, join_run
+
+  config, workdir = parse_flags(argv)
+  join_run(
+    ProcessSpec(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value), _DISTRIBUTED.value
+  )
+  run(config, workdir)
+
+
 def main(argv=None) -> int:
   # Orbax reports every save and restore at INFO through absl; the progress lines are what matter.
   logging.set_verbosity(logging.ERROR)
-  return run_command(lambda argv: run(*parse_flags(argv)), sys.argv if argv is None else argv)
+  return run_command(command, sys.argv if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tests for the grain window pipeline: alignment, determinism, resume, host sharding."""
+"""Tests for the grain window pipeline: alignment, determinism, resume, rows per host."""
 
 import json
 from pathlib import Path
@@ -148,26 +148,40 @@ def test_resume_from_saved_state_gives_the_same_batches(shards):
   assert_batches_equal(take(resumed, 5), expected)
 
 
-def test_hosts_read_disjoint_slices_that_cover_all_clips(shards):
-  def clips_of_host(index):
+@pytest.mark.parametrize("hosts", [2, 3])
+def test_hosts_read_their_rows_of_the_same_global_batches(shards, hosts):
+  """What makes a multi-host run train on the batches of a one-host run."""
+
+  def batches(index, count):
     ds = pipeline.window_dataset(
       shards,
       window_frames=4,
-      audio_margin_frames=0,
-      batch_size=1,
+      audio_margin_frames=1,
+      batch_size=6,
       seed=5,
       shard_index=index,
-      shard_count=2,
-      num_epochs=1,
+      shard_count=count,
+      windows_per_clip=2,
     )
-    return {int(batch["clip_index"][0]) for batch in ds}
+    return take(iter(ds), 4)  # past the first epoch (2 batches)
 
-  host0, host1 = clips_of_host(0), clips_of_host(1)
-  assert host0 and host1 and not host0 & host1
-  assert host0 | host1 == set(range(NUM_CLIPS))
+  per_host = [batches(index, hosts) for index in range(hosts)]
+  assert all(batch["frames"].shape[0] == 6 // hosts for batch in per_host[0])
+  joined = [
+    {key: np.concatenate([host[j][key] for host in per_host]) for key in per_host[0][j]}
+    for j in range(4)
+  ]
+  assert_batches_equal(joined, batches(0, 1))
 
 
-def test_short_clips_are_skipped(tmp_path):
+def test_a_global_batch_that_does_not_split_over_the_hosts_is_refused(shards):
+  with pytest.raises(ValueError, match="a global batch of 4 does not split over 3 hosts"):
+    pipeline.window_dataset(
+      shards, window_frames=4, audio_margin_frames=0, batch_size=4, seed=0, shard_count=3
+    )
+
+
+def test_short_clips_give_their_visits_to_long_ones(tmp_path):
   lengths = [3, 12, 2, 12]
   paths = clips.write_shards(
     (make_clip(c, n) for c, n in enumerate(lengths)), str(tmp_path), "train"
@@ -181,7 +195,8 @@ def test_short_clips_are_skipped(tmp_path):
     windows_per_clip=3,
     num_epochs=1,
   )
-  assert sorted(int(batch["clip_index"][0]) for batch in ds) == [1, 1, 1, 3, 3, 3]
+  drawn = [int(batch["clip_index"][0]) for batch in ds]
+  assert len(drawn) == 12 and set(drawn) == {1, 3}
 
 
 @pytest.mark.parametrize("num_epochs", [None, 1])

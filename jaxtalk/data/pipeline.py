@@ -1,11 +1,13 @@
 """The training input pipeline: batches of random windows cut from clip shards, with grain.
 
-Every step is a pure function of (seed, element index), so two iterators with the same arguments
-yield the same batches, and an iterator's state is just its position: it can be saved as JSON in
-a checkpoint and restored exactly. Each host reads its own slice of the clips.
+Every window is a pure function of (seed, its index in one global sequence of windows), and global
+batch j is windows [j * B, (j + 1) * B) of that sequence, whatever the number of hosts: host i of n
+reads only rows [i * B/n, (i + 1) * B/n) of each. So a run on two hosts trains on exactly the
+batches of a run on one, and an iterator's state is just its position: it can be saved as JSON in
+a checkpoint and restored exactly.
 
-Per epoch, every clip of this host's slice is visited `windows_per_clip` times in a shuffled
-order (a new order each epoch); each visit decodes the clip and draws one window from it.
+Per epoch, every clip is visited `windows_per_clip` times in a shuffled order (a new order each
+epoch); each visit decodes the clip and draws one window from it.
 """
 
 from collections.abc import Sequence
@@ -20,9 +22,6 @@ from jaxtalk.timebase import SAMPLES_PER_FRAME
 
 # A few threads read and cut clips ahead of the trainer; one batch of windows is buffered.
 _READ_THREADS = 4
-# Marks a clip too short for a window; dropped by `_SkipShortClips` (grain would drop a None
-# silently, and then a dataset of only short clips would loop forever instead of failing).
-_SHORT_CLIP = "clip shorter than a window"
 
 
 class _ClipRecords:
@@ -66,11 +65,12 @@ class _WindowSampler:
 
   def __call__(
     self, indexed_clip: tuple[int, clips.Clip], rng: np.random.Generator
-  ) -> dict[str, Any] | str:
+  ) -> dict[str, Any] | None:
+    """The window, or None when the clip is shorter than one."""
     clip_index, clip = indexed_clip
     num_frames = clip.frames.shape[0]
     if num_frames < self.window_frames:
-      return _SHORT_CLIP
+      return None
     start = int(rng.integers(0, num_frames - self.window_frames + 1))
     reference = int(rng.integers(0, num_frames))
     end = start + self.window_frames
@@ -93,45 +93,66 @@ class _WindowSampler:
     return window
 
 
-class _SkipShortClipsIterator(grain.DatasetIterator):
-  """Drops windows of clips that were too short, and fails if no clip is long enough.
+class _Windows(grain.MapDataset):
+  """Window e of the global sequence: cut from the clip of visit e, with a generator seeded by
+  (seed, e).
 
-  With at least one long clip, any run of 2 epochs' worth of elements holds a whole epoch and so
-  a window; a longer run of short clips (or a finite dataset of nothing but) means none is long.
+  A clip too short for a window passes its visit on to the next long enough clip in the visit
+  order. Dropping the visit instead would make which windows form a batch depend on what each
+  host dropped, and so on the number of hosts.
   """
 
-  def __init__(self, parent: grain.DatasetIterator, max_skipped_in_a_row: int, error: str):
+  def __init__(
+    self,
+    visits: grain.MapDataset,
+    epoch_length: int,
+    sampler: _WindowSampler,
+    seed: int,
+    error: str,
+  ):
+    super().__init__(visits)
+    self._visits, self._sampler, self._seed, self._error = visits, sampler, seed, error
+    # Any epoch_length consecutive visits hold every clip (each epoch visits them all).
+    self._max_tries = epoch_length
+
+  def __len__(self) -> int:
+    return len(self._visits)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    rng = np.random.default_rng((self._seed, index))
+    for offset in range(self._max_tries):
+      window = self._sampler(self._visits[(index + offset) % len(self._visits)], rng)
+      if window is not None:
+        return window
+    raise UserError(self._error)
+
+  def __str__(self) -> str:
+    return "Windows"
+
+
+class _HostRows(grain.MapDataset):
+  """This host's share of every global batch: element k of host i is element
+  (k // host_batch) * global_batch + i * host_batch + k % host_batch of the parent."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, host_index: int, hosts: int):
     super().__init__(parent)
-    self._max_skipped_in_a_row = max_skipped_in_a_row
-    self._error = error
-    self._skipped_in_a_row = 0
+    self._global_batch, self._host_batch = global_batch, global_batch // hosts
+    self._first_row = host_index * self._host_batch
+    self._length = len(parent) // global_batch * self._host_batch
 
-  def __next__(self) -> dict[str, Any]:
-    while True:
-      element = next(self._parent)
-      if element is not _SHORT_CLIP:
-        self._skipped_in_a_row = 0
-        return element
-      self._skipped_in_a_row += 1
-      if self._skipped_in_a_row >= self._max_skipped_in_a_row:
-        raise UserError(self._error)
+  def __len__(self) -> int:
+    return self._length
 
-  def get_state(self) -> dict[str, Any]:
-    return self._parent.get_state()
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._host_batch)
+    return self._parent[batch * self._global_batch + self._first_row + row]
 
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._parent.set_state(state)
-    self._skipped_in_a_row = 0
-
-
-class _SkipShortClips(grain.IterDataset):
-  def __init__(self, parent: grain.IterDataset, max_skipped_in_a_row: int, error: str):
-    super().__init__(parent)
-    self._max_skipped_in_a_row = max_skipped_in_a_row
-    self._error = error
-
-  def __iter__(self) -> _SkipShortClipsIterator:
-    return _SkipShortClipsIterator(self._parent.__iter__(), self._max_skipped_in_a_row, self._error)
+  def __str__(self) -> str:
+    return f"HostRows[{self._first_row}:+{self._host_batch} of {self._global_batch}]"
 
 
 def _stack_windows(windows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -161,10 +182,11 @@ def window_dataset(
   windows_per_clip: int = 1,
   num_epochs: int | None = None,
 ) -> grain.IterDataset:
-  """Batches of training windows from the clips in `paths`, this host's slice only.
+  """Host `shard_index`'s rows of the global batches of training windows from the clips in `paths`.
 
-  Each batch is a dict of numpy arrays (B = batch_size, W = window_frames, M =
-  audio_margin_frames, spf = SAMPLES_PER_FRAME = 640):
+  `batch_size` is the global batch; each host gets batch_size / shard_count rows of it (see the
+  module docstring). Each batch is a dict of numpy arrays (B = this host's rows, W =
+  window_frames, M = audio_margin_frames, spf = SAMPLES_PER_FRAME = 640):
     frames     uint8   [B, W, S, S, 3]  W consecutive frames from a random start
     reference  uint8   [B, S, S, 3]     a random frame of the same clip (the identity reference)
     reference_index int32 [B]           which frame of the clip that is
@@ -173,12 +195,8 @@ def window_dataset(
     motion     float32 [B, W, P]        ground-truth motion, only when the clips carry it
     clip_index int32   [B]              the clip's record index across all of `paths`
     start      int32   [B]              the window's first frame in the clip
-  Clips shorter than W frames are skipped. A last partial batch is dropped. `num_epochs=None`
-  repeats forever.
-
-  Hosts read disjoint slices (clips shard_index, shard_index + shard_count, ...), so with a finite
-  num_epochs hosts may see a different number of batches; multi-host training runs forever and
-  counts steps instead.
+  Clips shorter than W frames give their visits to the next clip that is long enough. A last
+  partial global batch is dropped. `num_epochs=None` repeats forever.
   """
   if window_frames < 1 or audio_margin_frames < 0 or batch_size < 1 or windows_per_clip < 1:
     raise ValueError(
@@ -187,26 +205,23 @@ def window_dataset(
     )
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}")
+  if batch_size % shard_count:
+    raise ValueError(f"a global batch of {batch_size} does not split over {shard_count} hosts")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
   records = _ClipRecords(paths)
-  host_clips = grain.MapDataset.source(records)[shard_index::shard_count]
-  if not len(host_clips):
-    raise UserError(
-      f"{len(records)} clips cannot feed {shard_count} hosts; make more clips or use fewer hosts"
-    )
-  epoch = host_clips.repeat(windows_per_clip).shuffle(seed)
-  sampler = _WindowSampler(window_frames, audio_margin_frames)
-  windows = epoch.repeat(num_epochs).random_map(sampler, seed=seed)
-  windows = windows.to_iter_dataset(
-    grain.ReadOptions(
-      num_threads=_READ_THREADS, prefetch_buffer_size=max(batch_size, _READ_THREADS)
-    )
-  )
-  max_skipped_in_a_row = len(epoch) * min(2, num_epochs or 2)
+  epoch = grain.MapDataset.source(records).repeat(windows_per_clip).shuffle(seed)
   error = (
-    f"no clip in this host's slice of {len(paths)} shard(s) (first: {paths[0]}) has the "
-    f"{window_frames} frames a training window needs; use longer clips or a shorter window"
+    f"no clip in {len(paths)} shard(s) (first: {paths[0]}) has the {window_frames} frames a "
+    f"training window needs; use longer clips or a shorter window"
   )
-  windows = _SkipShortClips(windows, max_skipped_in_a_row, error)
-  return windows.batch(batch_size, drop_remainder=True, batch_fn=_stack_windows)
+  sampler = _WindowSampler(window_frames, audio_margin_frames)
+  windows = _Windows(epoch.repeat(num_epochs), len(epoch), sampler, seed, error)
+  rows = _HostRows(windows, batch_size, shard_index, shard_count)
+  host_batch = batch_size // shard_count
+  rows = rows.to_iter_dataset(
+    grain.ReadOptions(
+      num_threads=_READ_THREADS, prefetch_buffer_size=max(host_batch, _READ_THREADS)
+    )
+  )
+  return rows.batch(host_batch, drop_remainder=True, batch_fn=_stack_windows)

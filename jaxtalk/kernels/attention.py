@@ -34,7 +34,7 @@ from jaxtalk.kernels.masks import FullMask, Mask
 from jaxtalk.kernels.pallas_gpu import PallasGpu
 from jaxtalk.kernels.pallas_tpu import PallasTpu
 from jaxtalk.kernels.reference import reference_attention
-from jaxtalk.parallel.sharding import _spec_for_dims
+from jaxtalk.parallel.sharding import spec_for_dims
 
 IMPLEMENTATIONS = ("auto", "reference", "pallas_gpu", "pallas_tpu", "cudnn")
 _KERNEL_DTYPES = (jnp.float32, jnp.bfloat16)
@@ -71,7 +71,7 @@ def attention(
 def _per_device(kernel, q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask) -> jax.Array:
   """`kernel(q, k, v, mask)` on each device's shard of batch and heads, when a mesh is set.
 
-  A dim stays whole where its mesh axes do not divide it (as parameters do, `_spec_for_dims`).
+  A dim stays whole where its mesh axes do not divide it (as parameters do, `spec_for_dims`).
   The devices along an axis that neither dim uses then compute the same shard, and the backward
   pass all-reduces their gradients: `check_vma` must be off, as the kernels' output shapes carry no
   varying-axes type. Heads are sized by the key/value heads: splitting those splits the query
@@ -84,7 +84,7 @@ def _per_device(kernel, q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask) ->
     return kernel(q, k, v, mask)
   logical = nn.logical_to_mesh_axes(("activation_batch", None, "activation_heads", None))
   per_dim = [() if axes is None else (axes,) if isinstance(axes, str) else axes for axes in logical]
-  spec = _spec_for_dims(per_dim, (q.shape[0], 1, k.shape[2], 1), mesh)
+  spec = spec_for_dims(per_dim, (q.shape[0], 1, k.shape[2], 1), mesh)
   mask = jax.tree.map(jnp.asarray, mask)
   mask_specs = jax.tree.map(
     lambda x: PartitionSpec(spec[0]) if x.ndim and x.shape[0] == q.shape[0] else PartitionSpec(),

@@ -41,7 +41,7 @@ def _rule_table(rules: Rules) -> dict[str, tuple[str, ...]]:
   return table
 
 
-def _spec_for_dims(
+def spec_for_dims(
   mesh_axes_per_dim: Sequence[Sequence[str]], shape: Sequence[int], mesh: Mesh
 ) -> PartitionSpec:
   """The PartitionSpec that splits each dim over its mesh axes, wherever that is possible.
@@ -83,7 +83,7 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
         () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
         for axes in leaf.names
       ]
-    return NamedSharding(mesh, _spec_for_dims(per_dim, leaf.value.shape, mesh))
+    return NamedSharding(mesh, spec_for_dims(per_dim, leaf.value.shape, mesh))
 
   return jax.tree.map(sharding_of, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
+
 from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.config import config_from_dict
 from jaxtalk.inference.bundle import save_bundle
+from jaxtalk.parallel.distributed import wait_for_all
 from jaxtalk.stages import STAGES
 from jaxtalk.training.checkpoint import load_params, read_config
 
@@ -35,8 +38,16 @@ def stage_config(run_dir, stage_name: str = list(STAGES)[-1]):
 
 
 def export_bundle(run_dir, out_dir, config) -> Path:
-  """Writes the EMA parameters of every stage's latest checkpoint in `run_dir` to `out_dir`."""
-  return save_bundle(out_dir, config, stage_params(run_dir, config))
+  """Writes the EMA parameters of every stage's latest checkpoint in `run_dir` to `out_dir`.
+
+  In a multi-process run every process calls it: all read the checkpoints (a collective restore),
+  process 0 alone writes, and each returns once the bundle is complete.
+  """
+  params = stage_params(run_dir, config)
+  if jax.process_index() == 0:
+    save_bundle(out_dir, config, params)
+  wait_for_all("bundle exported")
+  return Path(out_dir)
 
 
 def export_command(args) -> None:

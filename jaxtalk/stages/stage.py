@@ -67,13 +67,19 @@ class Stage:
     return shard_paths(self.config.data.train_dir, "train")
 
   def windows(self, window_frames: int, audio_margin_frames: int, shard_index, shard_count):
-    """This host's batches of training windows (see `jaxtalk.data.pipeline.window_dataset`);
-    each stage draws its own sequence of windows."""
+    """This host's rows of the global batches of training windows (see
+    `jaxtalk.data.pipeline.window_dataset`); each stage draws its own sequence of windows."""
+    batch_size = self.settings.batch_size
+    if batch_size % shard_count:
+      raise UserError(
+        f"{self.name}_train.batch_size {batch_size} (the global batch) does not split over "
+        f"{shard_count} processes; make it a multiple of {shard_count}"
+      )
     return window_dataset(
       self.train_paths(),
       window_frames=window_frames,
       audio_margin_frames=audio_margin_frames,
-      batch_size=self.settings.batch_size,
+      batch_size=batch_size,
       seed=self.config.seed + self.data_seed_offset,
       shard_index=shard_index,
       shard_count=shard_count,

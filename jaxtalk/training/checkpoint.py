@@ -3,13 +3,15 @@
 Layout (orbax CheckpointManager, one folder per step):
 
     <workdir>/checkpoints/<step>/state    params, EMA params, optimizer state, step, RNG (arrays)
-                                /data     data-iterator state (JSON), so a resumed run sees the
-                                          same batches it would have seen without the interruption
+                                /data     every process's data-iterator state (JSON), so a resumed
+                                          run sees the batches it would have seen without the
+                                          interruption
                                 /config   the experiment config the run was started with (JSON)
                                 /meta     {"format": "jaxtalk", "version": FORMAT_VERSION, ...}
 
-Orbax writes each step into a temporary folder and renames it when complete, so a run killed in
-the middle of a save leaves the previous checkpoint intact. Arrays restore straight into any
+Every process of a multi-host run saves and restores together: each writes its shards of the
+arrays, process 0 the JSON items. Orbax writes each step into a temporary folder and renames it when
+complete, so a run killed in the middle of a save leaves the previous checkpoint intact. Arrays restore straight into any
 sharding: a checkpoint written on a pod can be resumed on another mesh or loaded on one CPU.
 """
 
@@ -25,9 +27,11 @@ from etils import epath
 
 import jaxtalk
 from jaxtalk.errors import UserError
+from jaxtalk.parallel.distributed import gather_from_processes
 from jaxtalk.parallel.sharding import strip_partitioning
 
-FORMAT_VERSION = 1
+# 2: the data item holds the iterator state of every process (1: of the only one).
+FORMAT_VERSION = 2
 
 
 def _item_handlers(state_handler: ocp.CheckpointHandler) -> dict[str, ocp.CheckpointHandler]:
@@ -72,17 +76,19 @@ class Checkpointer:
     return self._manager.reached_preemption(step)
 
   def save(self, step: int, state: Any, data_state: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Starts saving `state` (returns once arrays are copied off the device; files are written in
-    the background). Returns False if `step` is already saved, e.g. the final save of a run
-    whose last step was also on the save interval."""
+    """Starts saving `state` and this process's `data_state` (returns once arrays are copied off
+    the device; files are written in the background). Every process calls it. Returns False if
+    `step` is already saved, e.g. the final save of a run whose last step was also on the save
+    interval."""
     if step in self._manager.all_steps():
       return False
+    data_states = gather_from_processes(data_state)
     return self._manager.save(
       step,
       force=True,
       args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state),
+        data=ocp.args.JsonSave({"processes": data_states}),
         config=ocp.args.JsonSave(config),
         meta=ocp.args.JsonSave(_meta()),
       ),
@@ -91,14 +97,15 @@ class Checkpointer:
   def restore_latest(
     self, abstract_state: Any, state_shardings: Any
   ) -> tuple[Any, dict[str, Any]] | None:
-    """(state, data_state) of the newest checkpoint laid out as `state_shardings`, or None if
-    there is none yet. `abstract_state` gives structure, shapes and dtypes (jax.eval_shape)."""
+    """(state, this process's data_state) of the newest checkpoint laid out as
+    `state_shardings`, or None if there is none yet. `abstract_state` gives structure, shapes
+    and dtypes (jax.eval_shape)."""
     self._manager.wait_until_finished()
     step = self._manager.latest_step()
     if step is None:
       return None
     step_dir = self.directory / str(step)
-    _check_format(self._manager, step, step_dir)
+    version = _check_format(self._manager, step, step_dir)
     _check_shapes(_stored_tree(self._manager, step, step_dir), abstract_state, step_dir)
     target = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -111,7 +118,13 @@ class Checkpointer:
       step_dir,
       ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
     )
-    return restored.state, restored.data
+    data_states = restored.data["processes"] if version >= 2 else [restored.data]
+    if len(data_states) != jax.process_count():
+      raise UserError(
+        f"checkpoint {step_dir} was saved by {len(data_states)} process(es), this run has "
+        f"{jax.process_count()}; resume with {len(data_states)} (each resumes its own data position)"
+      )
+    return restored.state, data_states[jax.process_index()]
 
   def close(self) -> None:
     self._manager.close()
@@ -120,7 +133,9 @@ class Checkpointer:
 def load_params(
   checkpoint_dir: str | epath.PathLike, abstract_params: Any, *, use_ema: bool = True
 ) -> Any:
-  """Loads only the (EMA) parameters of a checkpoint onto the first CPU device, for sampling.
+  """Loads only the (EMA) parameters of a checkpoint onto this process's first CPU device.
+
+  In a multi-process run every process must call it (orbax restores collectively).
 
   Args:
     checkpoint_dir: a training workdir, its `checkpoints` folder (the newest step is used), or
@@ -132,7 +147,7 @@ def load_params(
   """
   key = "ema_params" if use_ema else "params"
   abstract_params = strip_partitioning(abstract_params)
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
   target = {
     key: jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), abstract_params
@@ -202,7 +217,8 @@ def _read_only(
     manager.close()
 
 
-def _check_format(manager: ocp.CheckpointManager, step: int, step_dir: epath.Path) -> None:
+def _check_format(manager: ocp.CheckpointManager, step: int, step_dir: epath.Path) -> int:
+  """The checkpoint's format version, or a UserError if it is not one this jaxtalk reads."""
   if not (step_dir / "meta").is_dir():
     raise UserError(
       f"{step_dir} is not a jaxtalk checkpoint (it has no 'meta' item); pass a "
@@ -216,6 +232,7 @@ def _check_format(manager: ocp.CheckpointManager, step: int, step_dir: epath.Pat
       f"{step_dir} was written by a newer jaxtalk (format {meta['version']}, this "
       f"one reads up to {FORMAT_VERSION}); upgrade jaxtalk"
     )
+  return meta.get("version", 0)
 
 
 def _restore(
