@@ -13,23 +13,40 @@ import ml_collections
 
 from jaxtalk.errors import UserError
 
-# Logical axis name -> mesh axes. Model code names logical axes only; this table decides sharding.
-DEFAULT_AXIS_RULES = (
-  ("batch", ("data", "fsdp")),
-  ("length", None),
+# Logical axis name -> mesh axes. Model code names logical axes only (jaxtalk/models/layers.py);
+# this table decides sharding. Activations and weights are named apart: a weight's "embed" is
+# split over fsdp (each device stores a slice, gathered when used) while an activation's
+# "activation_embed" stays whole, its batch being split over data and fsdp instead. Tensor
+# parallelism splits whole attention heads and the MLP's hidden width, in weights and activations.
+#
+# One table serves all four models: they are traced together (stage 1 runs the motion encoder
+# into the renderer in one loss) under one flax rules context, and where a model's parameters
+# should be split otherwise it names them otherwise (convolutions: "conv_in"/"conv_out", audio
+# features: "audio_embed").
+ACTIVATION_RULES = (
+  ("activation_batch", ("data", "fsdp")),
+  ("activation_length", None),
+  ("activation_embed", None),
+  ("activation_heads", "tensor"),
+  ("activation_kv", None),
+  ("activation_mlp", "tensor"),
+)
+WEIGHT_RULES = (
   ("embed", "fsdp"),
   ("audio_embed", "fsdp"),
   ("mlp", "tensor"),
   ("heads", "tensor"),
+  ("kv", None),
   ("conv_in", "fsdp"),
   ("conv_out", "tensor"),
 )
+DEFAULT_AXIS_RULES = ACTIVATION_RULES + WEIGHT_RULES
 
 
 def _train(**keys) -> ml_collections.ConfigDict:
   """One stage's training run: `jaxtalk.training.settings.TrainSettings` and the stage's own keys."""
   common = dict(
-    batch_size=32,  # per host
+    batch_size=32,  # global: summed over all hosts, whatever their number
     num_steps=300_000,
     learning_rate=2e-4,
     warmup_steps=2_000,

@@ -1,13 +1,20 @@
-"""Mesh construction and logical-axis shardings on the 8 simulated CPU devices."""
+"""Mesh construction and logical-axis shardings on the 8 simulated CPU devices; the motion
+transformer sharded as the config's rules say."""
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from tiny_configs import tiny_config
 
+from jaxtalk.bench.model import random_params
+from jaxtalk.config import DEFAULT_AXIS_RULES
 from jaxtalk.errors import UserError
+from jaxtalk.models.factory import Models
+from jaxtalk.models.layers import HEADS, HIDDEN, TOKENS
 from jaxtalk.parallel.mesh import make_mesh
 from jaxtalk.parallel.sharding import (
   batch_sharding,
@@ -133,3 +140,59 @@ def test_global_batch_rejects_indivisible_batch():
   mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   with pytest.raises(UserError, match="not divisible by the 4 batch shards"):
     global_batch({"x": np.zeros((6, 3))}, batch_sharding(mesh))
+
+
+def test_activation_and_weight_names_resolve_apart():
+  """An activation's width stays whole while a weight's is split over fsdp (one name would do both)."""
+  resolve = lambda names: nn.logical_to_mesh_axes(names, DEFAULT_AXIS_RULES)
+  assert resolve(TOKENS) == P(("data", "fsdp"), None, None)
+  assert resolve(HEADS) == P(("data", "fsdp"), None, "tensor", None)
+  assert resolve(HIDDEN) == P(("data", "fsdp"), None, "tensor")
+  assert resolve(("embed", "mlp")) == P("fsdp", "tensor")
+
+
+def test_motion_transformer_shards_whole_heads_and_computes_as_on_one_device():
+  config = tiny_config()
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  models = Models.from_config(config)
+  model = models.motion
+  boxed = jax.eval_shape(lambda rng: models.init(rng, ("motion",)), jax.random.key(0))["motion"]
+  shardings = param_shardings(boxed, mesh, DEFAULT_AXIS_RULES)
+  specs = flax.traverse_util.flatten_dict(jax.tree.map(lambda s: s.spec, shardings), sep="/")
+  # q/k/v [embed, heads, head_dim] in, [heads, head_dim, embed] out.
+  assert specs["block_0/qkv/kernel"] == P("fsdp", None, "tensor", None)
+  assert specs["block_0/attn_out/kernel"] == P("tensor", None, "fsdp")
+  for projection in ("query", "key", "value"):
+    assert specs[f"block_0/audio_attention/{projection}/kernel"] == P("fsdp", "tensor", None)
+  assert specs["block_0/audio_attention/out/kernel"] == P("tensor", None, "fsdp")
+
+  params = random_params(config)["motion"]
+  batch_size, frames, margin = 4, 2 * model.chunk_size, models.audio_margin_frames
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  batch = {
+    "latents": normal(batch_size, frames, models.latent_dim),
+    "t": rng.uniform(size=(batch_size, frames)).astype(np.float32),
+    "audio": normal(batch_size, frames + 2 * margin, models.audio_encoder.dim),
+    "reference": normal(batch_size, models.latent_dim),
+    "target": normal(batch_size, frames, models.latent_dim),
+  }
+
+  def loss(params, batch):
+    velocity, _ = model.apply(
+      {"params": params},
+      batch["latents"],
+      batch["t"],
+      batch["audio"],
+      reference=batch["reference"],
+      audio_offset=-margin,
+    )
+    return jnp.mean(jnp.square(velocity - batch["target"]))
+
+  loss_and_grad = jax.value_and_grad(loss)
+  single = jax.jit(loss_and_grad)(params, batch)
+  # As the training loop runs it: activations constrained by their logical names.
+  with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_AXIS_RULES):
+    sharded = jax.jit(loss_and_grad, in_shardings=(shardings, batch_sharding(mesh)))(params, batch)
+  for got, want in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

@@ -9,6 +9,11 @@ training code.
 Version 2: the config holds exactly the keys of this jaxtalk's base config (version 1 named the
 sampler's chunks in flight, the attention lookback and the audio radius "window" and still carried
 the fixed frame and sample rates).
+
+Version 3: attention projections keep their heads axes (query/key/value kernels
+[in, heads, head_dim], output kernels [heads, head_dim, out]; the motion blocks' fused qkv
+[dim, 3, heads, head_dim]), where version 2 stored them flat; the axis rules name activations
+apart from weights.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from jaxtalk.media import write_bytes, write_json
 from jaxtalk.models.factory import Models
 
 CONFIG_FILE, PARAMS_FILE = "config.json", "params.msgpack"
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 
 
 def save_bundle(out_dir, config, params) -> Path:

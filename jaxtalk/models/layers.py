@@ -1,12 +1,19 @@
 """Building blocks shared by the jaxtalk models.
 
 Every parameter is created through `nn.with_logical_partitioning`, so it carries logical axis names
-that the sharding rules in the configs map onto the device mesh. Names used here:
+that the sharding rules in the configs (`jaxtalk.config`) map onto the device mesh. Weights and
+activations have names of their own, so that the rules can split a weight's width over one mesh
+axis (FSDP) and leave the same width of an activation whole. Weight names:
 
-- dense kernels: "embed" (model width), "mlp" (hidden / projected width), "heads" and "kv"
-  (attention heads and per-head features);
+- dense kernels: "embed" (model width), "mlp" (hidden / projected width);
+- attention projections keep their heads axes, [embed, heads, kv] in and [heads, kv, embed] out
+  ("kv": the features of one head), so "heads" sharding splits whole heads (`HeadsDense`);
 - convolution kernels: `(None, None, "conv_in", "conv_out")`, i.e. only the channel axes shard;
 - small axes (3x3 taps, a handful of tokens, RGB) stay `None` (replicated).
+
+Activation names ("activation_batch", "activation_length", "activation_embed", "activation_heads",
+"activation_kv", "activation_mlp") are grouped by the kind of tensor in `TOKENS`, `HEADS` and
+`HIDDEN`.
 
 Parameters are float32; `dtype` fields set the compute dtype (float32 or bfloat16).
 """
@@ -23,6 +30,12 @@ import jax.numpy as jnp
 from jaxtalk.kernels import FullMask, Mask, attention
 
 Axes = Sequence[str | None]
+
+# Logical names of activations: a token sequence [B, L, D], its attention heads [B, L, H, D] and
+# an MLP's hidden layer [B, L, F].
+TOKENS = ("activation_batch", "activation_length", "activation_embed")
+HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+HIDDEN = ("activation_batch", "activation_length", "activation_mlp")
 
 
 def partitioned(init: Callable, axes: Axes) -> Callable:
@@ -49,6 +62,43 @@ def dense(
     kernel_init=partitioned(kernel, axes),
     bias_init=partitioned(nn.initializers.zeros_init(), axes[-1:]),
   )
+
+
+class HeadsDense(nn.Module):
+  """A dense layer whose kernel keeps the attention heads as axes of their own.
+
+  The kernel is `[*contracted, *features]`, the contracted axes being the last `contract` axes of
+  the input: [embed] -> [heads, head_dim] for a query, [heads, head_dim] -> [embed] for the output
+  projection. `axes` names every kernel axis; the bias has the output axes. `nn.Dense` kernels are
+  2-D and `nn.DenseGeneral` creates its kernel flat and reshapes it, so neither can carry the
+  heads' logical names. The initialisation is that of a flat `dense` of the same sizes.
+  """
+
+  features: tuple[int, ...]
+  axes: Axes
+  contract: int = 1
+  zero: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    contracted = x.shape[x.ndim - self.contract :]
+    fans = dict(
+      in_axis=tuple(range(self.contract)),
+      out_axis=tuple(range(self.contract, self.contract + len(self.features))),
+    )
+    init = nn.initializers.zeros_init() if self.zero else nn.initializers.xavier_uniform(**fans)
+    kernel = self.param(
+      "kernel", partitioned(init, self.axes), contracted + tuple(self.features), jnp.float32
+    )
+    bias = self.param(
+      "bias",
+      partitioned(nn.initializers.zeros_init(), self.axes[self.contract :]),
+      tuple(self.features),
+      jnp.float32,
+    )
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return jnp.tensordot(x, kernel, self.contract) + bias
 
 
 def conv(
@@ -167,7 +217,12 @@ class Modulation(nn.Module):
       zero=True,
       name="projection",
     )(nn.silu(cond))
-    return jnp.split(out, self.num_chunks, axis=-1)
+    # Scales, shifts and gates act on the tokens (or the image), so they are laid out as those
+    # are, not as the projection's output, split over "mlp". Left to XLA's sharding propagation,
+    # that layout meets a partitioner bug of jax 0.10.2 that computes wrong values with FSDP and
+    # tensor parallelism together (tests/test_parallel.py).
+    names = TOKENS if out.ndim == 3 else (TOKENS[0], TOKENS[-1])
+    return [nn.with_logical_constraint(c, names) for c in jnp.split(out, self.num_chunks, axis=-1)]
 
 
 class Mlp(nn.Module):
@@ -178,7 +233,9 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """x [B, L, D] -> [B, L, D]."""
     h = nn.gelu(dense(self.hidden_dim, ("embed", "mlp"), dtype=self.dtype, name="fc_in")(x))
+    h = nn.with_logical_constraint(h, HIDDEN)
     return dense(x.shape[-1], ("mlp", "embed"), dtype=self.dtype, name="fc_out")(h)
 
 
@@ -201,21 +258,21 @@ class MultiHeadAttention(nn.Module):
     """x [B, Lq, Dq] attends to context [B, Lk, Dk] (x itself when None) -> [B, Lq, Dq]."""
     context = x if context is None else context
 
-    # Flat [in, heads * head_dim] kernels, heads-major so "heads" sharding splits whole heads:
-    # nn.DenseGeneral creates its kernel flat and reshapes it, which breaks logical constraints.
-    def project(name, inputs, in_axis):
-      out = dense(self.num_heads * self.head_dim, (in_axis, "heads"), dtype=self.dtype, name=name)(
-        inputs
-      )
-      return out.reshape(*out.shape[:-1], self.num_heads, self.head_dim)
+    def project(name, inputs):
+      heads = HeadsDense(
+        (self.num_heads, self.head_dim), ("embed", "heads", "kv"), dtype=self.dtype, name=name
+      )(inputs)
+      return nn.with_logical_constraint(heads, HEADS)
 
-    q = project("query", x, "embed")
-    k = project("key", context, "embed")
-    v = project("value", context, "embed")
+    q, k, v = project("query", x), project("key", context), project("value", context)
     out = attention(q, k, v, mask if mask is not None else FullMask())
-    out = out.reshape(*out.shape[:-2], self.num_heads * self.head_dim)
-    return dense(
-      x.shape[-1], ("heads", "embed"), dtype=self.dtype, zero=self.zero_output, name="out"
+    return HeadsDense(
+      (x.shape[-1],),
+      ("heads", "kv", "embed"),
+      contract=2,
+      zero=self.zero_output,
+      dtype=self.dtype,
+      name="out",
     )(out)
 
 
@@ -260,7 +317,7 @@ class ConditionedTransformerBlock(nn.Module):
       )(h, context, mask=cross_mask)
     h = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_mlp")(x), shift2, scale2)
     x = x + gate2 * Mlp(int(width * self.mlp_ratio), dtype=self.dtype, name="mlp")(h)
-    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return nn.with_logical_constraint(x, TOKENS)
 
 
 class ResBlock(nn.Module):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.layers import (
+  TOKENS,
   MultiHeadAttention,
   ResBlock,
   conv,
@@ -78,9 +79,7 @@ class MotionEncoder(nn.Module):
       partitioned(nn.initializers.normal(0.02), (None, "embed")),
       (self.grid_size * self.grid_size, features),
     )
-    tokens = nn.with_logical_constraint(
-      tokens + position.astype(self.dtype), ("batch", "length", "embed")
-    )
+    tokens = nn.with_logical_constraint(tokens + position.astype(self.dtype), TOKENS)
     queries = self.param(
       "queries",
       partitioned(nn.initializers.normal(1.0), (None, "embed")),

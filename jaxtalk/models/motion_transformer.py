@@ -23,6 +23,9 @@ import jax.numpy as jnp
 
 from jaxtalk.kernels import BlockCausalMask, LocalAudioMask, attention
 from jaxtalk.models.layers import (
+  HEADS,
+  TOKENS,
+  HeadsDense,
   Mlp,
   Modulation,
   MultiHeadAttention,
@@ -66,19 +69,24 @@ class MotionBlock(nn.Module):
     )(cond)
 
     x = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_self")(h), shift1, scale1)
-    qkv = dense(3 * self.dim, ("embed", "mlp"), dtype=self.dtype, name="qkv")(x)
-    q, k, v = jnp.split(qkv.reshape(*x.shape[:2], 3 * self.heads, head_dim), 3, axis=2)
+    qkv = HeadsDense(
+      (3, self.heads, head_dim), ("embed", None, "heads", "kv"), dtype=self.dtype, name="qkv"
+    )(x)
+    q, k, v = jnp.unstack(qkv, axis=2)
     q = rotary(q, positions, self.rope_dims)
     k = rotary(k, positions, self.rope_dims)
     if num_prefix:  # sink keys carry no position (see module docstring)
       is_prefix = (jnp.arange(k.shape[1]) < num_prefix)[None, :, None, None]
       k = jnp.where(is_prefix & (jnp.arange(head_dim) < self.rope_dims), 0, k)
+    q, k, v = (nn.with_logical_constraint(a, HEADS) for a in (q, k, v))
     own_kv = (k, v)
     if kv_context is not None:
       k = jnp.concatenate([kv_context[0], k], axis=1)
       v = jnp.concatenate([kv_context[1], v], axis=1)
-    out = attention(q, k, v, self_mask).reshape(x.shape)
-    h = h + gate1 * dense(self.dim, ("mlp", "embed"), dtype=self.dtype, name="attn_out")(out)
+    out = attention(q, k, v, self_mask)
+    h = h + gate1 * HeadsDense(
+      (self.dim,), ("heads", "kv", "embed"), contract=2, dtype=self.dtype, name="attn_out"
+    )(out)
 
     frames = h[:, num_prefix:]
     if frames.shape[1]:  # the sink has no time of its own, so it does not listen to the audio
@@ -90,7 +98,7 @@ class MotionBlock(nn.Module):
 
     x = modulate(layer_norm(affine=False, dtype=self.dtype, name="norm_mlp")(h), shift2, scale2)
     h = h + gate2 * Mlp(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(x)
-    return nn.with_logical_constraint(h, ("batch", "length", "embed")), own_kv
+    return nn.with_logical_constraint(h, TOKENS), own_kv
 
 
 class MotionTransformer(nn.Module):

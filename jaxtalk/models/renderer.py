@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.layers import (
+  TOKENS,
   ConditionedTransformerBlock,
   Modulation,
   ResBlock,
@@ -164,12 +165,8 @@ class Renderer(nn.Module):
       partitioned(nn.initializers.normal(0.02), (None, "embed")),
       (num_tokens, channels),
     )
-    context = nn.with_logical_constraint(
-      context + token_position.astype(self.dtype), ("batch", "length", "embed")
-    )
-    tokens = nn.with_logical_constraint(
-      h.reshape(batch, height * width, channels), ("batch", "length", "embed")
-    )
+    context = nn.with_logical_constraint(context + token_position.astype(self.dtype), TOKENS)
+    tokens = nn.with_logical_constraint(h.reshape(batch, height * width, channels), TOKENS)
     tokens = ConditionedTransformerBlock(
       self.attention_heads,
       channels // self.attention_heads,
