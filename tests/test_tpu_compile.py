@@ -75,6 +75,13 @@ def test_without_libtpu_the_error_says_what_to_install(monkeypatch, capsys):
   assert "pip install 'jaxtalk[tpu]'" in capsys.readouterr().err
 
 
+def test_the_pod_mesh_lays_out_over_a_v5p_256(libtpu):
+  """pod512's tensor=2 has no whole axis of the 4x4x8 chip torus; the mesh splits one."""
+  mesh = make_mesh({"data": -1, "fsdp": 4, "tensor": 2}, devices=aot.tpu_slice("v5p-256").devices)
+  assert dict(mesh.shape) == {"data": 16, "fsdp": 4, "tensor": 2}
+  assert len({d.id for d in mesh.devices.flat}) == 128
+
+
 def test_a_batch_that_does_not_divide_the_data_axes_is_a_user_error(libtpu, capsys):
   # The demo's batch of 16 over a v5p-64's 32 chips.
   argv = ["--config", "configs/demo.py", "--topology", "v5p-64", "--stage", "motion"]

@@ -179,39 +179,6 @@ class Program:
   train_step: bool  # MFU applies: --step-time is the time of one such call
 
 
-def _mesh_axis_sizes(axis_sizes, device_count: int) -> list[int]:
-  # The sizes jaxtalk.parallel.mesh.make_mesh resolves (its checks have passed by now).
-  from jaxtalk.parallel.mesh import MESH_AXES
-
-  sizes = [int(axis_sizes.get(axis, 1)) for axis in MESH_AXES]
-  fixed = math.prod(size for size in sizes if size != -1)
-  return [device_count // fixed if size == -1 else size for size in sizes]
-
-
-def slice_mesh(config, devices) -> tuple[jax.sharding.Mesh, str | None]:
-  """The config's mesh over the slice as training builds it, and None; or, where jax cannot
-  build it on this chip grid, an equivalent mesh and a note saying so."""
-  from jax.experimental import mesh_utils
-
-  from jaxtalk.parallel.mesh import MESH_AXES, make_mesh
-
-  try:
-    return make_mesh(config.mesh, devices=devices), None
-  except NotImplementedError as e:
-    # jax.make_mesh gives every mesh axis whole axes of the chip grid (a ring of ICI links);
-    # an axis of 2 on a 4x4x8 grid has none. Splitting grid axes still compiles the same program
-    # per chip; only which chips talk to which changes, so the memory and FLOPs stand.
-    sizes = _mesh_axis_sizes(config.mesh, len(devices))
-    grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
-    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-    note = (
-      f"jaxtalk.parallel.mesh.make_mesh fails on this slice, so training would too: "
-      f"{_first_line(e)} Compiled on the same mesh with split grid axes instead "
-      f"(mesh_utils.create_device_mesh(allow_split_physical_axes=True))."
-    )
-    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=auto), note
-
-
 def _one_row_batch(config, stage_name: str) -> dict:
   """One row of the stage's synthetic training batch (the benchmark's), for its shapes."""
   from jaxtalk.bench.training import synthetic_batch
@@ -424,12 +391,9 @@ def format_report(results: dict) -> str:
     f"({results['topology_name']}, {results['chips']} chips of {results['device_kind']}, "
     f"{chip.hbm_gib:g} GiB HBM and {chip.peak_bf16_tflops:g} bf16 TFLOP/s peak each); "
     f"jax {results['jax']}, libtpu {results['libtpu']}",
-    f"mesh {results['mesh']}; each stage's batch_size is taken as the global batch over the whole "
-    "slice (configs give it per host today)",
+    f"mesh {results['mesh']}; each stage's batch_size is the global batch over the whole slice",
     f"attention: {results['attention_impl']}",
   ]
-  if results["mesh_note"]:
-    lines.append(f"NOTE: {results['mesh_note']}")
   mfu = bool(results["step_time"])
   memory_width = 9 * len(MEMORY_COLUMNS)
   header = f"{'program':<46}{'chips':>6}" + "".join(f"{name:>9}" for name, _ in MEMORY_COLUMNS)
@@ -495,12 +459,13 @@ def parse_args(argv=None):
 def _programs(config, args, tpu: TpuSlice) -> tuple[list[Program], dict]:
   """The programs --stage asks for, and what the report says about the mesh."""
   stages = ("renderer", "motion") if args.stage == "all" else (args.stage,)
-  programs, about_mesh = [], {"mesh": "none (the sampler runs on one chip)", "mesh_note": None}
+  from jaxtalk.parallel.mesh import make_mesh
+
+  programs, about_mesh = [], {"mesh": "none (the sampler runs on one chip)"}
   if "sample" not in stages:
-    mesh, note = slice_mesh(config, tpu.devices)
+    mesh = make_mesh(config.mesh, devices=tpu.devices)  # as training builds it
     programs = [train_step_program(config, stage, mesh) for stage in stages]
-    sizes = " ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
-    about_mesh = {"mesh": sizes, "mesh_note": note}
+    about_mesh = {"mesh": " ".join(f"{axis}={size}" for axis, size in mesh.shape.items())}
   if args.stage in ("sample", "all"):
     programs += sampler_programs(config, tpu.devices[0])
   return programs, about_mesh

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import jax
+from jax.experimental import mesh_utils
 
 from jaxtalk.errors import UserError
 
@@ -56,5 +57,11 @@ def make_mesh(
   # Auto axes: shardings come from explicit in/out_shardings and XLA propagates the rest. jax
   # 0.10 defaults to Explicit axes, which would make every op's sharding part of its type.
   axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-  # make_mesh orders the devices for the physical topology (ICI rings on TPU, NVLink on GPU).
-  return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  try:
+    # make_mesh orders the devices for the physical topology (ICI rings on TPU, NVLink on GPU).
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  except NotImplementedError:
+    # It gives each mesh axis whole axes of the chip torus, and a v5p-256 (4x4x8) has none for
+    # pod512's tensor=2: then a torus axis is split, its halves still ICI neighbours.
+    grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
