@@ -37,6 +37,7 @@ WEIGHT_RULES = (
   ("mlp", "tensor"),
   ("heads", "tensor"),
   ("kv", None),
+  ("layers", None),  # the stacked blocks of a scanned model
   ("conv_in", "fsdp"),
   ("conv_out", "tensor"),
 )
@@ -123,6 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
       warp_channels=0,  # > 0: warp-then-refine, a motion field of this width warps the reference
       warp_stride=4,  # the motion field's cell size in pixels
       warp_blocks=2,  # residual blocks of the motion-field network
+      # Recompute the U-Net's residual blocks in the backward pass: "full" or "dots", as
+      # motion.remat says (convolutions are no dots: both recompute them); "none": keep all.
+      remat="none",
     )
   )
   c.motion = ml_collections.ConfigDict(
@@ -135,6 +139,10 @@ def base_config() -> ml_collections.ConfigDict:
       lookback_chunks=8,  # finished chunks a frame attends to, besides the reference
       audio_radius=3,  # audio features each side of its own frame that a frame cross-attends to
       rope_fraction=0.5,  # share of each head's features rotated by time
+      scan_layers=True,  # one nn.scan over the blocks: one block to compile, whatever the depth
+      # What each block keeps for the backward pass: everything ("none"), only its inputs
+      # ("full") or its inputs and matmul outputs ("dots"); the rest is recomputed.
+      remat="none",
     )
   )
 

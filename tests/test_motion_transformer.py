@@ -1,5 +1,9 @@
-"""Motion transformer: masks respected, and the rolling KV-cache sampler equals full recomputation."""
+"""Motion transformer: masks respected, scanned blocks and remat change nothing, and the rolling
+KV-cache sampler equals full recomputation."""
 
+import operator
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,34 +29,60 @@ def _model(**kw):
     chunk_size=3,
     lookback_chunks=2,
     audio_radius=2,
-    **{"mlp_ratio": 4.0, "rope_fraction": 0.5, "dtype": jnp.float32, **kw},
+    **{
+      "mlp_ratio": 4.0,
+      "rope_fraction": 0.5,
+      "scan_layers": True,
+      "remat": "none",
+      "dtype": jnp.float32,
+      **kw,
+    },
   )
 
 
-def _randomised_params(model, rng):
-  """Init, then replace every (often zero-initialised) parameter by noise so no branch is a no-op."""
+def _randomised_params(model):
+  """Noise in the shape of every parameter (many start at zero), so that no branch is a no-op."""
   T = 2 * model.chunk_size
-  params = model.init(
-    rng,
+  shapes = jax.eval_shape(
+    model.init,
+    jax.random.key(0),
     jnp.zeros((1, T, LATENT)),
     jnp.zeros((1, T)),
     jnp.zeros((1, T, AUDIO_DIM)),
     reference=jnp.zeros((1, LATENT)),
   )["params"]
-  params = jax.tree.map(
-    lambda p: p.unbox() if hasattr(p, "unbox") else p, params, is_leaf=lambda p: hasattr(p, "unbox")
+  # numpy's generator: XLA on CPU takes a minute to compile jax's for these many shapes.
+  rng = np.random.default_rng(7)
+  draw = lambda p: jnp.asarray(0.3 * rng.standard_normal(p.shape), jnp.float32)
+  return jax.tree.map(draw, nn.meta.unbox(shapes))
+
+
+def _unstacked(params, depth):
+  """A scanned model's parameters laid out for the unrolled one: blocks -> block_0, block_1, ..."""
+  params = dict(params)
+  blocks = params.pop("blocks")
+  return {
+    **params,
+    **{f"block_{i}": jax.tree.map(operator.itemgetter(i), blocks) for i in range(depth)},
+  }
+
+
+def _inputs(model, seed):
+  """Two chunks of frames: (latents, t, audio) and a reference."""
+  T = 2 * model.chunk_size
+  rng = np.random.default_rng(seed)
+  args = (
+    rng.normal(size=(2, T, LATENT)).astype(np.float32),
+    rng.uniform(size=(2, T)).astype(np.float32),
+    rng.normal(size=(2, T, AUDIO_DIM)).astype(np.float32),
   )
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(7), len(leaves))
-  return jax.tree.unflatten(
-    tree, [0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
-  )
+  return args, rng.normal(size=(2, LATENT)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def model_and_params():
   model = _model()
-  return model, _randomised_params(model, jax.random.key(0))
+  return model, _randomised_params(model)
 
 
 def test_frames_never_see_later_chunks_or_beyond_the_lookback(model_and_params):
@@ -115,3 +145,48 @@ def test_cached_sampler_matches_recompute(model_and_params):
   assert cached.shape == (2, num_frames, LATENT)
   assert np.all(np.isfinite(cached))
   np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-4)
+
+
+def test_scanned_and_unrolled_blocks_compute_the_same_function(model_and_params):
+  """The same parameters, restacked, give the same velocities and keys/values, in training mode
+  and when attending to a cache."""
+  scanned, params = model_and_params
+  unrolled = _model(scan_layers=False)
+  unrolled_params = _unstacked(params, scanned.depth)
+  args, ref = _inputs(scanned, seed=4)
+  expected = jax.eval_shape(unrolled.init, jax.random.key(0), *args, reference=ref)["params"]
+  assert jax.tree.map(np.shape, unrolled_params) == jax.tree.map(np.shape, nn.meta.unbox(expected))
+
+  def run(model, params):
+    velocity, kv = model.apply({"params": params}, *args, reference=ref)
+    T = args[0].shape[1]
+    cached, new_kv = model.apply(
+      {"params": params}, *args, kv_context=kv, frame_offset=T, audio_offset=T - 2
+    )
+    return velocity, kv, cached, new_kv
+
+  outputs = jax.jit(run, static_argnums=0)
+  for got, want in zip(
+    jax.tree.leaves(outputs(unrolled, unrolled_params)), jax.tree.leaves(outputs(scanned, params))
+  ):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_remat_changes_neither_values_nor_gradients(model_and_params):
+  """Scanned blocks under the "dots" policy, as the pod config runs them (the renderer's test
+  covers "full")."""
+  scanned, params = model_and_params
+  args, ref = _inputs(scanned, seed=5)
+
+  def loss_and_grad(model):
+    def loss(params):
+      velocity, _ = model.apply({"params": params}, *args, reference=ref)
+      return jnp.mean(jnp.square(velocity))
+
+    return jax.value_and_grad(loss)
+
+  rematted = loss_and_grad(_model(remat="dots"))
+  assert "remat" in str(jax.make_jaxpr(rematted)(params))  # jax.checkpoint's primitive is there
+  plain = jax.jit(loss_and_grad(scanned))(params)
+  for got, want in zip(jax.tree.leaves(jax.jit(rematted)(params)), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -159,12 +159,12 @@ def test_motion_transformer_shards_whole_heads_and_computes_as_on_one_device():
   boxed = jax.eval_shape(lambda rng: models.init(rng, ("motion",)), jax.random.key(0))["motion"]
   shardings = param_shardings(boxed, mesh, DEFAULT_AXIS_RULES)
   specs = flax.traverse_util.flatten_dict(jax.tree.map(lambda s: s.spec, shardings), sep="/")
-  # q/k/v [embed, heads, head_dim] in, [heads, head_dim, embed] out.
-  assert specs["block_0/qkv/kernel"] == P("fsdp", None, "tensor", None)
-  assert specs["block_0/attn_out/kernel"] == P("tensor", None, "fsdp")
+  # The stacked layers replicated; q/k/v [embed, heads, head_dim] in, [heads, head_dim, embed] out.
+  assert specs["blocks/qkv/kernel"] == P(None, "fsdp", None, "tensor", None)
+  assert specs["blocks/attn_out/kernel"] == P(None, "tensor", None, "fsdp")
   for projection in ("query", "key", "value"):
-    assert specs[f"block_0/audio_attention/{projection}/kernel"] == P("fsdp", "tensor", None)
-  assert specs["block_0/audio_attention/out/kernel"] == P("tensor", None, "fsdp")
+    assert specs[f"blocks/audio_attention/{projection}/kernel"] == P(None, "fsdp", "tensor", None)
+  assert specs["blocks/audio_attention/out/kernel"] == P(None, "tensor", None, "fsdp")
 
   params = random_params(config)["motion"]
   batch_size, frames, margin = 4, 2 * model.chunk_size, models.audio_margin_frames

@@ -1,4 +1,5 @@
-"""Stage-1 models: motion encoder and renderer shapes, init behaviour, sharding metadata, learning."""
+"""Stage-1 models: motion encoder and renderer shapes, init behaviour, sharding metadata, remat,
+learning."""
 
 import functools
 
@@ -115,19 +116,19 @@ def test_every_parameter_is_float32_and_carries_logical_axis_names():
       assert len(leaf.names) == leaf.value.ndim and leaf.value.dtype == jnp.float32
 
 
+@quick_jit
+def _randomised(params):
+  """Every (often zero-initialised) parameter replaced by noise, so that no branch is a no-op."""
+  leaves, tree = jax.tree.flatten(nn.unbox(params))
+  keys = jax.random.split(_key(4), len(leaves))
+  return jax.tree.unflatten(
+    tree, [0.2 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)]
+  )
+
+
 def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
   image = _images(_key(3), 4, 16)
-
-  @quick_jit
-  def randomised(params):
-    """Every (often zero-initialised) parameter replaced by noise, so that no branch is a no-op."""
-    leaves, tree = jax.tree.flatten(nn.unbox(params))
-    keys = jax.random.split(_key(4), len(leaves))
-    return jax.tree.unflatten(
-      tree, [0.2 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)]
-    )
-
-  params = randomised(_init_tiny(image))
+  params = _randomised(_init_tiny(image))
 
   def forward(dtype):
     encoder = MotionEncoder(**{**TINY_ENCODER, "dtype": dtype})
@@ -147,6 +148,25 @@ def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
   assert scale > 0.1
   assert float(jnp.max(jnp.abs(motion16 - motion32))) < 0.03 * float(jnp.max(jnp.abs(motion32)))
   assert float(jnp.sqrt(jnp.mean(jnp.square(frame16 - frame32)))) < 0.02 * scale
+
+
+def test_renderer_remat_changes_neither_values_nor_gradients():
+  image = _images(_key(5), 4, 16)
+  params = _randomised(_init_tiny(image))[1]
+  motion = jax.random.normal(_key(6), (4, 2, 4))
+
+  def loss_and_grad(policy):
+    renderer = Renderer(**{**TINY_RENDERER, "remat": policy})
+    loss = lambda p: jnp.mean(
+      jnp.square(renderer.apply(p, image, jnp.full((4,), 0.4), image, motion))
+    )
+    return jax.value_and_grad(loss)
+
+  rematted = loss_and_grad("full")
+  assert "remat" in str(jax.make_jaxpr(rematted)(params))  # jax.checkpoint's primitive is there
+  plain = quick_jit(loss_and_grad("none"))(params)
+  for got, want in zip(jax.tree.leaves(quick_jit(rematted)(params)), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def _train_step(encoder, renderer, optimizer):

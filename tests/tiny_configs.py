@@ -17,6 +17,7 @@ TINY_RENDERER = dict(
   warp_channels=0,
   warp_stride=4,
   warp_blocks=1,
+  remat="none",
   dtype=jnp.float32,
 )
 

@@ -14,6 +14,10 @@ Version 3: attention projections keep their heads axes (query/key/value kernels
 [in, heads, head_dim], output kernels [heads, head_dim, out]; the motion blocks' fused qkv
 [dim, 3, heads, head_dim]), where version 2 stored them flat; the axis rules name activations
 apart from weights.
+
+Version 4: the motion transformer's blocks are stacked under motion/blocks, one leading axis of
+`depth` (`motion.scan_layers`), where version 3 had motion/block_0, motion/block_1, ...; new config
+keys motion.scan_layers, motion.remat and renderer.remat.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from jaxtalk.media import write_bytes, write_json
 from jaxtalk.models.factory import Models
 
 CONFIG_FILE, PARAMS_FILE = "config.json", "params.msgpack"
-BUNDLE_VERSION = 3
+BUNDLE_VERSION = 4
 
 
 def save_bundle(out_dir, config, params) -> Path:

@@ -127,7 +127,9 @@ class MotionState(NamedTuple):
   latents: (
     jax.Array
   )  # [B, chunks_in_flight * chunk, latent_dim]: the chunks in flight, oldest first
-  cache: list  # per layer (k, v) [B', 1 + lookback_chunks * chunk, ...]: the sink, finished chunks
+  # (k, v), each [depth, B', 1 + lookback_chunks * chunk, heads, head_dim]: every layer's keys and
+  # values of the sink and of the finished chunks, oldest first.
+  cache: tuple[jax.Array, jax.Array]
   advance: jax.Array  # int32 []: the index of the next advance
   rng: jax.Array  # the key every chunk's initial noise is folded from
 
@@ -154,16 +156,15 @@ def init_motion(model: MotionTransformer, params, reference, rng, schedule: Roll
   )
   cache_len = model.lookback_chunks * chunk
 
-  def with_empty_frames(kv):
-    k, v = kv
-    pad = jnp.zeros((k.shape[0], cache_len) + k.shape[2:], k.dtype)
-    return jnp.concatenate([k, pad], 1), jnp.concatenate([v, pad], 1)
+  def with_empty_frames(sink):  # [depth, B', 1, ...] -> [depth, B', 1 + cache_len, ...]
+    empty = jnp.zeros(sink.shape[:2] + (cache_len,) + sink.shape[3:], sink.dtype)
+    return jnp.concatenate([sink, empty], axis=2)
 
   noise_shape = (batch, chunk, latent_dim)
   first = jnp.concatenate(
     [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, 1)], axis=1
   )
-  return MotionState(first, [with_empty_frames(kv) for kv in sink_kv], jnp.int32(0), rng)
+  return MotionState(first, jax.tree.map(with_empty_frames, sink_kv), jnp.int32(0), rng)
 
 
 def advance_motion(
@@ -213,14 +214,14 @@ def advance_motion(
   )
   latents, kv = jax.lax.fori_loop(0, last + 1, evaluate, (state.latents, no_kv))
   finished = latents[:, :chunk]
-  finished_kv = [(k[:, :chunk], v[:, :chunk]) for k, v in kv]
-  cache = [
-    (
-      jnp.concatenate([ck[:, :1], ck[:, 1 + chunk :], fk], 1),
-      jnp.concatenate([cv[:, :1], cv[:, 1 + chunk :], fv], 1),
-    )
-    for (ck, cv), (fk, fv) in zip(state.cache, finished_kv)
-  ]
+  # The sink stays, the oldest cached chunk leaves, the finished one joins (axis 2: tokens).
+  cache = jax.tree.map(
+    lambda cached, new: jnp.concatenate(
+      [cached[:, :, :1], cached[:, :, 1 + chunk :], new[:, :, :chunk]], axis=2
+    ),
+    state.cache,
+    kv,
+  )
   fresh = chunk_noise(state.rng, s + 1, (batch, chunk, latent_dim))
   latents = jnp.concatenate([latents[:, chunk:], fresh], axis=1)
   return MotionState(latents, cache, s + 1, state.rng), finished

@@ -9,6 +9,7 @@ axis (FSDP) and leave the same width of an activation whole. Weight names:
 - attention projections keep their heads axes, [embed, heads, kv] in and [heads, kv, embed] out
   ("kv": the features of one head), so "heads" sharding splits whole heads (`HeadsDense`);
 - convolution kernels: `(None, None, "conv_in", "conv_out")`, i.e. only the channel axes shard;
+- layers stacked by `nn.scan`: a leading "layers" axis;
 - small axes (3x3 taps, a handful of tokens, RGB) stay `None` (replicated).
 
 Activation names ("activation_batch", "activation_length", "activation_embed", "activation_heads",
@@ -37,6 +38,13 @@ TOKENS = ("activation_batch", "activation_length", "activation_embed")
 HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 HIDDEN = ("activation_batch", "activation_length", "activation_mlp")
 
+# What a rematerialised block keeps for the backward pass (the config's `remat` keys); the rest is
+# recomputed there. MaxText calls these "full" and "minimal".
+REMAT_POLICIES = {
+  "full": jax.checkpoint_policies.nothing_saveable,  # only the block's inputs
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # and its projections' outputs
+}
+
 
 def partitioned(init: Callable, axes: Axes) -> Callable:
   """`init` wrapped so the parameter carries the logical axis names `axes`."""
@@ -62,6 +70,19 @@ def dense(
     kernel_init=partitioned(kernel, axes),
     bias_init=partitioned(nn.initializers.zeros_init(), axes[-1:]),
   )
+
+
+def remat(module: type[nn.Module], policy: str, **kwargs) -> type[nn.Module]:
+  """`module` rematerialised by `policy`, a key of `REMAT_POLICIES` or "none" (`module` itself).
+
+  `kwargs` go to `nn.remat` (`static_argnums`, `prevent_cse`). Parameters keep their names either
+  way, so a checkpoint does not depend on the policy.
+  """
+  if policy == "none":
+    return module
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat must be 'none' or one of {sorted(REMAT_POLICIES)}, not {policy!r}")
+  return nn.remat(module, policy=REMAT_POLICIES[policy], **kwargs)
 
 
 class HeadsDense(nn.Module):

@@ -10,9 +10,15 @@ to a window of audio features around its own time. Rotary position embedding cov
 head (`rope_fraction`): the sink's key has that part zeroed, so how much a frame attends to the
 reference does not depend on how far into the video the frame is, however long the audio.
 
-The same `__call__` serves the sampler: pass `kv_context` (per-layer keys/values of the sink and of
-finished chunks) instead of `reference`, and the call attends to that cache and returns its own
-keys/values so finished chunks can be appended to the cache.
+The same `__call__` serves the sampler: pass `kv_context` (every layer's keys/values of the sink and
+of finished chunks) instead of `reference`, and the call attends to that cache and returns its own
+keys/values so finished chunks can be appended to the cache. Keys and values of all layers travel
+stacked, [depth, B, L, heads, head_dim], whether the blocks are unrolled or scanned.
+
+`scan_layers` runs the blocks as one `nn.scan`: XLA compiles one block instead of `depth`, and the
+parameters of all blocks are stacked under `blocks` with a leading "layers" axis (unrolled, they
+are `block_0`, `block_1`, ...: the same function, laid out otherwise). `remat` names what each block
+keeps for the backward pass (`layers.REMAT_POLICIES`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ from jaxtalk.models.layers import (
   layer_norm,
   modulate,
   partitioned,
+  remat,
   timestep_embedding,
 )
+
+# `MotionBlock.__call__`'s argument that must stay a Python int under `nn.remat` (self is 0).
+_NUM_PREFIX_ARGNUM = 5
 
 
 def rotary(x: jax.Array, positions: jax.Array, rope_dims: int, base: float = 10_000.0) -> jax.Array:
@@ -113,6 +123,8 @@ class MotionTransformer(nn.Module):
   lookback_chunks: int
   audio_radius: int
   rope_fraction: float
+  scan_layers: bool
+  remat: str
   dtype: jnp.dtype
 
   @property
@@ -136,11 +148,13 @@ class MotionTransformer(nn.Module):
     """Velocity for `latents` [B, T, latent_dim] at flow times `t` [B, T].
 
     Training: give `reference` [B, latent_dim]; the sink is prepended and attended to in-sequence.
-    Sampling: give `kv_context`, per layer the keys/values of `[sink, finished frames]`, whose first
-    finished frame has index `context_offset` (negative indices are empty slots). `frame_offset` is
-    the index of `latents[:, 0]`; `audio_offset` the audio-feature index of `audio[:, 0]`.
-    `audio_keep` [B] bool drops the audio (classifier-free guidance) where False.
-    Returns (velocity [B, T, latent_dim], per-layer (k, v) of this call's tokens).
+    Sampling: give `kv_context`, the keys/values (k, v) of `[sink, finished frames]`, each
+    [depth, B, S, heads, head_dim], whose first finished frame has index `context_offset` (negative
+    indices are empty slots). `frame_offset` is the index of `latents[:, 0]`; `audio_offset` the
+    audio-feature index of `audio[:, 0]`. `audio_keep` [B] bool drops the audio (classifier-free
+    guidance) where False.
+    Returns (velocity [B, T, latent_dim], (k, v) of this call's tokens, each
+    [depth, B, tokens, heads, head_dim]).
     """
     batch, length, _ = latents.shape
     time_mlp = Mlp(self.dim, dtype=self.dtype, name="time_mlp")
@@ -185,21 +199,33 @@ class MotionTransformer(nn.Module):
         k_offset=context_offset,
       )
 
-    own_kvs = []
-    for i in range(self.depth):
-      h, own_kv = MotionBlock(
-        self.dim, self.heads, self.mlp_ratio, self.rope_dims, self.dtype, name=f"block_{i}"
-      )(
-        h,
-        cond,
-        positions,
-        self_mask,
-        num_prefix,
-        None if kv_context is None else kv_context[i],
-        audio,
-        audio_mask,
-      )
-      own_kvs.append(own_kv)
+    block = remat(
+      MotionBlock,
+      self.remat,
+      static_argnums=(_NUM_PREFIX_ARGNUM,),
+      prevent_cse=not self.scan_layers,  # a scan already keeps XLA from merging the recomputation
+    )
+    fields = (self.dim, self.heads, self.mlp_ratio, self.rope_dims, self.dtype)
+    if self.scan_layers:
+      blocks = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        # Every layer sees the same inputs, except for kv_context: one slice per layer.
+        in_axes=(nn.broadcast,) * 4 + (0,) + (nn.broadcast,) * 2,
+        length=self.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(*fields, name="blocks")
+      h, own_kvs = blocks(h, cond, positions, self_mask, num_prefix, kv_context, audio, audio_mask)
+    else:
+      layer_kvs = []
+      for i in range(self.depth):
+        layer_context = None if kv_context is None else tuple(a[i] for a in kv_context)
+        h, layer_kv = block(*fields, name=f"block_{i}")(
+          h, cond, positions, self_mask, num_prefix, layer_context, audio, audio_mask
+        )
+        layer_kvs.append(layer_kv)
+      own_kvs = jax.tree.map(lambda *layers: jnp.stack(layers), *layer_kvs)
 
     frames = h[:, num_prefix:]
     shift, scale = Modulation(self.dim, 2, self.dtype, name="final_modulation")(

@@ -37,6 +37,7 @@ from jaxtalk.models.layers import (
   group_norm,
   modulate,
   partitioned,
+  remat,
   space_to_depth,
   timestep_embedding,
 )
@@ -62,6 +63,7 @@ class Renderer(nn.Module):
   warp_channels: int  # width of the motion-field network; 0: no warp path
   warp_stride: int  # the motion field's resolution is the image's / warp_stride
   warp_blocks: int
+  remat: str  # what the U-Net's residual blocks keep for the backward pass (layers.remat)
   dtype: jnp.dtype
 
   @nn.compact
@@ -77,7 +79,8 @@ class Renderer(nn.Module):
         f"got {height}x{width}"
       )
     cond = self._conditioning(t, motion)
-    block = lambda channels, name: ResBlock(channels, dtype=self.dtype, name=name)
+    res_block = remat(ResBlock, self.remat)
+    block = lambda channels, name: res_block(channels, dtype=self.dtype, name=name)
 
     inputs = [x_t, reference]
     if self.warp_channels:
