@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.kernels import FullMask, attention
-from jaxtalk.models.layers import dense, partitioned
+from jaxtalk.models.layers import TOKENS, dense, partitioned
 
 ACTIVATIONS = {
   "gelu": functools.partial(nn.gelu, approximate=False),
@@ -118,4 +118,4 @@ class EncoderLayer(nn.Module):
     else:
       x = attention_norm(x + attend(x))
       x = mlp_norm(x + mlp(x))
-    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return nn.with_logical_constraint(x, TOKENS)
