@@ -4,9 +4,9 @@ Model code annotates each parameter with logical names through
 `flax.linen.with_logical_partitioning(init, ("embed", "mlp"))` and never mentions a device. A rule
 table in the config maps each logical name to mesh axes, e.g.
 
-    (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("kv", None))
+    (("activation_batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("kv", None))
 
-so changing how a model is split across devices is a config edit, not a code change.
+(activations and weights have names of their own, see `jaxtalk.config`), so changing how a model is split across devices is a config edit, not a code change.
 """
 
 from __future__ import annotations
