@@ -1,44 +1,44 @@
-"""Tests for the real-video preprocessor, on tiny videos made here."""
+"""Tests for the real-video preprocessor, on small videos of real photographs made here."""
 
+import dataclasses
+import math
 import os
+import pathlib
 import subprocess
+import sys
 
+import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
 import soundfile
-from PIL import Image
+from face_videos import astronaut_pose, canvas, eyes_at, lfw_face, place_astronaut, speech_like
 from scipy import signal
 from skimage import data
 
-from jaxtalk.data import clips, ingest
+from jaxtalk.data import clips, ingest, ingest_staging, ingest_video
+from jaxtalk.media import face_align, video_io
+from jaxtalk.timebase import FPS
 
-SOURCE_FPS, SECONDS, CANVAS = 30, 2.0, (240, 320)
-PORTRAIT_PX = 200  # the astronaut photo is scaled to this size on the canvas
-# Face centre (x, y) in the scaled photo
-FACE_IN_PHOTO = np.array([220.0, 120.0]) * PORTRAIT_PX / 512
-
-
-def photo_offset(t):
-  """Top-left (x, y) of the photo on the canvas at frame t: a slow drift to the right."""
-  return 40 + t // 3, 20
+# Faces in these videos are 50 px and up: a larger minimum than the default makes detection cheaper.
+SETTINGS = ingest_video.IngestSettings(image_size=64, min_face_px=48.0)
+HEIGHT, WIDTH = 176, 224
+CAMERA_FPS, TALK_SECONDS = 30, 2.0
+CUT_FRAME = 30  # the cut video switches person at this frame (1.2 s)
 
 
-def astronaut_frames():
-  photo = np.asarray(Image.fromarray(data.astronaut()).resize((PORTRAIT_PX, PORTRAIT_PX)))
-  frames = np.full((round(SECONDS * SOURCE_FPS), *CANVAS, 3), 90, np.uint8)
-  for t, frame in enumerate(frames):
-    x, y = photo_offset(t)
-    frame[y : y + PORTRAIT_PX, x : x + PORTRAIT_PX] = photo
-  return frames
+def talk_pose(time):
+  """The astronaut at `time` s into talk.mp4: drifting right, rolling to and fro, shrinking."""
+  f = time / TALK_SECONDS
+  return astronaut_pose(0.8 - 0.2 * f, 15 * math.sin(2 * math.pi * f), (90 + 40 * f, 80 + 10 * f))
 
 
 def write_camera_video(path, frames):
-  """Writes frames as H.264 at SOURCE_FPS: a camera's rate, which jaxtalk's own writer never uses."""
+  """Writes frames as H.264 at CAMERA_FPS: a camera's rate, which jaxtalk's own writer never uses."""
   writer = imageio_ffmpeg.write_frames(
     path,
     (frames.shape[2], frames.shape[1]),
-    fps=SOURCE_FPS,
+    fps=CAMERA_FPS,
     quality=None,
     macro_block_size=1,
     ffmpeg_log_level="error",
@@ -50,52 +50,72 @@ def write_camera_video(path, frames):
   writer.close()
 
 
-def speech_like(sample_rate):
-  t = np.arange(round(SECONDS * sample_rate)) / sample_rate
-  return (
-    0.3 * np.sin(2 * np.pi * (150 + 300 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-  ).astype(np.float32)
-
-
-def with_stereo_audio(video_path, out_path, tmp_path):
-  """Muxes 44.1 kHz stereo audio into a video, as phones and cameras record it."""
-  mono = speech_like(44100)
+def with_stereo_audio(video_path, out_path, seconds, tmp_path):
+  """Muxes 44.1 kHz stereo audio into a video, as phones and cameras record it; returns it at 16 kHz."""
+  mono = speech_like(seconds, 44100)
   wav = str(tmp_path / "stereo.wav")
   soundfile.write(wav, np.stack([mono, 0.5 * mono], axis=1), 44100)
+  ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
   subprocess.run(
-    [
-      imageio_ffmpeg.get_ffmpeg_exe(),
-      "-nostdin",
-      "-v",
-      "error",
-      "-y",
-      "-i",
-      video_path,
-      "-i",
-      wav,
-      "-c:v",
-      "copy",
-      "-c:a",
-      "aac",
-      out_path,
-    ],
-    check=True,
+    [*ffmpeg, "-i", video_path, "-i", wav, "-c:v", "copy", "-c:a", "aac", out_path], check=True
   )
-  os.remove(video_path)
   return signal.resample_poly(0.75 * mono, 160, 441)
+
+
+def talk_video(folder, scratch):
+  frames = canvas(HEIGHT, WIDTH, round(TALK_SECONDS * CAMERA_FPS))
+  for t, frame in enumerate(frames):
+    frame[:] = place_astronaut(frame, talk_pose(t / CAMERA_FPS))
+  write_camera_video(str(scratch / "talk.mp4"), frames)
+  return with_stereo_audio(
+    str(scratch / "talk.mp4"), str(folder / "talk.mp4"), TALK_SECONDS, scratch
+  )
+
+
+def scene_video(path, num_frames, draw, audio=True):
+  """A 25 fps video whose frame t is `draw(t, canvas frame)`, with speech-like audio."""
+  frames = canvas(HEIGHT, WIDTH, num_frames)
+  for t, frame in enumerate(frames):
+    frame[:] = draw(t, frame)
+  video_io.write_video(str(path), frames, speech_like(num_frames / FPS) if audio else None)
+
+
+def still_astronaut(x=112.0):
+  pose = astronaut_pose(0.8, 0.0, (x, 88.0))
+  return lambda t, frame: place_astronaut(frame, pose)
+
+
+def cut_to_another_person(t, frame):
+  if t < CUT_FRAME:
+    return still_astronaut()(t, frame)
+  frame[:] = (30, 40, 120)
+  frame[40:140, 60:160] = lfw_face(100)
+  return frame
+
+
+def face_walks_out(t, frame):
+  """Still for 1.2 s near the right edge, then 2 px a frame to the right: the face box (70 px)
+  sticks out of the frame by a tenth of its side from frame 43."""
+  return place_astronaut(frame, astronaut_pose(0.8, 0.0, (170 + 2 * max(0, t - 30), 88)))
+
+
+def second_face_joins(t, frame):
+  frame = place_astronaut(frame, astronaut_pose(0.8, 0.0, (70, 88)))
+  if t >= CUT_FRAME:
+    frame[40:140, 120:220] = lfw_face(100)
+  return frame
 
 
 @pytest.fixture(scope="module")
 def video_folder(tmp_path_factory):
   folder = tmp_path_factory.mktemp("videos")
-  scratch = tmp_path_factory.mktemp("scratch")
-  frames = astronaut_frames()
-  write_camera_video(str(scratch / "talk.mp4"), frames)
-  expected_audio = with_stereo_audio(str(scratch / "talk.mp4"), str(folder / "talk.mp4"), scratch)
-  write_camera_video(str(folder / "mute.mp4"), frames)
-  noise = np.random.default_rng(0).integers(0, 256, (frames.shape[0], 120, 160, 3), dtype=np.uint8)
-  write_camera_video(str(scratch / "noise.mp4"), noise)
-  with_stereo_audio(str(scratch / "noise.mp4"), str(folder / "noise.mp4"), scratch)
+  expected_audio = talk_video(folder, tmp_path_factory.mktemp("scratch"))
+  scene_video(folder / "cut.mp4", 60, cut_to_another_person)
+  scene_video(folder / "walks.mp4", 60, face_walks_out)
+  scene_video(folder / "pair.mp4", 60, second_face_joins)
+  scene_video(folder / "mute.mp4", 30, still_astronaut(), audio=False)
+  noise = np.random.default_rng(0).integers(0, 256, (30, 120, 160, 3), dtype=np.uint8)
+  video_io.write_video(str(folder / "noise.mp4"), noise, speech_like(30 / FPS))
   (folder / "notes.txt").write_text("not a video")
   return str(folder), expected_audio
 
@@ -103,64 +123,120 @@ def video_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ingested(video_folder, tmp_path_factory):
   logged = []
-  summary = ingest.ingest_folder(
-    video_folder[0],
-    str(tmp_path_factory.mktemp("shards")),
-    image_size=64,
-    split="train",
-    log=logged.append,
-  )
-  return summary, logged
+  out = str(tmp_path_factory.mktemp("shards"))
+  summary = ingest.ingest_folder(video_folder[0], out, SETTINGS, workers=1, log=logged.append)
+  return summary, logged, out
 
 
-def test_ingests_the_talking_video_and_skips_the_others(video_folder, ingested):
-  _, expected_audio = video_folder
-  summary, logged = ingested
-  assert sorted(logged) == ["skip mute.mp4: no audio track", "skip noise.mp4: no face found"]
-  assert summary.clips == 1 and summary.seconds == pytest.approx(2.0)
+def clips_by_id(summary):
+  return {clip.meta["clip_id"]: clip for clip in clips.read_clips(summary.shards)}
+
+
+def test_keeps_the_clean_spans_and_gives_every_drop_its_reason(ingested):
+  summary, logged, out = ingested
   assert [os.path.basename(p) for p in summary.shards] == ["train-00000.array_record"]
+  kept = {
+    c.meta["clip_id"]: (c.meta["first_frame"], c.frames.shape[0])
+    for c in clips_by_id(summary).values()
+  }
+  assert kept.keys() == {
+    "cut.mp4-000",
+    "cut.mp4-001",
+    "pair.mp4-000",
+    "talk.mp4-000",
+    "walks.mp4-000",
+  }
+  # Split exactly at the cut; the talk video kept whole.
+  assert kept["cut.mp4-000"] == (0, CUT_FRAME)
+  assert kept["cut.mp4-001"] == (CUT_FRAME, 60 - CUT_FRAME)
+  assert kept["talk.mp4-000"] == (0, TALK_SECONDS * FPS)
+  # Up to the last detection before the second face came (detections every 5 frames)...
+  assert kept["pair.mp4-000"][0] == 0 and CUT_FRAME - 5 <= kept["pair.mp4-000"][1] <= CUT_FRAME
+  # ...and before the face box crosses the frame edge.
+  assert kept["walks.mp4-000"][0] == 0 and 38 <= kept["walks.mp4-000"][1] <= 43
 
-  (clip,) = clips.read_clips(summary.shards)
-  assert clip.frames.shape == (50, 64, 64, 3) and clip.audio.shape == (32000,)
-  assert clip.meta["source"] == "video:talk.mp4" and clip.meta["split"] == "train"
+  # Logged in the order of the videos' names, whichever finished first.
+  skips = [line for line in logged if line.startswith("skip ")]
+  assert skips == [f"skip {label}: {reason}" for label, reason in summary.skipped]
+  by_video = {}
+  for label, reason in summary.skipped:
+    by_video.setdefault(label.split()[0], []).append((label, reason))
+  assert by_video["mute.mp4"] == [("mute.mp4", "no audio track")]
+  assert by_video["noise.mp4"] == [("noise.mp4", "no face found")]
+  assert [reason for _, reason in by_video["pair.mp4"]] == ["a second face in the frame"]
+  assert [reason for _, reason in by_video["walks.mp4"]] == [
+    "face leaves the frame",
+    "no face found",
+  ]
+  assert {"cut.mp4", "talk.mp4"}.isdisjoint(by_video)
+
+  # The report beside the shards says the same, in frames.
+  report = {line["video"]: line for line in ingest_staging.read_report(out, "train")}
+  assert sorted(report) == ["cut.mp4", "mute.mp4", "noise.mp4", "pair.mp4", "talk.mp4", "walks.mp4"]
+  assert report["pair.mp4"]["skipped"] == [
+    {"frames": [kept["pair.mp4-000"][1], 60], "reason": "a second face in the frame"}
+  ]
+  assert report["mute.mp4"]["skipped"] == [{"frames": None, "reason": "no audio track"}]
+  assert not os.path.exists(ingest_staging.staging_dir(out, "train"))
+
+
+def test_clips_keep_the_sound_in_sync(video_folder, ingested):
+  _, expected_audio = video_folder
+  talk = clips_by_id(ingested[0])["talk.mp4-000"]
+  assert talk.frames.shape == (50, 64, 64, 3) and talk.audio.shape == (50 * 640,)
+  assert talk.meta["source"] == "video:talk.mp4" and talk.meta["split"] == "train"
   # Stereo mixed, resampled, in sync
-  assert np.corrcoef(clip.audio, expected_audio[:32000])[0, 1] > 0.95
-
-  # One crop for the whole clip, centred on where the face is mid-clip, 1.6x the detected face.
-  x, y, width, height = clip.meta["crop_box"]
-  mid_face = np.add(photo_offset(round(SECONDS * SOURCE_FPS) // 2), FACE_IN_PHOTO)
-  assert np.allclose((x + width / 2, y + height / 2), mid_face, atol=12)
-  assert width == height and 50 < width < 130
-  # The photo drifts right inside the still crop: the last frame is the first moved right by the
-  # drift over the clip, 20 canvas px (photo_offset), about 20 px at this crop scale.
-  first, last = clip.frames[[0, -1]].astype(float).mean(axis=(1, 3))
-  errors = [np.abs(np.roll(first, shift)[30:60] - last[30:60]).mean() for shift in range(30)]
-  assert 15 <= np.argmin(errors) <= 25
+  assert np.corrcoef(talk.audio, expected_audio[: talk.audio.size])[0, 1] > 0.95
 
 
-def test_long_videos_are_cut_into_aligned_clips(video_folder, ingested, tmp_path):
+def test_aligned_crops_put_the_eyes_at_the_canonical_positions(ingested):
+  talk = clips_by_id(ingested[0])["talk.mp4-000"]
+  canonical = np.array(talk.meta["canonical_eyes"]) * 64
+  assert talk.meta["eyes_found"] > 0.9
+  errors = []
+  for t, transform in enumerate(talk.meta["crop_transforms"]):
+    # The 25 fps frame t shows the camera frame nearest its time.
+    pose = talk_pose(round(t * CAMERA_FPS / FPS) / CAMERA_FPS)
+    eyes = np.c_[eyes_at(pose), np.ones(2)] @ np.array(transform).T
+    errors.append(np.abs(eyes - canonical).max())
+  assert np.median(errors) < 1.0 and max(errors) < 2.0
+  # The pixels are warped by that transform: every frame is the photo's own aligned crop, within
+  # the shift that phase correlation measures between them.
+  photo_eyes = eyes_at(astronaut_pose(1.0, 0.0, (222.0, 127.0)))
+  expected = face_align.aligned_crop(data.astronaut(), face_align.eye_parameters(photo_eyes), 64)
+  shifts = [np.hypot(*cv2.phaseCorrelate(gray(expected), gray(frame))[0]) for frame in talk.frames]
+  assert np.median(shifts) < 1.0 and max(shifts) < 1.5
+
+
+def gray(image):
+  return cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)
+
+
+def test_long_clean_stretches_are_cut_into_consecutive_clips(video_folder, ingested, tmp_path):
   only_talk = tmp_path / "videos"
   only_talk.mkdir()
   os.symlink(os.path.join(video_folder[0], "talk.mp4"), only_talk / "talk.mp4")
+  settings = dataclasses.replace(SETTINGS, max_seconds=1.0)
   halves = ingest.ingest_folder(
-    str(only_talk), str(tmp_path / "halves"), image_size=64, max_seconds=1.0, log=lambda line: None
+    str(only_talk), str(tmp_path / "halves"), settings, workers=1, log=lambda line: None
   )
-  (whole,) = clips.read_clips(ingested[0].shards)
+  whole = clips_by_id(ingested[0])["talk.mp4-000"]
   first, second = clips.read_clips(halves.shards)
   assert [first.meta["clip_id"], second.meta["clip_id"]] == ["talk.mp4-000", "talk.mp4-001"]
   assert first.frames.shape[0] == second.frames.shape[0] == 25
   assert second.meta["start_seconds"] == 1.0
   np.testing.assert_array_equal(np.concatenate([first.audio, second.audio]), whole.audio)
-  # Each clip has its own crop, following the face as it drifts right.
-  assert first.meta["crop_box"][0] < whole.meta["crop_box"][0] < second.meta["crop_box"][0]
+  # Aligned over the whole clean stretch, so the halves are the whole clip's frames.
+  np.testing.assert_array_equal(np.concatenate([first.frames, second.frames]), whole.frames)
 
 
 def test_command_line_errors(video_folder, tmp_path, capsys):
-  assert ingest.main(["--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+  out = str(tmp_path / "out")
+  assert ingest.main(["--videos", str(tmp_path / "nope"), "--out", out]) == 2
   assert "does not exist" in capsys.readouterr().err
   empty = tmp_path / "empty"
   empty.mkdir()
-  assert ingest.main(["--videos", str(empty), "--out", str(tmp_path / "out")]) == 2
+  assert ingest.main(["--videos", str(empty), "--out", out]) == 2
   assert "no .mp4" in capsys.readouterr().err
   folder, _ = video_folder
   taken = tmp_path / "taken"
@@ -168,3 +244,121 @@ def test_command_line_errors(video_folder, tmp_path, capsys):
   (taken / "train-00000.array_record").write_bytes(b"")
   assert ingest.main(["--videos", folder, "--out", str(taken)]) == 2
   assert "already holds train shards" in capsys.readouterr().err
+  for flags, message in (
+    (["--workers", "0"], "--workers >= 1"),
+    (["--min-face", "10"], "--min-face >= 24"),
+    (["--max-seconds", "0.5"], "--max-seconds >= 1"),
+    (["--project", "x"], "unrecognized arguments: --project x"),
+  ):
+    try:
+      status = ingest.main(["--videos", folder, "--out", out, *flags])
+    except SystemExit as e:  # argparse exits from inside parse_args
+      status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def phone_pose(t):
+  """A 176x144 phone video's face: 50 px, the head tilted 20 degrees, swaying in the hand."""
+  sway = 3 * np.array(
+    [math.sin(2 * math.pi * 1.3 * t / FPS), math.cos(2 * math.pi * 0.9 * t / FPS)]
+  )
+  roll = 20 + 3 * math.sin(2 * math.pi * t / FPS)
+  return astronaut_pose(50 / 87, roll, (88, 70) + sway)
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+  """Few, short videos for the runs that ingest a folder several times."""
+  folder = tmp_path_factory.mktemp("small")
+  frames = canvas(144, 176, 50)
+  for t, frame in enumerate(frames):
+    frame[:] = place_astronaut(frame, phone_pose(t))
+  video_io.write_video(str(folder / "phone.mp4"), frames, speech_like(2.0))
+  scene_video(folder / "short.mp4", 30, still_astronaut(x=100.0))
+  scene_video(folder / "silent.mp4", 30, still_astronaut(), audio=False)
+  return str(folder)
+
+
+@pytest.fixture(scope="module")
+def small_local_run(small_folder, tmp_path_factory):
+  """The small folder ingested by two worker processes."""
+  out = str(tmp_path_factory.mktemp("local"))
+  summary = ingest.ingest_folder(small_folder, out, SETTINGS, workers=2, log=lambda line: None)
+  return summary, out
+
+
+def test_finds_and_aligns_a_small_tilted_face_in_a_phone_video(small_local_run):
+  phone = clips_by_id(small_local_run[0])["phone.mp4-000"]
+  assert phone.frames.shape[0] == 50
+  canonical = np.array(phone.meta["canonical_eyes"]) * 64
+  errors = [
+    np.abs(np.c_[eyes_at(phone_pose(t)), np.ones(2)] @ np.array(transform).T - canonical).max()
+    for t, transform in enumerate(phone.meta["crop_transforms"])
+  ]
+  assert np.median(errors) < 1.5 and max(errors) < 3.0
+
+
+def shard_bytes(out):
+  return {
+    os.path.basename(path): pathlib.Path(path).read_bytes()
+    for path in clips.shard_paths(out, "train")
+  }
+
+
+def test_beam_writes_the_same_shards_as_the_local_workers(small_folder, small_local_run, tmp_path):
+  logged = []
+  summary = ingest.ingest_folder(
+    small_folder, str(tmp_path), SETTINGS, runner="DirectRunner", log=logged.append
+  )
+  local, local_out = small_local_run
+  assert shard_bytes(str(tmp_path)) == shard_bytes(local_out)
+  assert summary.skipped == local.skipped == [("silent.mp4", "no audio track")]
+  assert ingest_staging.read_report(str(tmp_path), "train") == ingest_staging.read_report(
+    local_out, "train"
+  )
+
+
+def test_a_rerun_ingests_only_the_videos_not_yet_finished(
+  small_folder, small_local_run, tmp_path, monkeypatch
+):
+  # An interrupted run left phone.mp4 finished in the staging folder.
+  staging = ingest_staging.staging_dir(str(tmp_path), "train")
+  ingest_video.ingest_video(os.path.join(small_folder, "phone.mp4"), staging, SETTINGS)
+  ingested_now = []
+
+  def counted(path, *args):
+    ingested_now.append(os.path.basename(path))
+    return ingest_video.ingest_video(path, *args)
+
+  monkeypatch.setattr(ingest, "ingest_video", counted)
+  logged = []
+  ingest.ingest_folder(small_folder, str(tmp_path), SETTINGS, workers=1, log=logged.append)
+  assert ingested_now == ["short.mp4", "silent.mp4"]
+  assert "1 of 3 videos were finished by an earlier run" in logged
+  assert shard_bytes(str(tmp_path)) == shard_bytes(small_local_run[1])
+  # Staged with other settings, a video is ingested again.
+  other = ingest_video.IngestSettings(image_size=32)
+  ingest_video.ingest_video(
+    os.path.join(small_folder, "phone.mp4"),
+    ingest_staging.staging_dir(str(tmp_path / "b"), "train"),
+    SETTINGS,
+  )
+  assert (
+    ingest_staging.finished_report(
+      ingest_staging.staging_dir(str(tmp_path / "b"), "train"), "phone.mp4", other
+    )
+    is None
+  )
+
+
+def test_the_beam_runner_without_beam_installed_is_a_one_line_error(
+  small_folder, tmp_path, monkeypatch, capsys
+):
+  monkeypatch.setitem(sys.modules, "apache_beam", None)  # makes `import apache_beam` fail
+  assert (
+    ingest.main(["--videos", small_folder, "--out", str(tmp_path), "--runner", "DirectRunner"]) == 2
+  )
+  err = capsys.readouterr().err
+  assert "pip install 'jaxtalk[beam]'" in err and err.count("\n") == 1

@@ -1,38 +1,40 @@
-"""Real talking-head videos -> clip shards, in the same format the SynthTalk generator writes.
+"""Real talking-head videos -> clean, eye-aligned clip shards, in the format SynthTalk writes.
 
-  python -m jaxtalk.data.ingest --videos DIR --out DIR [--image-size 64] [--split train] [--max-seconds 60]
+  python -m jaxtalk.data.ingest --videos DIR --out DIR [--image-size 64] [--split train]
+      [--max-seconds 60] [--min-face 40] [--workers N] [--runner DirectRunner [BEAM OPTIONS]]
 
-Every mp4 / mov / mkv / webm file in the folder becomes one clip per `max_seconds` of video: frames
-resampled to 25 fps, audio to 16 kHz mono, and every frame cropped to the same face-centred square
-(one crop per clip, so the head moves inside a still frame as in the SynthTalk clips) and resized
-to `image_size`. A video without an audio track, without a face, or too short is skipped with a
-one-line reason, and the rest are still ingested.
+Every mp4 / mov / mkv / webm file in the folder is resampled to 25 fps with 16 kHz mono audio and
+cut into clean clips: a clip never crosses a scene cut, and holds only frames where one face of at
+least `--min-face` px is in the frame with no second face of comparable size beside it (see
+`jaxtalk.data.ingest_video`). Each frame is warped so the eyes sit at fixed places in the
+`image_size` square (`jaxtalk.media.face_align`), the per-frame transform recorded in the clip's
+meta. Clean stretches longer than `--max-seconds` become consecutive clips of at most that length.
+
+Everything dropped (a video without audio, a span without a usable face, a too-short tail) is
+logged as "skip NAME [START-END s]: REASON" and listed in SPLIT-ingest_report.jsonl next to the
+shards. Videos are ingested in parallel, one process per video (`--workers`), or, with
+`--runner`, as an Apache Beam pipeline (`jaxtalk.data.ingest_beam`); both write the same shards.
+A run that stops part way resumes where it stopped: videos it finished are not ingested again.
 """
 
+import concurrent.futures
 import dataclasses
-import math
+import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 
-import numpy as np
+import cv2
 
 from jaxtalk.cli import argument_parser, run_command
-from jaxtalk.data import clips
+from jaxtalk.data import clips, ingest_staging
+from jaxtalk.data.ingest_video import MIN_CLIP_SECONDS, IngestSettings, ingest_video
 from jaxtalk.errors import UserError
-from jaxtalk.media import audio_io, face_detect, image_io, video_io
-from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME, frames_of
+from jaxtalk.timebase import FPS
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
-# The face box is the median over this many frames spread across the clip, so one missed or
-# spurious detection does not move the crop; a face is required in at least half of them.
-DETECTION_FRAMES = 5
-# Shorter tails of long videos are dropped: too little motion to learn from.
-MIN_CLIP_SECONDS = 1.0
-
-
-class _Skip(Exception):
-  """A video (or a part of one) that cannot become a clip; the message is the one-line reason."""
+# Smaller faces hold too few pixels for the eye detector (about 10 px per eye).
+SMALLEST_MIN_FACE_PX = 24
 
 
 @dataclasses.dataclass
@@ -45,106 +47,10 @@ class IngestSummary:
   skipped: list[tuple[str, str]]  # (video file or "file [start-end s]", reason)
 
 
-def _stable_crop_box(path: str, start: float, seconds: float) -> face_detect.Box:
-  """The clip's one square crop: the median face box over a few frames, enlarged and placed in the frame."""
-  sampled = list(
-    video_io.iter_frames(
-      path, fps=DETECTION_FRAMES / seconds, start_seconds=start, max_seconds=seconds
-    )
-  )[:DETECTION_FRAMES]
-  if not sampled:
-    raise _Skip("no frames could be decoded")
-  faces = [face for face in map(face_detect.detect_face, sampled) if face is not None]
-  if not faces:
-    raise _Skip("no face found")
-  if 2 * len(faces) < len(sampled):
-    raise _Skip(f"a face in only {len(faces)} of {len(sampled)} sampled frames")
-  median = face_detect.Box(*(round(float(np.median(values))) for values in zip(*faces)))
-  height, width = sampled[0].shape[:2]
-  return face_detect.face_crop_box(median, height, width)
-
-
-def _segment_clip(
-  path: str, audio: np.ndarray, first_frame: int, num_frames: int, image_size: int, meta: dict
-) -> clips.Clip:
-  """The clip of frames [first_frame, first_frame + num_frames) at 25 fps, and the audio under them."""
-  start, seconds = first_frame / FPS, num_frames / FPS
-  box = _stable_crop_box(path, start, seconds)
-  frames = [
-    image_io.resize_square(face_detect.crop_square(frame, box), image_size)
-    for frame in video_io.iter_frames(path, fps=FPS, start_seconds=start, max_seconds=seconds)
-  ]
-  if not frames:
-    raise _Skip("no frames could be decoded")
-  # The decoder may stop a frame short of the container's length
-  num_frames = min(num_frames, len(frames))
-  audio = audio[first_frame * SAMPLES_PER_FRAME : (first_frame + num_frames) * SAMPLES_PER_FRAME]
-  return clips.Clip(
-    frames=np.stack(frames[:num_frames]),
-    audio=audio.copy(),
-    meta=dict(meta, start_seconds=start, crop_box=list(box)),
-  )
-
-
-def _video_clips(
-  path: str, image_size: int, split: str, max_seconds: float, skip: Callable[[str, str], None]
-) -> Iterator[clips.Clip]:
-  """The clips of one video, one per `max_seconds` segment; a segment that fails is reported and left out."""
-  name = os.path.basename(path)
-  info = video_io.probe_video(path)
-  if not info.has_audio:
-    raise _Skip("no audio track")
-  audio = audio_io.load_audio(path)
-  # Frames at 25 fps that both the picture and the sound cover.
-  total_frames = min(math.floor(info.num_frames / info.fps * FPS), frames_of(audio.size))
-  min_frames = math.ceil(MIN_CLIP_SECONDS * FPS)
-  if total_frames < min_frames:
-    raise _Skip(f"only {total_frames / FPS:.1f} s long; need at least {MIN_CLIP_SECONDS:g} s")
-  segment_frames = math.floor(max_seconds * FPS)
-  num_segments = math.ceil(total_frames / segment_frames)
-  for index in range(num_segments):
-    first_frame = index * segment_frames
-    num_frames = min(segment_frames, total_frames - first_frame)
-    end_seconds = (first_frame + num_frames) / FPS
-    label = name if num_segments == 1 else f"{name} [{first_frame / FPS:.0f}-{end_seconds:.0f} s]"
-    if num_frames < min_frames:
-      skip(label, f"tail shorter than {MIN_CLIP_SECONDS:g} s")
-      continue
-    meta = {
-      "clip_id": f"{name}-{index:03d}",
-      "identity_id": f"video:{name}",
-      "source": f"video:{name}",
-      "split": split,
-      "source_fps": info.fps,
-      "source_size": [info.width, info.height],
-    }
-    try:
-      yield _segment_clip(path, audio, first_frame, num_frames, image_size, meta)
-    except _Skip as reason:
-      skip(label, str(reason))
-
-
-def ingest_folder(
-  video_dir: str,
-  out_dir: str,
-  image_size: int = 64,
-  split: str = "train",
-  max_seconds: float = 60.0,
-  log: Callable[[str], None] = print,
-) -> IngestSummary:
-  """Turns every video in `video_dir` into clips in `{split}-*.array_record` shards under `out_dir`.
-
-  Each skipped video (or segment) is reported through `log` as "skip NAME: REASON". Raises
-  UserError if the folder is missing or holds no videos, or if `out_dir` already has this split.
-  """
+def _video_paths(video_dir: str) -> list[str]:
   if not os.path.isdir(video_dir):
     raise UserError(
       f"video folder {video_dir} does not exist; give a folder of mp4, mov, mkv or webm files"
-    )
-  if image_size < 8 or max_seconds < MIN_CLIP_SECONDS:
-    raise UserError(
-      f"need --image-size >= 8 and --max-seconds >= {MIN_CLIP_SECONDS:g}, got {image_size} and "
-      f"{max_seconds:g}"
     )
   paths = sorted(
     os.path.join(video_dir, name)
@@ -153,27 +59,116 @@ def ingest_folder(
   )
   if not paths:
     raise UserError(f"no {', '.join(VIDEO_SUFFIXES)} files in {video_dir}")
-  skipped: list[tuple[str, str]] = []
-  written = {"clips": 0, "frames": 0}
+  return paths
 
-  def skip(label: str, reason: str) -> None:
-    skipped.append((label, reason))
+
+def _check(settings: IngestSettings, workers: int) -> None:
+  if settings.image_size < 8 or settings.max_seconds < MIN_CLIP_SECONDS:
+    raise UserError(
+      f"need --image-size >= 8 and --max-seconds >= {MIN_CLIP_SECONDS:g}, got "
+      f"{settings.image_size} and {settings.max_seconds:g}"
+    )
+  if settings.min_face_px < SMALLEST_MIN_FACE_PX or settings.detect_every < 1 or workers < 1:
+    raise UserError(
+      f"need --min-face >= {SMALLEST_MIN_FACE_PX}, --detect-every >= 1 and --workers >= 1, got "
+      f"{settings.min_face_px:g}, {settings.detect_every} and {workers}"
+    )
+
+
+def skip_lines(report: dict) -> list[tuple[str, str]]:
+  """(label, reason) for everything a video's report says was dropped."""
+  lines = []
+  for skipped in report["skipped"]:
+    label = report["video"]
+    if skipped["frames"] is not None:
+      start, end = (frame / FPS for frame in skipped["frames"])
+      label += f" [{start:.1f}-{end:.1f} s]"
+    lines.append((label, skipped["reason"]))
+  return lines
+
+
+def ingest_folder(
+  video_dir: str,
+  out_dir: str,
+  settings: IngestSettings | None = None,
+  workers: int | None = None,
+  runner: str | None = None,
+  pipeline_args: Sequence[str] = (),
+  log: Callable[[str], None] = print,
+) -> IngestSummary:
+  """Turns every video in `video_dir` into clips in `{split}-*.array_record` shards under `out_dir`.
+
+  `settings` default to `IngestSettings()`. `workers` processes (default: one per core) ingest a
+  video each, or with `runner` an Apache
+  Beam pipeline does (`pipeline_args`: further Beam options). Each dropped video or span is
+  reported through `log` as "skip LABEL: REASON". Raises UserError if the folder is missing or
+  holds no videos, a setting is out of range, or `out_dir` already has this split.
+  """
+  settings = settings or IngestSettings()
+  if workers is None:
+    workers = os.cpu_count() or 1
+  _check(settings, workers)
+  paths = _video_paths(video_dir)
+  # write_shards refuses an output that already holds the split; asking with no clips finds that
+  # out now rather than after hours of ingest.
+  clips.write_shards((), out_dir, settings.split)
+  staging = ingest_staging.staging_dir(out_dir, settings.split)
+  pending = [
+    path
+    for path in paths
+    if ingest_staging.finished_report(staging, os.path.basename(path), settings) is None
+  ]
+  if len(pending) < len(paths):
+    log(f"{len(paths) - len(pending)} of {len(paths)} videos were finished by an earlier run")
+  names = [os.path.basename(path) for path in paths]
+  if runner is None:
+    _ingest_locally(pending, staging, settings, workers, log)
+    reports = ingest_staging.assemble(names, out_dir, settings)
+  else:
+    from jaxtalk.data import ingest_beam
+
+    reports = ingest_beam.run_pipeline(pending, names, out_dir, settings, runner, pipeline_args)
+  skipped = [line for report in reports for line in skip_lines(report)]
+  for label, reason in skipped:
     log(f"skip {label}: {reason}")
-
-  def all_clips() -> Iterator[clips.Clip]:
-    for path in paths:
-      try:
-        for clip in _video_clips(path, image_size, split, max_seconds, skip):
-          written["clips"] += 1
-          written["frames"] += clip.frames.shape[0]
-          yield clip
-      except (_Skip, UserError) as reason:  # UserError: unreadable file, silent audio, ...
-        skip(os.path.basename(path), str(reason))
-
-  shards = clips.write_shards(all_clips(), out_dir, split)
+  frames = [
+    end - start for report in reports for start, end in (c["frames"] for c in report["clips"])
+  ]
   return IngestSummary(
-    shards=shards, clips=written["clips"], seconds=written["frames"] / FPS, skipped=skipped
+    shards=clips.shard_paths(out_dir, settings.split) if frames else [],
+    clips=len(frames),
+    seconds=sum(frames) / FPS,
+    skipped=skipped,
   )
+
+
+def _ingest_locally(
+  paths: list[str], staging: str, settings: IngestSettings, workers: int, log: Callable
+) -> None:
+  """Ingests each video into the staging folder, `workers` at a time."""
+  if workers == 1 or len(paths) <= 1:
+    for done, path in enumerate(paths, 1):
+      ingest_video(path, staging, settings)
+      log(f"ingested {os.path.basename(path)} ({done}/{len(paths)})")
+    return
+  # Fresh interpreters: a forked worker would inherit whatever threads the parent runs.
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(
+    workers, mp_context=context, initializer=_one_thread_per_worker
+  ) as pool:
+    futures = {pool.submit(ingest_video, path, staging, settings): path for path in paths}
+    try:
+      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        future.result()
+        log(f"ingested {os.path.basename(futures[future])} ({done}/{len(paths)})")
+    except BaseException:
+      pool.shutdown(cancel_futures=True)
+      raise
+
+
+def _one_thread_per_worker() -> None:
+  # One worker per core already keeps the cores busy; OpenCV's own threads would only contend.
+  cv2.setNumThreads(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,16 +185,50 @@ def main(argv: list[str] | None = None) -> int:
     "--max-seconds",
     type=float,
     default=60.0,
-    help="longer videos are cut into consecutive clips of at most this length",
+    help="longer clean stretches are cut into consecutive clips of at most this length",
   )
-  return run_command(_ingest_command, parser.parse_args(argv))
+  parser.add_argument(
+    "--min-face",
+    type=float,
+    default=IngestSettings.min_face_px,
+    help="frames whose face box is narrower than this (video pixels) are dropped",
+  )
+  parser.add_argument(
+    "--detect-every",
+    type=int,
+    default=IngestSettings.detect_every,
+    help="frames between face detections; the face is interpolated in between",
+  )
+  parser.add_argument(
+    "--workers", type=int, default=os.cpu_count(), help="videos ingested at once, one per process"
+  )
+  parser.add_argument(
+    "--runner",
+    help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, ...); "
+    "further options are passed to Beam",
+  )
+  args, beam_args = parser.parse_known_args(argv)
+  if beam_args and args.runner is None:
+    parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+  args.beam_args = beam_args
+  return run_command(_ingest_command, args)
 
 
 def _ingest_command(args) -> None:
-  summary = ingest_folder(args.videos, args.out, args.image_size, args.split, args.max_seconds)
+  settings = IngestSettings(
+    image_size=args.image_size,
+    split=args.split,
+    max_seconds=args.max_seconds,
+    min_face_px=args.min_face,
+    detect_every=args.detect_every,
+  )
+  summary = ingest_folder(
+    args.videos, args.out, settings, args.workers, args.runner, args.beam_args
+  )
   print(
     f"{args.split}: {summary.clips} clips ({summary.seconds:.1f} s) at {args.image_size}x"
-    f"{args.image_size} -> {len(summary.shards)} shards in {args.out}; skipped {len(summary.skipped)}"
+    f"{args.image_size} -> {len(summary.shards)} shards in {args.out}; skipped "
+    f"{len(summary.skipped)} (see {ingest_staging.report_path(args.out, args.split)})"
   )
 
 

@@ -1,0 +1,96 @@
+"""Which frames of a real video become clips: scene cuts, and runs of frames with a usable face.
+
+A scene cut is a jump in the colour histogram of a downscaled frame: within a shot, even a moving
+head changes it gradually, while a cut replaces the background, lighting and clothes at once. A
+clip never crosses a cut. Inside a scene, a clip is a run of frames whose face the tracker found
+usable (`face_track.frame_problem`), cut into pieces of at most the maximum length; every other
+run of frames is dropped with the reason of its frames.
+"""
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from jaxtalk.timebase import FPS
+
+# The histogram is taken of a frame shrunk to this size, in this many bins per RGB channel.
+_THUMBNAIL = (64, 48)
+_BINS = 4
+# A cut changes at least this fraction of the histogram's mass (total variation distance, 0 to 1).
+# Measured here: consecutive frames of a moving, rolling, zooming head change it by under 0.05;
+# a cut to another photograph by over 0.5.
+CUT_DISTANCE = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+  """Frames [start, end) at 25 fps, and why they were dropped (None for a clip)."""
+
+  start: int
+  end: int
+  reason: str | None = None
+
+
+class SceneCuts:
+  """Feed it a video's frames in order; it says which start a new scene (the first one does)."""
+
+  def __init__(self):
+    self._previous: np.ndarray | None = None
+
+  def starts_scene(self, frame: np.ndarray) -> bool:
+    thumbnail = cv2.resize(frame, _THUMBNAIL, interpolation=cv2.INTER_AREA)
+    bins = (thumbnail // (256 // _BINS)).reshape(-1, 3).astype(np.int64)
+    histogram = np.bincount(
+      (bins[:, 0] * _BINS + bins[:, 1]) * _BINS + bins[:, 2], minlength=_BINS**3
+    )
+    histogram = histogram / histogram.sum()
+    previous, self._previous = self._previous, histogram
+    return previous is None or 0.5 * np.abs(histogram - previous).sum() > CUT_DISTANCE
+
+
+def split_spans(
+  problems: list[str | None], scene_starts: list[bool], min_frames: int, max_frames: int
+) -> list[Span]:
+  """The video's frames as consecutive spans: clips (reason None) and dropped spans with reasons.
+
+  `problems[t]` is frame t's problem (None: usable), `scene_starts[t]` whether a scene starts at
+  t. Clips hold `min_frames` to `max_frames` frames, one scene and no problem. A run of usable
+  frames too short for a clip right after a dropped span joins it: one reason for the stretch
+  (a face lost, glimpsed at one detection and lost again) rather than a line per fragment.
+  """
+  spans: list[Span] = []
+  for run in runs(problems, scene_starts):
+    if run.reason is None and run.end - run.start < min_frames and spans and spans[-1].reason:
+      run = Span(run.start, run.end, spans[-1].reason)
+    if run.reason is None:
+      spans.extend(_pieces(run, min_frames, max_frames))
+    elif spans and spans[-1].reason == run.reason and spans[-1].end == run.start:
+      spans[-1] = Span(spans[-1].start, run.end, run.reason)
+    else:
+      spans.append(run)
+  return spans
+
+
+def runs(problems: list[str | None], scene_starts: list[bool]) -> Iterator[Span]:
+  """Maximal runs of frames with one problem (or none) inside one scene."""
+  start = 0
+  for t in range(1, len(problems) + 1):
+    if t == len(problems) or problems[t] != problems[start] or scene_starts[t]:
+      yield Span(start, t, problems[start])
+      start = t
+
+
+def _pieces(run: Span, min_frames: int, max_frames: int) -> Iterable[Span]:
+  """A usable run as consecutive clips of `max_frames`, and a dropped tail shorter than `min_frames`."""
+  for start in range(run.start, run.end, max_frames):
+    end = min(start + max_frames, run.end)
+    if end - start >= min_frames:
+      yield Span(start, end)
+    elif start == run.start:
+      yield Span(
+        start, end, f"usable for only {(end - start) / FPS:.1f} s, under {min_frames / FPS:g} s"
+      )
+    else:
+      yield Span(start, end, f"tail shorter than {min_frames / FPS:g} s")
