@@ -1,6 +1,5 @@
 """Tests for the real-video preprocessor, on small videos of real photographs made here."""
 
-import dataclasses
 import math
 import os
 import pathlib
@@ -212,16 +211,22 @@ def gray(image):
   return cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)
 
 
-def test_long_clean_stretches_are_cut_into_consecutive_clips(video_folder, ingested, tmp_path):
+def test_long_clean_stretches_are_cut_into_consecutive_clips(
+  video_folder, ingested, tmp_path, capsys
+):
   only_talk = tmp_path / "videos"
   only_talk.mkdir()
   os.symlink(os.path.join(video_folder[0], "talk.mp4"), only_talk / "talk.mp4")
-  settings = dataclasses.replace(SETTINGS, max_seconds=1.0)
-  halves = ingest.ingest_folder(
-    str(only_talk), str(tmp_path / "halves"), settings, workers=1, log=lambda line: None
+  out = str(tmp_path / "halves")
+  flags = ["--max-seconds", "1", "--min-face", str(SETTINGS.min_face_px), "--workers", "1"]
+  assert ingest.main(["--videos", str(only_talk), "--out", out, *flags]) == 0
+  assert capsys.readouterr().out.splitlines()[-1] == (
+    f"train: 2 clips (2.0 s) at 64x64 -> 1 shards in {out}; skipped 0 (see "
+    f"{out}/train-ingest_report.jsonl)"
   )
+  halves = clips.read_clips(clips.shard_paths(out, "train"))
   whole = clips_by_id(ingested[0])["talk.mp4-000"]
-  first, second = clips.read_clips(halves.shards)
+  first, second = halves
   assert [first.meta["clip_id"], second.meta["clip_id"]] == ["talk.mp4-000", "talk.mp4-001"]
   assert first.frames.shape[0] == second.frames.shape[0] == 25
   assert second.meta["start_seconds"] == 1.0

@@ -25,7 +25,7 @@ from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME, frames_of
 
 # Shorter runs of usable frames are dropped: too little motion to learn from.
 MIN_CLIP_SECONDS = 1.0
-# Transform entries are stored to this many decimals: a thousandth of a pixel across the frame.
+# Transform entries are stored to this many decimals: a hundredth of a pixel across 1000 px.
 _TRANSFORM_DECIMALS = 5
 
 

@@ -6,10 +6,12 @@ Its five sub-detectors cover frontal faces, faces turned left and right, and fac
 20 to 40 degrees either way; a frame where none of them fires is tried again rotated by
 `RETRY_ROTATIONS`, which reaches heads tilted up to about 80 degrees.
 
-Detection runs on every k-th frame of a scene, and on its first; the face box of the frames in
-between is interpolated. On talking-head footage this follows the head as well as a correlation
-tracker does (k = 5 is 0.2 s at 25 fps, little head motion), costs nothing per frame, and is
-re-anchored by a fresh detection every k frames, so it never drifts off the face.
+Detection runs on a scene's first and last frame and every k-th in between; the face box of the
+frames in between is interpolated. Measured on the astronaut photo moving, wobbling, rolling and
+shrinking at 25 fps: with k = 5 the box centre is off by 4.5% of the face size on average (8% at
+most), as good as detecting on every frame (4.7%: the detector's own jitter) and as dlib's
+correlation tracker re-started at every detection (4.9%), at 22 ms a frame against 130 and 36.
+The box only places the eye search and stands in where no eyes are found, so this is plenty.
 """
 
 import dataclasses
@@ -24,7 +26,8 @@ import numpy as np
 # dlib's detector scans an 80x80 px window over an image pyramid, so at scale 1 it finds faces
 # from 80 px up; frames are enlarged by DLIB_WINDOW_PX / min face size to find smaller ones.
 DLIB_WINDOW_PX = 80
-# ...but never beyond this many pixels: 640x480 takes about 0.13 s a frame on one CPU core.
+# ...but never beyond this many pixels: 640x480 takes about 0.13 s a frame on one CPU core. So
+# in larger videos the smallest face found is larger than the minimum: about 210 px at 1080p.
 MAX_DETECTION_PIXELS = 640 * 480
 # Angles (degrees, counter-clockwise) the frame is rotated by when nothing is found upright.
 RETRY_ROTATIONS = (40.0, -40.0)
