@@ -19,8 +19,10 @@ from jaxtalk.timebase import FPS
 _THUMBNAIL = (64, 48)
 _BINS = 4
 # A cut changes at least this fraction of the histogram's mass (total variation distance, 0 to 1).
-# Measured here: consecutive frames of a moving, rolling, zooming head change it by under 0.05;
-# a cut to another photograph by over 0.5.
+# Measured on the test videos: consecutive frames of a moving, rolling, zooming head change it by
+# under 0.05; a second face appearing over a quarter of the frame by 0.22; a cut to another
+# photograph by 0.83. Cuts between shots of like colours go unseen here; the face tracker still
+# stops a clip where the face jumps (`face_track`).
 CUT_DISTANCE = 0.3
 
 

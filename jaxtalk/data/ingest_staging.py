@@ -68,6 +68,7 @@ def assemble(names: list[str], out_dir: str, settings) -> list[dict]:
   """
   staging = staging_dir(out_dir, settings.split)
   reports = [finished_report(staging, name, settings) for name in sorted(names)]
+  # The staged clips are decoded and encoded again: `clips` has no way to copy a record as it is.
   staged = itertools.chain.from_iterable(
     _staged_clips(staging, report, settings.split) for report in reports
   )
