@@ -99,10 +99,10 @@ def ingest_folder(
   """Turns every video in `video_dir` into clips in `{split}-*.array_record` shards under `out_dir`.
 
   `settings` default to `IngestSettings()`. `workers` processes (default: one per core) ingest a
-  video each, or with `runner` an Apache
-  Beam pipeline does (`pipeline_args`: further Beam options). Each dropped video or span is
-  reported through `log` as "skip LABEL: REASON". Raises UserError if the folder is missing or
-  holds no videos, a setting is out of range, or `out_dir` already has this split.
+  video each, or with `runner` an Apache Beam pipeline does (`pipeline_args`: further Beam
+  options). Each dropped video or span is reported through `log` as "skip LABEL: REASON". Raises
+  UserError if the folder is missing or holds no videos, a setting is out of range, or `out_dir`
+  already has this split.
   """
   settings = settings or IngestSettings()
   if workers is None:
