@@ -1,4 +1,5 @@
-"""Tests for the grain window pipeline: alignment, determinism, resume, rows per host."""
+"""Tests for the grain window pipeline: alignment, determinism, resume, rows per host, and that it
+decodes only the frames a window needs."""
 
 import json
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 from array_record.python import array_record_module
 
 from jaxtalk.data import clips, pipeline
+from jaxtalk.data.frame_codecs import JPEG, RAW, FrameCodec
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import SAMPLES_PER_FRAME as SPF
 
@@ -40,12 +42,17 @@ def make_clip(clip: int, num_frames: int = NUM_FRAMES, with_motion: bool = True)
   )
 
 
+def write(clip_iterator, out_dir, codec: FrameCodec = RAW, clips_per_shard: int = 32):
+  """Raw frames unless told: the tests compare pixel values exactly."""
+  return clips.write_shards(
+    clip_iterator, str(out_dir), "train", clips_per_shard=clips_per_shard, frame_codec=codec
+  )
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
   out_dir = tmp_path_factory.mktemp("shards")
-  return clips.write_shards(
-    (make_clip(c) for c in range(NUM_CLIPS)), str(out_dir), "train", clips_per_shard=4
-  )
+  return write((make_clip(c) for c in range(NUM_CLIPS)), out_dir, clips_per_shard=4)
 
 
 def take(iterator, n):
@@ -103,6 +110,58 @@ def test_windows_line_up_with_audio_motion_and_padding(shards):
         np.testing.assert_allclose(samples, expected, atol=1e-4)
   # Both margins ran past the clip somewhere, so the zero padding was exercised at each end.
   assert min(starts) < margin and max(starts) > NUM_FRAMES - window - margin
+
+
+def textured_clip(clip: int, num_frames: int = NUM_FRAMES) -> clips.Clip:
+  """A clip whose frames differ pixel by pixel, so a lossy codec changes them."""
+  rng = np.random.default_rng(clip)
+  frames = rng.integers(0, 256, (num_frames, SIZE, SIZE, 3), dtype=np.uint8)
+  return clips.Clip(frames=frames, audio=np.zeros(num_frames * SPF, np.float32), meta={})
+
+
+@pytest.mark.parametrize("codec", [RAW, JPEG], ids=["raw", "jpeg"])
+def test_windows_equal_those_cut_from_whole_decoded_clips(tmp_path, codec):
+  originals = [textured_clip(c) for c in range(3)]
+  paths = write(originals, tmp_path, codec, clips_per_shard=2)
+  whole = [clip.frames for clip in clips.read_clips(paths)]
+  if codec == RAW:  # lossless: what went in
+    for got, original in zip(whole, originals):
+      np.testing.assert_array_equal(got, original.frames)
+  ds = pipeline.window_dataset(
+    paths, window_frames=3, audio_margin_frames=0, batch_size=2, seed=1, num_epochs=2
+  )
+  for batch in ds:
+    for b in range(2):
+      frames = whole[batch["clip_index"][b]]
+      start = batch["start"][b]
+      np.testing.assert_array_equal(batch["frames"][b], frames[start : start + 3])
+      np.testing.assert_array_equal(batch["reference"][b], frames[batch["reference_index"][b]])
+
+
+def test_windows_decode_only_their_frames_and_reference(tmp_path, monkeypatch):
+  paths = write([textured_clip(c) for c in range(4)], tmp_path, JPEG)
+  decodes = []
+  real_decode = FrameCodec.decode
+
+  def counting_decode(codec, data, size):
+    decodes.append(1)
+    return real_decode(codec, data, size)
+
+  monkeypatch.setattr(FrameCodec, "decode", counting_decode)
+  window = 2
+  ds = pipeline.window_dataset(
+    paths,
+    window_frames=window,
+    audio_margin_frames=0,
+    batch_size=2,
+    seed=0,
+    windows_per_clip=2,
+    num_epochs=1,
+  )
+  batches = list(ds)
+  assert len(batches) == 4
+  # Each of the 8 windows decodes its 2 frames and its reference: 3 of a clip's 12.
+  assert len(decodes) == 8 * (window + 1)
 
 
 def test_each_epoch_visits_every_clip_windows_per_clip_times_in_a_new_order(shards):
@@ -183,9 +242,7 @@ def test_a_global_batch_that_does_not_split_over_the_hosts_is_refused(shards):
 
 def test_short_clips_give_their_visits_to_long_ones(tmp_path):
   lengths = [3, 12, 2, 12]
-  paths = clips.write_shards(
-    (make_clip(c, n) for c, n in enumerate(lengths)), str(tmp_path), "train"
-  )
+  paths = write((make_clip(c, n) for c, n in enumerate(lengths)), tmp_path)
   ds = pipeline.window_dataset(
     paths,
     window_frames=4,
@@ -201,7 +258,7 @@ def test_short_clips_give_their_visits_to_long_ones(tmp_path):
 
 @pytest.mark.parametrize("num_epochs", [None, 1])
 def test_only_short_clips_is_a_user_error(tmp_path, num_epochs):
-  paths = clips.write_shards((make_clip(c, 3) for c in range(3)), str(tmp_path), "train")
+  paths = write((make_clip(c, 3) for c in range(3)), tmp_path)
   ds = pipeline.window_dataset(
     paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0, num_epochs=num_epochs
   )
@@ -210,18 +267,14 @@ def test_only_short_clips_is_a_user_error(tmp_path, num_epochs):
 
 
 def test_clips_without_ground_truth_have_no_motion(tmp_path):
-  paths = clips.write_shards(
-    (make_clip(c, with_motion=False) for c in range(2)), str(tmp_path), "train"
-  )
+  paths = write((make_clip(c, with_motion=False) for c in range(2)), tmp_path)
   ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0)
   batch = next(iter(ds))
   assert set(batch) == {"frames", "reference", "reference_index", "audio", "clip_index", "start"}
 
 
 def test_mixing_clips_with_and_without_motion_is_a_user_error(tmp_path):
-  paths = clips.write_shards(
-    [make_clip(0), make_clip(1, with_motion=False)], str(tmp_path), "train"
-  )
+  paths = write([make_clip(0), make_clip(1, with_motion=False)], tmp_path)
   ds = pipeline.window_dataset(paths, window_frames=4, audio_margin_frames=0, batch_size=2, seed=0)
   with pytest.raises(UserError, match="mix clips with and without ground-truth motion"):
     next(iter(ds))
@@ -235,7 +288,7 @@ def test_bad_shards_are_user_errors_naming_the_file(tmp_path):
   ds = pipeline.window_dataset([path], window_frames=4, audio_margin_frames=0, batch_size=1, seed=0)
   with pytest.raises(UserError, match=f"record 0 of clip shard {path} is corrupt"):
     next(iter(ds))
-  (damaged,) = clips.write_shards([make_clip(0)], str(tmp_path / "damaged"), "train")
+  (damaged,) = write([make_clip(0)], tmp_path / "damaged")
   data = bytearray(Path(damaged).read_bytes())
   data[1000:1064] = bytes(64)  # inside the clip's chunk: its checksum no longer matches
   with open(damaged, "wb") as f:

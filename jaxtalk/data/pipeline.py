@@ -7,7 +7,8 @@ batches of a run on one, and an iterator's state is just its position: it can be
 a checkpoint and restored exactly.
 
 Per epoch, every clip is visited `windows_per_clip` times in a shuffled order (a new order each
-epoch); each visit decodes the clip and draws one window from it.
+epoch); each visit reads the clip's record, draws one window from it and decodes only that
+window's frames and its reference frame (`clips.StoredFrames`).
 """
 
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ _READ_THREADS = 4
 
 
 class _ClipRecords:
-  """Random access to (record index, decoded clip) over a list of shards, as a grain data source.
+  """Random access to (record index, stored clip) over a list of shards, as a grain data source.
 
   Opening every shard up front turns a missing or damaged file into an error that names it
   before training starts, and the per-shard record counts let a bad record be traced to its file.
@@ -46,14 +47,14 @@ class _ClipRecords:
   def __len__(self) -> int:
     return int(self._ends[-1])
 
-  def __getitem__(self, index: int) -> tuple[int, clips.Clip]:
+  def __getitem__(self, index: int) -> tuple[int, clips.StoredClip]:
     shard = int(np.searchsorted(self._ends, index, side="right"))
     path, index_in_shard = self._paths[shard], index - (int(self._ends[shard - 1]) if shard else 0)
     try:
       data = self._source[index]
     except RuntimeError as e:  # the chunk checksum does not match: the file was damaged
       raise clips.corrupt_record_error(path, index_in_shard, e) from e
-    return index, clips.decode_record(data, path, index_in_shard)
+    return index, clips.open_record(data, path, index_in_shard)
 
 
 class _WindowSampler:
@@ -64,11 +65,11 @@ class _WindowSampler:
     self.audio_margin_frames = audio_margin_frames
 
   def __call__(
-    self, indexed_clip: tuple[int, clips.Clip], rng: np.random.Generator
+    self, indexed_clip: tuple[int, clips.StoredClip], rng: np.random.Generator
   ) -> dict[str, Any] | None:
     """The window, or None when the clip is shorter than one."""
     clip_index, clip = indexed_clip
-    num_frames = clip.frames.shape[0]
+    num_frames = len(clip.frames)
     if num_frames < self.window_frames:
       return None
     start = int(rng.integers(0, num_frames - self.window_frames + 1))
@@ -81,8 +82,8 @@ class _WindowSampler:
     inside = slice(max(first_sample, 0), min(last_sample, clip.audio.shape[0]))
     audio[inside.start - first_sample : inside.stop - first_sample] = clip.audio[inside]
     window = {
-      "frames": np.array(clip.frames[start:end]),
-      "reference": np.array(clip.frames[reference]),
+      "frames": clip.frames.read(start, end),
+      "reference": clip.frames.frame(reference),
       "reference_index": np.int32(reference),
       "audio": audio,
       "clip_index": np.int32(clip_index),
@@ -195,8 +196,9 @@ def window_dataset(
     motion     float32 [B, W, P]        ground-truth motion, only when the clips carry it
     clip_index int32   [B]              the clip's record index across all of `paths`
     start      int32   [B]              the window's first frame in the clip
-  Clips shorter than W frames give their visits to the next clip that is long enough. A last
-  partial global batch is dropped. `num_epochs=None` repeats forever.
+  Only the frames a batch holds are decoded. Clips shorter than W frames give their visits to the
+  next clip that is long enough. A last partial global batch is dropped. `num_epochs=None` repeats
+  forever.
   """
   if window_frames < 1 or audio_margin_frames < 0 or batch_size < 1 or windows_per_clip < 1:
     raise ValueError(
