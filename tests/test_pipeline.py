@@ -138,7 +138,8 @@ def test_windows_equal_those_cut_from_whole_decoded_clips(tmp_path, codec):
       np.testing.assert_array_equal(batch["reference"][b], frames[batch["reference_index"][b]])
 
 
-def test_windows_decode_only_their_frames_and_reference(tmp_path, monkeypatch):
+@pytest.mark.parametrize("with_frames", [True, False])
+def test_windows_decode_only_their_frames_and_reference(tmp_path, monkeypatch, with_frames):
   paths = write([textured_clip(c) for c in range(4)], tmp_path, JPEG)
   decodes = []
   real_decode = FrameCodec.decode
@@ -157,11 +158,13 @@ def test_windows_decode_only_their_frames_and_reference(tmp_path, monkeypatch):
     seed=0,
     windows_per_clip=2,
     num_epochs=1,
+    with_frames=with_frames,
   )
   batches = list(ds)
   assert len(batches) == 4
   # Each of the 8 windows decodes its 2 frames and its reference: 3 of a clip's 12.
-  assert len(decodes) == 8 * (window + 1)
+  assert len(decodes) == (8 * (window + 1) if with_frames else 0)
+  assert ("frames" in batches[0] and "reference" in batches[0]) == with_frames
 
 
 def test_each_epoch_visits_every_clip_windows_per_clip_times_in_a_new_order(shards):

@@ -58,11 +58,13 @@ class _ClipRecords:
 
 
 class _WindowSampler:
-  """Cuts one random training window (plus a random reference frame) out of a clip."""
+  """Cuts one random training window (plus a random reference frame) out of a clip; decodes their
+  frames only `with_frames`."""
 
-  def __init__(self, window_frames: int, audio_margin_frames: int):
+  def __init__(self, window_frames: int, audio_margin_frames: int, with_frames: bool):
     self.window_frames = window_frames
     self.audio_margin_frames = audio_margin_frames
+    self.with_frames = with_frames
 
   def __call__(
     self, indexed_clip: tuple[int, clips.StoredClip], rng: np.random.Generator
@@ -82,13 +84,14 @@ class _WindowSampler:
     inside = slice(max(first_sample, 0), min(last_sample, clip.audio.shape[0]))
     audio[inside.start - first_sample : inside.stop - first_sample] = clip.audio[inside]
     window = {
-      "frames": clip.frames.read(start, end),
-      "reference": clip.frames.frame(reference),
       "reference_index": np.int32(reference),
       "audio": audio,
       "clip_index": np.int32(clip_index),
       "start": np.int32(start),
     }
+    if self.with_frames:
+      window["frames"] = clip.frames.read(start, end)
+      window["reference"] = clip.frames.frame(reference)
     if clip.motion is not None:
       window["motion"] = np.array(clip.motion[start:end], np.float32)
     return window
@@ -182,6 +185,7 @@ def window_dataset(
   shard_count: int = 1,
   windows_per_clip: int = 1,
   num_epochs: int | None = None,
+  with_frames: bool = True,
 ) -> grain.IterDataset:
   """Host `shard_index`'s rows of the global batches of training windows from the clips in `paths`.
 
@@ -196,7 +200,9 @@ def window_dataset(
     motion     float32 [B, W, P]        ground-truth motion, only when the clips carry it
     clip_index int32   [B]              the clip's record index across all of `paths`
     start      int32   [B]              the window's first frame in the clip
-  Only the frames a batch holds are decoded. Clips shorter than W frames give their visits to the
+  Only the frames a batch holds are decoded; `with_frames=False` leaves out frames and reference
+  and decodes none, for a stage that looks up what it trains on by clip_index, start and
+  reference_index (stage 2's motion latents). Clips shorter than W frames give their visits to the
   next clip that is long enough. A last partial global batch is dropped. `num_epochs=None` repeats
   forever.
   """
@@ -217,7 +223,7 @@ def window_dataset(
     f"no clip in {len(paths)} shard(s) (first: {paths[0]}) has the {window_frames} frames a "
     f"training window needs; use longer clips or a shorter window"
   )
-  sampler = _WindowSampler(window_frames, audio_margin_frames)
+  sampler = _WindowSampler(window_frames, audio_margin_frames, with_frames)
   windows = _Windows(epoch.repeat(num_epochs), len(epoch), sampler, seed, error)
   rows = _HostRows(windows, batch_size, shard_index, shard_count)
   host_batch = batch_size // shard_count

@@ -134,5 +134,8 @@ class MotionStage(Stage):
     say("encoding the training clips with the frozen stage-1 motion encoder")
     table = encode_clips(self.models, encoder_params, self.train_paths())
     frames = self.settings.window_frames
-    windows = self.windows(frames, self.models.audio_margin_frames, shard_index, shard_count)
+    # Its windows need no frames: the latents above stand in for them.
+    windows = self.windows(
+      frames, self.models.audio_margin_frames, shard_index, shard_count, with_frames=False
+    )
     return windows.map(with_latents(table, frames))

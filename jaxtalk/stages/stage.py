@@ -66,7 +66,14 @@ class Stage:
       raise UserError("config.data.train_dir is not set; point it at a folder of clip shards")
     return shard_paths(self.config.data.train_dir, "train")
 
-  def windows(self, window_frames: int, audio_margin_frames: int, shard_index, shard_count):
+  def windows(
+    self,
+    window_frames: int,
+    audio_margin_frames: int,
+    shard_index,
+    shard_count,
+    with_frames: bool = True,
+  ):
     """This host's rows of the global batches of training windows (see
     `jaxtalk.data.pipeline.window_dataset`); each stage draws its own sequence of windows."""
     batch_size = self.settings.batch_size
@@ -84,4 +91,5 @@ class Stage:
       shard_index=shard_index,
       shard_count=shard_count,
       windows_per_clip=self.config.data.windows_per_clip,
+      with_frames=with_frames,
     )
