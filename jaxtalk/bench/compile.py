@@ -15,9 +15,11 @@ TPU (Mosaic) kernels included. Nothing executes. Programs:
   a chunk of rendered frames) on one chip, unsharded, as inference runs them; none depends on the
   length of the audio.
 
-Per program: the memory the compiler plans per chip against the chip's HBM, the FLOPs of one call,
-and with --step-time the model FLOPs utilisation a train step of that duration would mean. A
-program that does not fit or does not compile is reported as such, with the compiler's message.
+Per program: the memory the compiler plans per chip against the chip's HBM, the model FLOPs of one
+call (counted from its jaxpr, `jaxtalk.bench.flops`: XLA's own count takes a scanned stack of layers
+for one layer and a Pallas kernel for nothing), and with --step-time the model FLOPs utilisation a
+train step of that duration would mean. A program that does not fit or does not compile is reported
+as such, with the compiler's message.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from unittest import mock
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.bench.flops import model_flops
 from jaxtalk.cli import argument_parser, print_report, run_command
 from jaxtalk.errors import UserError
 
@@ -175,7 +178,7 @@ def tpu_slice(name: str) -> TpuSlice:
 class Program:
   name: str
   chips: int
-  lower: Callable[[], jax.stages.Lowered]
+  trace: Callable[[], jax.stages.Traced]
   train_step: bool  # MFU applies: --step-time is the time of one such call
 
 
@@ -210,7 +213,7 @@ def train_step_program(config, stage_name: str, mesh: jax.sharding.Mesh) -> Prog
     )
   settings, rules = stage.settings, tuple(config.axis_rules)
 
-  def lower():
+  def trace():
     optimizer = make_optimizer(settings, stage.is_frozen)
     # The models' own init: a pretrained audio encoder's weights replace values, not shapes, so
     # the state has the shapes training restores into without reading any checkpoint.
@@ -226,10 +229,10 @@ def train_step_program(config, stage_name: str, mesh: jax.sharding.Mesh) -> Prog
     }
     # As the training loop traces it: activations constrained by logical name need both.
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return step.lower(state, batch)
+      return step.trace(state, batch)
 
   return Program(
-    f"train step, {stage_name} (batch {batch_label(stage)})", mesh.size, lower, train_step=True
+    f"train step, {stage_name} (batch {batch_label(stage)})", mesh.size, trace, train_step=True
   )
 
 
@@ -256,7 +259,7 @@ def sampler_programs(config, device) -> list[Program]:
   rng = spec((), jax.eval_shape(jax.random.key, 0).dtype)
   features = spec((1, layout.feature_frames, config.audio.dim), jnp.float32)
   window = spec((1, layout.window_frames * SAMPLES_PER_FRAME), jnp.float32)
-  # Through the class: `model.advance.lower` would be the unbound method's, without `model`.
+  # Through the class: `model.advance.trace` would be the unbound method's, without `model`.
   state = on_device(
     jax.eval_shape(lambda *a: TalkingHead.start_motion(model, *a, schedule), params, portrait, rng)
   )
@@ -268,20 +271,20 @@ def sampler_programs(config, device) -> list[Program]:
     Program(
       f"sample: audio block ({chunk} + context)",
       1,
-      lambda: TalkingHead.push_features.lower(model, params, features, window),
+      lambda: TalkingHead.push_features.trace(model, params, features, window),
       False,
     ),
     Program(
       f"sample: motion advance ({options.motion_steps} steps, {schedule.chunks_in_flight} chunks "
       f"of {chunk} in flight)",
       1,
-      lambda: TalkingHead.advance.lower(model, params, state, features, schedule),
+      lambda: TalkingHead.advance.trace(model, params, state, features, schedule),
       False,
     ),
     Program(
       f"sample: render ({chunk} x {steps} steps)",
       1,
-      lambda: TalkingHead.render.lower(model, params, portrait, latents, noise, steps),
+      lambda: TalkingHead.render.trace(model, params, portrait, latents, noise, steps),
       False,
     ),
   ]
@@ -311,8 +314,8 @@ class Result:
   train_step: bool
   compile_seconds: float
   memory: dict[str, int] | None = None  # bytes per chip; see `_memory`
-  flops_per_chip: float | None = None
-  flops_lower_bound: bool = False  # loops or kernels that XLA's count leaves out
+  flops_per_chip: float | None = None  # model FLOPs (`jaxtalk.bench.flops`) / chips
+  flops_lower_bound: bool = False  # a while loop, of unknown trip count, counted once
   does_not_fit: bool = False  # the compiler ran out of HBM, or planned more than a chip has
   error: str | None = None  # the compiler's message, one line
 
@@ -348,7 +351,8 @@ def compile_program(program: Program, attention: str = "auto") -> Result:
   common = dict(program=program.name, chips=program.chips, train_step=program.train_step)
   try:
     with attention_as_on_tpu(attention):
-      lowered = program.lower()
+      traced = program.trace()
+      lowered = traced.lower()
     compiled = lowered.compile()
   except UserError:
     raise
@@ -360,14 +364,13 @@ def compile_program(program: Program, attention: str = "auto") -> Result:
       does_not_fit="RESOURCE_EXHAUSTED" in str(e) and "HBM" in str(e).upper(),
       error=_first_line(e),
     )
-  hlo = compiled.as_text()
+  flops = model_flops(traced)
   return Result(
     **common,
     compile_seconds=time.perf_counter() - start,
     memory=_memory(compiled.memory_analysis()),
-    flops_per_chip=float(compiled.cost_analysis().get("flops", 0.0)),
-    # XLA counts a loop body once and a Mosaic kernel (a custom call) as no FLOPs.
-    flops_lower_bound=bool(re.search(r"\bwhile\(|tpu_custom_call", hlo)),
+    flops_per_chip=flops.flops / program.chips,
+    flops_lower_bound=flops.lower_bound,
   )
 
 
@@ -424,8 +427,7 @@ def format_report(results: dict) -> str:
   )
   if lower_bound:
     lines.append(
-      ">=: a lower bound; XLA counts a loop body once and a Pallas kernel as no FLOPs "
-      "(jaxtalk's kernels give no cost estimate)"
+      ">=: a lower bound; a while loop's body (its trip count is not static) is counted once"
     )
   if results["step_time"]:
     lines.append(

@@ -13,12 +13,14 @@ The in-kernel helpers below are plain `jnp` on values, so both backends lower th
 from __future__ import annotations
 
 import functools
+import math
 from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 
-from jaxtalk.kernels.block_map import BlockMap, block_map
+from jaxtalk.kernels.block_map import BlockList, BlockMap, block_map
 from jaxtalk.kernels.masks import Mask
 
 
@@ -107,6 +109,29 @@ def score_gradients(scores, lse, dout, v, delta):
   """
   probs = jnp.exp(scores - lse)
   return probs, probs * (dot_nt(dout, v) - delta)
+
+
+# [block_q, block_k] x head_dim matrix products per pair of blocks a kernel visits: the forward's
+# q.k^T and p.v; the query gradient's q.k^T, dout.v^T and ds.k; the key/value gradient's q.k^T,
+# dout.v^T, p^T.dout and ds^T.q.
+MATMULS = {"forward": 2, "dq": 3, "dkv": 4}
+
+
+def cost_estimate(
+  kernel: str, lists: BlockList, shape: tuple[int, int, int, int, int], arrays
+) -> pl.CostEstimate:
+  """What one of the three kernels does walking `lists` for every (example, head), `shape` being
+  (batch, heads, block_q, block_k, padded head dim): for XLA's scheduler, and the model FLOPs of
+  `jaxtalk.bench.flops` (a kernel's body has exclusive masked and unmasked branches, which only the
+  kernel knows apart). Every pair of blocks the lists have room for counts whole: blocks that a
+  mask cuts are computed whole. `arrays`: what the kernel reads and writes, each counted once."""
+  batch, heads, block_q, block_k, width = shape
+  scores = batch * heads * lists.blocks.shape[1] * lists.blocks.shape[2] * block_q * block_k
+  return pl.CostEstimate(
+    flops=2 * MATMULS[kernel] * scores * width,
+    transcendentals=scores,  # one exp per score
+    bytes_accessed=sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in arrays),
+  )
 
 
 def _pad(x: jax.Array, axis: int, size: int) -> jax.Array:

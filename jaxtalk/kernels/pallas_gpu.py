@@ -177,7 +177,13 @@ class PallasGpu:
     )
     return flash.block_size(q_len, block_q, 16), flash.block_size(k_len, block_k, 16)
 
-  def _call(self, kernel, grid, in_specs, out_specs, out_shape, *args):
+  def _call(self, kernel, cost, grid, in_specs, out_specs, out_shape, *args):
+    """`cost`: (the kernel's name in `flash.MATMULS`, its block list, (block_q, block_k)); the
+    grid is (b, h, outer block); `args`: the intervals, the list's three arrays, then q first."""
+    name, block_list, blocks = cost
+    outputs = out_shape if isinstance(out_shape, list) else [out_shape]
+    shape = (*grid[:2], *blocks, args[4].shape[-1])
+    estimate = flash.cost_estimate(name, block_list, shape, [*args[4:], *outputs])
     return pl.pallas_call(
       kernel,
       grid=grid,
@@ -188,6 +194,7 @@ class PallasGpu:
         num_warps=self.num_warps, num_stages=self.num_stages
       ),
       interpret=self.interpret,
+      cost_estimate=estimate,
     )(*args)
 
   def forward(self, q, k, v, bmap: BlockMap, scale):
@@ -200,6 +207,7 @@ class PallasGpu:
     kernel = functools.partial(_forward_kernel, scale=scale, block_k=block_k)
     return self._call(
       kernel,
+      ("forward", bmap.by_query, (block_q, block_k)),
       (batch, heads, num_q),
       [_intervals_spec(bmap, block_q), *_list_specs(bmap.by_query), q_spec, kv_spec, kv_spec],
       [q_spec, pl.BlockSpec((None, None, block_q, 1), lambda b, h, i: (b, h, i, 0))],
@@ -229,6 +237,7 @@ class PallasGpu:
 
     dq = self._call(
       functools.partial(_dq_kernel, scale=scale, block_k=block_k),
+      ("dq", bmap.by_query, (block_q, block_k)),
       (batch, heads, num_q),
       [
         _intervals_spec(bmap, block_q),
@@ -254,6 +263,7 @@ class PallasGpu:
     grad_shape = jax.ShapeDtypeStruct((batch, k_len, heads, width), grad_dtype)
     dk, dv = self._call(
       functools.partial(_dkv_kernel, scale=scale, block_q=block_q),
+      ("dkv", bmap.by_key, (block_q, block_k)),
       (batch, heads, num_k),
       [
         _intervals_spec(bmap, q_len),

@@ -207,7 +207,13 @@ class PallasTpu:
     )
     return flash.block_size(q_len, block_q, 8), flash.block_size(k_len, block_k, 128)
 
-  def _call(self, kernel, grid, in_specs, out_specs, out_shape, scratch, block_list, *args):
+  def _call(self, kernel, cost, grid, in_specs, out_specs, out_shape, scratch, block_list, *args):
+    """`cost`: (the kernel's name in `flash.MATMULS`, (block_q, block_k)); the grid is (b, h,
+    outer block, step over `block_list`); `args`: the intervals, then the arrays, q first."""
+    name, blocks = cost
+    outputs = out_shape if isinstance(out_shape, list) else [out_shape]
+    shape = (*grid[:2], *blocks, args[1].shape[-1])
+    estimate = flash.cost_estimate(name, block_list, shape, [*args[1:], *outputs])
     grid_spec = pltpu.PrefetchScalarGridSpec(
       num_scalar_prefetch=3,
       grid=grid,
@@ -223,6 +229,7 @@ class PallasTpu:
         dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
       ),
       interpret=pltpu.InterpretParams() if self.interpret else False,
+      cost_estimate=estimate,
     )(*block_list, *args)
 
   def forward(self, q, k, v, bmap: BlockMap, scale):
@@ -240,6 +247,7 @@ class PallasTpu:
     kernel = functools.partial(_forward_kernel, scale=scale, per_batch=per_batch)
     out, lse = self._call(
       kernel,
+      ("forward", (block_q, block_k)),
       (batch, heads, num_q, steps),
       [_intervals_spec(bmap, block_q, per_batch), q_spec, kv_spec, kv_spec],
       [q_spec, pl.BlockSpec((None, None, block_q, 1), lambda b, h, i, s, *_: (b, h, i, 0))],
@@ -282,6 +290,7 @@ class PallasTpu:
     kv_block = pl.BlockSpec((None, None, block_k, width), listed_k)
     dq = self._call(
       functools.partial(_dq_kernel, scale=scale, per_batch=per_batch),
+      ("dq", (block_q, block_k)),
       (batch, heads, num_q, bmap.by_query.blocks.shape[2]),
       [
         _intervals_spec(bmap, block_q, per_batch),
@@ -318,6 +327,7 @@ class PallasTpu:
     grad_shape = jax.ShapeDtypeStruct((batch, heads, k_len, width), grad_dtype)
     dk, dv = self._call(
       functools.partial(_dkv_kernel, scale=scale, per_batch=per_batch),
+      ("dkv", (block_q, block_k)),
       (batch, heads, num_k, bmap.by_key.blocks.shape[2]),
       [intervals_listed, q_listed, kv_fixed, kv_fixed, q_listed, row_listed, row_listed],
       [grad_block, grad_block],
