@@ -122,3 +122,24 @@ def test_aligning_the_photo_itself():
   for x, y in face_align.CANONICAL_EYES * 64:
     # An iris is darker than the skin around it.
     assert crop[round(y), round(x)].mean() < 0.7 * crop[round(y) + 5, round(x)].mean()
+
+
+def test_a_still_crop_keeps_a_face_until_its_box_sticks_out_past_the_margin():
+  still = np.array([100.0, 80.0, 30.0, 0.0])
+  # The face box is 0.62 crop sides across, its centre 0.49 crop sides from the left edge: moved
+  # this far left (crop sides; the crop is 30 / 0.32 frame px across), it sticks out by the margin.
+  box = 0.32 / 0.512
+  to_edge = 0.4894 - (0.5 - face_align.STILL_CROP_MARGIN) * box
+  for shift, inside in ((to_edge - 0.01, True), (to_edge + 0.01, False)):
+    moved = still - [shift * 30 / 0.32, 0, 0, 0]
+    assert face_align.stays_in_crop(np.stack([still, moved]), still) == inside
+  # A face that grows past the crop leaves it even with its centre still.
+  grown = still * [1, 1, 1.6, 1]
+  assert not face_align.stays_in_crop(grown[None], still)
+  assert face_align.stays_in_crop(still[None], face_align.still_parameters(still[None]))
+
+
+def test_eyes_of_inverts_eye_parameters():
+  eyes = np.random.default_rng(0).uniform(50, 150, (9, 2, 2))
+  parameters = np.array([face_align.eye_parameters(pair) for pair in eyes])
+  np.testing.assert_allclose(face_align.eyes_of(parameters), eyes, atol=1e-9)

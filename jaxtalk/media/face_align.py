@@ -1,12 +1,16 @@
-"""Eye-aligned face crops: the similarity transform per frame that puts the eyes at fixed places.
+"""Face crops by similarity transforms that put the eyes at fixed places, per frame or per clip.
 
 A frame's alignment is four numbers: the eye midpoint (x, y) in frame pixels, the distance between
 the eyes, and the roll of the eye line. The transform maps them onto `CANONICAL_EYES` in the output
-square, so in an aligned clip the face stays upright, still and of one size while the head moves.
-Frames where the eyes were not found take them from the face box, placed as the eyes sit in the
-box in this clip's own frames where they were found. The four numbers are then smoothed over time
-with a Savitzky-Golay filter: zero phase (no lag) and exact for motion that is locally a parabola,
-so the crop follows the head's travel and roll but not the landmarks' frame-to-frame jitter.
+square, so in a clip aligned frame by frame the face stays upright, still and of one size while
+the head moves. Frames where the eyes were not found take them from the face box, placed as the
+eyes sit in the box in this clip's own frames where they were found. The four numbers are then
+smoothed over time with a Savitzky-Golay filter: zero phase (no lag) and exact for motion that is
+locally a parabola, so the crop follows the head's travel and roll but not the landmarks' jitter.
+
+A still crop (`still_parameters`) is one alignment for a whole clip, the median of its frames':
+the eyes sit at the canonical places on average while the head moves, rolls and zooms inside the
+frame, as a motion model must see it. It holds only while the face stays inside (`stays_in_crop`).
 """
 
 import math
@@ -30,6 +34,16 @@ _SMOOTHING_ORDER = 2
 _OUTLIER_SHIFT = 0.15
 _OUTLIER_ROLL = 8.0
 _OUTLIER_WINDOW = 7
+# The face box (dlib's, placed around the eyes as EYES_IN_BOX says) in a crop aligned to the
+# frame's own eyes: its side and centre as fractions of the crop's side. EYES_IN_BOX's slight
+# tilt (its eyes 0.02 box sides apart in height) is left out.
+_CANONICAL_DISTANCE = CANONICAL_EYES[1, 0] - CANONICAL_EYES[0, 0]
+_BOX_SIDE = _CANONICAL_DISTANCE / (EYES_IN_BOX[1, 0] - EYES_IN_BOX[0, 0])
+_BOX_CENTRE = CANONICAL_EYES.mean(axis=0) + (0.5 - EYES_IN_BOX.mean(axis=0)) * _BOX_SIDE
+# A still crop keeps a face whose box sticks out of it by at most this fraction of the box's
+# side: the brow, chin or an ear may leave, the eyes (0.26 box sides in from its sides) and the
+# mouth (down to 0.83 of its height, on the astronaut) stay in view.
+STILL_CROP_MARGIN = 0.15
 
 
 def eye_parameters(eyes: np.ndarray) -> np.ndarray:
@@ -95,11 +109,46 @@ def _without_outliers(found: list[int], eyes: list[np.ndarray | None]) -> list[i
   return kept
 
 
+def eyes_of(parameters: np.ndarray) -> np.ndarray:
+  """The eye centres [..., 2, 2] that alignment parameters [..., 4] describe: `eye_parameters`'s
+  inverse."""
+  middle, distance, roll = parameters[..., :2], parameters[..., 2], parameters[..., 3]
+  half = (distance / 2)[..., None] * np.stack([np.cos(roll), np.sin(roll)], axis=-1)
+  return np.stack([middle - half, middle + half], axis=-2)
+
+
+def still_parameters(parameters: np.ndarray) -> np.ndarray:
+  """One alignment [4] for the frames of a clip, from their smoothed alignments [T, 4].
+
+  The median of each number: the crop's eyes sit where half the frames' are on either side, and
+  a few frames of a glance away or a bad fit do not move it.
+  """
+  return np.median(parameters, axis=0)
+
+
+def stays_in_crop(parameters: np.ndarray, still: np.ndarray) -> bool:
+  """Whether every frame's face (alignments [T, 4]) is inside the crop of alignment `still`.
+
+  Inside means its box sticks out of the crop by at most STILL_CROP_MARGIN of its side, as
+  `face_track.frame_problem` tells a face in the frame, centre against an inset edge.
+  """
+  # Each frame's box centre: in its own aligned crop, back to the frame, into the still crop.
+  middle, distance, roll = parameters[:, :2], parameters[:, 2], parameters[:, 3]
+  offset = (_BOX_CENTRE - CANONICAL_EYES.mean(axis=0)) * (distance / _CANONICAL_DISTANCE)[:, None]
+  cos, sin = np.cos(roll), np.sin(roll)
+  in_frame = middle + np.stack(
+    [cos * offset[:, 0] - sin * offset[:, 1], sin * offset[:, 0] + cos * offset[:, 1]], axis=1
+  )
+  centre = np.c_[in_frame, np.ones(len(in_frame))] @ crop_transform(still, 1).T
+  inset = (0.5 - STILL_CROP_MARGIN) * _BOX_SIDE * distance / still[2]
+  return bool(np.all((centre >= inset[:, None]) & (centre <= 1 - inset[:, None])))
+
+
 def crop_transform(parameters: np.ndarray, side: int) -> np.ndarray:
   """The 2x3 similarity transform from frame pixels to the `side`-px aligned crop."""
   x, y, distance, roll = parameters
   canonical = CANONICAL_EYES * side
-  scale = (canonical[1, 0] - canonical[0, 0]) / distance
+  scale = _CANONICAL_DISTANCE * side / distance
   cos, sin = scale * math.cos(roll), scale * math.sin(roll)
   linear = np.array([[cos, sin], [-sin, cos]])
   return np.concatenate([linear, (canonical.mean(axis=0) - linear @ [x, y])[:, None]], axis=1)
