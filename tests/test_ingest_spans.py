@@ -2,7 +2,7 @@
 
 from face_videos import astronaut_pose, canvas, lfw_face, place_astronaut
 
-from jaxtalk.data.ingest_spans import SceneCuts, Span, split_spans
+from jaxtalk.data.ingest_spans import DRIFT, SceneCuts, Span, split_spans
 
 
 def test_a_cut_is_a_new_scene_and_head_motion_is_not():
@@ -52,3 +52,18 @@ def test_a_glimpse_of_the_face_between_drops_joins_them():
 def test_reasons_give_the_minimum_in_seconds():
   spans = split_spans([None] * 30, [True] + [False] * 29, min_frames=25, max_frames=26)
   assert spans == [Span(0, 26), Span(26, 30, "tail shorter than 1 s")]
+
+
+def test_a_face_leaving_the_still_crop_starts_the_next_clip():
+  # The head holds still at one place for frames 0-11 and at another from 12 on.
+  places = [0] * 12 + [1] * 20
+
+  def holds(start, end):
+    return len(set(places[start:end])) == 1
+
+  spans = split_spans([None] * 32, [True] + [False] * 31, 5, 100, holds)
+  assert spans == [Span(0, 12), Span(12, 32, split=DRIFT)]
+  # Where a place is held too briefly for a clip, its frames are dropped with the reason.
+  places = [0] * 12 + [1] * 3 + [2] * 2 + [3] * 10
+  spans = split_spans([None] * 27, [True] + [False] * 26, 5, 100, holds)
+  assert spans == [Span(0, 12), Span(12, 17, DRIFT), Span(17, 27)]

@@ -4,11 +4,13 @@ A scene cut is a jump in the colour histogram of a downscaled frame: within a sh
 head changes it gradually, while a cut replaces the background, lighting and clothes at once. A
 clip never crosses a cut. Inside a scene, a clip is a run of frames whose face the tracker found
 usable (`face_track.frame_problem`), cut into pieces of at most the maximum length; every other
-run of frames is dropped with the reason of its frames.
+run of frames is dropped with the reason of its frames. A clip cropped still (one crop for all its
+frames, `face_align.still_parameters`) also ends where its face would leave that crop: the next
+clip starts there with a crop of its own, and pieces too short for a clip are dropped.
 """
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -24,15 +26,22 @@ _BINS = 4
 # photograph by 0.83. Cuts between shots of like colours go unseen here; the face tracker still
 # stops a clip where the face jumps (`face_track`).
 CUT_DISTANCE = 0.3
+# Why frames are dropped, or a clip split off, where the face leaves a clip's still crop.
+DRIFT = "face leaves the still crop"
 
 
 @dataclasses.dataclass(frozen=True)
 class Span:
-  """Frames [start, end) at 25 fps, and why they were dropped (None for a clip)."""
+  """Frames [start, end) at 25 fps, and why they were dropped (None for a clip).
+
+  `split` is why a clip starts where the one before it ended early (None after a cut, the maximum
+  length, or frames dropped).
+  """
 
   start: int
   end: int
   reason: str | None = None
+  split: str | None = None
 
 
 class SceneCuts:
@@ -53,21 +62,27 @@ class SceneCuts:
 
 
 def split_spans(
-  problems: list[str | None], scene_starts: list[bool], min_frames: int, max_frames: int
+  problems: list[str | None],
+  scene_starts: list[bool],
+  min_frames: int,
+  max_frames: int,
+  holds: Callable[[int, int], bool] | None = None,
 ) -> list[Span]:
   """The video's frames as consecutive spans: clips (reason None) and dropped spans with reasons.
 
   `problems[t]` is frame t's problem (None: usable), `scene_starts[t]` whether a scene starts at
-  t. Clips hold `min_frames` to `max_frames` frames, one scene and no problem. A run of usable
-  frames too short for a clip right after a dropped span joins it: one reason for the stretch
-  (a face lost, glimpsed at one detection and lost again) rather than a line per fragment.
+  t. Clips hold `min_frames` to `max_frames` frames, one scene and no problem, and, given
+  `holds(start, end)` (whether frames [start, end) keep their face inside one still crop), frames
+  that hold. A run of usable frames too short for a clip right after a dropped span joins it: one
+  reason for the stretch (a face lost, glimpsed at one detection and lost again) rather than a
+  line per fragment.
   """
   spans: list[Span] = []
   for run in runs(problems, scene_starts):
     if run.reason is None and run.end - run.start < min_frames and spans and spans[-1].reason:
       run = Span(run.start, run.end, spans[-1].reason)
     if run.reason is None:
-      spans.extend(_pieces(run, min_frames, max_frames))
+      spans.extend(_pieces(run, min_frames, max_frames, holds))
     elif spans and spans[-1].reason == run.reason and spans[-1].end == run.start:
       spans[-1] = Span(spans[-1].start, run.end, run.reason)
     else:
@@ -84,15 +99,32 @@ def runs(problems: list[str | None], scene_starts: list[bool]) -> Iterator[Span]
       start = t
 
 
-def _pieces(run: Span, min_frames: int, max_frames: int) -> Iterable[Span]:
-  """A usable run as consecutive clips of `max_frames`, and a dropped tail shorter than `min_frames`."""
-  for start in range(run.start, run.end, max_frames):
-    end = min(start + max_frames, run.end)
+def _pieces(
+  run: Span, min_frames: int, max_frames: int, holds: Callable[[int, int], bool] | None
+) -> list[Span]:
+  """A usable run as consecutive clips of at most `max_frames` that hold, and the dropped pieces
+  shorter than `min_frames` between and after them."""
+  pieces: list[Span] = []
+  start, drifted = run.start, False
+  while start < run.end:
+    limit = min(start + max_frames, run.end)
+    # Grown frame by frame: the first frame that breaks the still crop starts the next piece.
+    end = limit if holds is None else start + 1
+    while end < limit and holds(start, end + 1):
+      end += 1
+    follows_clip = bool(pieces) and pieces[-1].reason is None
     if end - start >= min_frames:
-      yield Span(start, end)
-    elif start == run.start:
-      yield Span(
-        start, end, f"usable for only {(end - start) / FPS:.1f} s, under {min_frames / FPS:g} s"
-      )
+      pieces.append(Span(start, end, split=DRIFT if drifted and follows_clip else None))
     else:
-      yield Span(start, end, f"tail shorter than {min_frames / FPS:g} s")
+      if drifted or end < limit:
+        reason = DRIFT
+      elif start == run.start:
+        reason = f"usable for only {(end - start) / FPS:.1f} s, under {min_frames / FPS:g} s"
+      else:
+        reason = f"tail shorter than {min_frames / FPS:g} s"
+      if pieces and pieces[-1].reason == reason:
+        pieces[-1] = Span(pieces[-1].start, end, reason)
+      else:
+        pieces.append(Span(start, end, reason))
+    start, drifted = end, end < limit
+  return pieces
