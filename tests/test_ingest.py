@@ -11,11 +11,19 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import soundfile
-from face_videos import astronaut_pose, canvas, eyes_at, lfw_face, place_astronaut, speech_like
+from face_videos import (
+  astronaut_pose,
+  canvas,
+  eyes_at,
+  lfw_face,
+  place_astronaut,
+  roll_of,
+  speech_like,
+)
 from scipy import signal
 from skimage import data
 
-from jaxtalk.data import clips, ingest, ingest_staging, ingest_video
+from jaxtalk.data import clips, ingest, ingest_spans, ingest_staging, ingest_video
 from jaxtalk.media import face_align, video_io
 from jaxtalk.timebase import FPS
 
@@ -24,6 +32,7 @@ SETTINGS = ingest_video.IngestSettings(image_size=64, min_face_px=48.0)
 HEIGHT, WIDTH = 176, 224
 CAMERA_FPS, TALK_SECONDS = 30, 2.0
 CUT_FRAME = 30  # the cut video switches person at this frame (1.2 s)
+WALK_FRAMES = 75
 
 
 def talk_pose(time):
@@ -92,10 +101,14 @@ def cut_to_another_person(t, frame):
   return frame
 
 
+def walk_pose(t):
+  """Still for 1.2 s, then 3 px a frame to the right: the face box (70 px) sticks out of the
+  frame by a tenth of its side from frame 64."""
+  return astronaut_pose(0.8, 0.0, (95 + 3 * max(0, t - 30), 88))
+
+
 def face_walks_out(t, frame):
-  """Still for 1.2 s near the right edge, then 2 px a frame to the right: the face box (70 px)
-  sticks out of the frame by a tenth of its side from frame 43."""
-  return place_astronaut(frame, astronaut_pose(0.8, 0.0, (170 + 2 * max(0, t - 30), 88)))
+  return place_astronaut(frame, walk_pose(t))
 
 
 def second_face_joins(t, frame):
@@ -110,7 +123,7 @@ def video_folder(tmp_path_factory):
   folder = tmp_path_factory.mktemp("videos")
   expected_audio = talk_video(folder, tmp_path_factory.mktemp("scratch"))
   scene_video(folder / "cut.mp4", 60, cut_to_another_person)
-  scene_video(folder / "walks.mp4", 60, face_walks_out)
+  scene_video(folder / "walks.mp4", WALK_FRAMES, face_walks_out)
   scene_video(folder / "pair.mp4", 60, second_face_joins)
   scene_video(folder / "mute.mp4", 30, still_astronaut(), audio=False)
   noise = np.random.default_rng(0).integers(0, 256, (30, 120, 160, 3), dtype=np.uint8)
@@ -151,8 +164,14 @@ def test_keeps_the_clean_spans_and_gives_every_drop_its_reason(ingested):
   assert kept["talk.mp4-000"] == (0, TALK_SECONDS * FPS)
   # Up to the last detection before the second face came (detections every 5 frames)...
   assert kept["pair.mp4-000"][0] == 0 and CUT_FRAME - 5 <= kept["pair.mp4-000"][1] <= CUT_FRAME
-  # ...and before the face box crosses the frame edge.
-  assert kept["walks.mp4-000"][0] == 0 and 38 <= kept["walks.mp4-000"][1] <= 43
+  # The walk ends the clip where the face leaves its still crop (found from the true eyes).
+  true = np.array([face_align.eye_parameters(eyes_at(walk_pose(t))) for t in range(WALK_FRAMES)])
+  left_crop = next(
+    end
+    for end in range(2, WALK_FRAMES)
+    if not face_align.stays_in_crop(true[:end], face_align.still_parameters(true[:end]))
+  )
+  assert kept["walks.mp4-000"][0] == 0 and abs(kept["walks.mp4-000"][1] - (left_crop - 1)) <= 2
 
   # Logged in the order of the videos' names, whichever finished first.
   skips = [line for line in logged if line.startswith("skip ")]
@@ -164,6 +183,7 @@ def test_keeps_the_clean_spans_and_gives_every_drop_its_reason(ingested):
   assert by_video["noise.mp4"] == [("noise.mp4", "no face found")]
   assert [reason for _, reason in by_video["pair.mp4"]] == ["a second face in the frame"]
   assert [reason for _, reason in by_video["walks.mp4"]] == [
+    ingest_spans.DRIFT,
     "face leaves the frame",
     "no face found",
   ]
@@ -176,6 +196,10 @@ def test_keeps_the_clean_spans_and_gives_every_drop_its_reason(ingested):
     {"frames": [kept["pair.mp4-000"][1], 60], "reason": "a second face in the frame"}
   ]
   assert report["mute.mp4"]["skipped"] == [{"frames": None, "reason": "no audio track"}]
+  # The face walks on inside the frame until shortly before its box crosses the edge.
+  drift, leaves, _ = report["walks.mp4"]["skipped"]
+  assert drift["frames"][0] == kept["walks.mp4-000"][1]
+  assert drift["frames"][1] == leaves["frames"][0] and 59 <= leaves["frames"][0] <= 64
   assert not os.path.exists(ingest_staging.staging_dir(out, "train"))
 
 
@@ -188,23 +212,78 @@ def test_clips_keep_the_sound_in_sync(video_folder, ingested):
   assert np.corrcoef(talk.audio, expected_audio[: talk.audio.size])[0, 1] > 0.95
 
 
-def test_aligned_crops_put_the_eyes_at_the_canonical_positions(ingested):
-  talk = clips_by_id(ingested[0])["talk.mp4-000"]
-  canonical = np.array(talk.meta["canonical_eyes"]) * 64
-  assert talk.meta["eyes_found"] > 0.9
-  errors = []
-  for t, transform in enumerate(talk.meta["crop_transforms"]):
-    # The 25 fps frame t shows the camera frame nearest its time.
-    pose = talk_pose(round(t * CAMERA_FPS / FPS) / CAMERA_FPS)
-    eyes = np.c_[eyes_at(pose), np.ones(2)] @ np.array(transform).T
-    errors.append(np.abs(eyes - canonical).max())
-  assert np.median(errors) < 1.0 and max(errors) < 2.0
-  # The pixels are warped by that transform: every frame is the photo's own aligned crop, within
-  # the shift that phase correlation measures between them.
+def talk_eyes(t):
+  """Where the astronaut's eyes are in the 25 fps frame t of talk.mp4: it shows the camera frame
+  nearest its time."""
+  return eyes_at(talk_pose(round(t * CAMERA_FPS / FPS) / CAMERA_FPS))
+
+
+def eyes_through(transforms, true_eyes):
+  """The true eyes [T, 2, 2] mapped into the output by the clip's crop transforms [T, 2, 3]."""
+  return np.stack(
+    [np.c_[eyes, np.ones(2)] @ np.array(m).T for m, eyes in zip(transforms, true_eyes)]
+  )
+
+
+def photo_crop_shifts(frames, eyes):
+  """How far each frame, re-aligned to its `eyes` [T, 2, 2] in output pixels, is from the photo's
+  own aligned crop, by phase correlation."""
   photo_eyes = eyes_at(astronaut_pose(1.0, 0.0, (222.0, 127.0)))
   expected = face_align.aligned_crop(data.astronaut(), face_align.eye_parameters(photo_eyes), 64)
-  shifts = [np.hypot(*cv2.phaseCorrelate(gray(expected), gray(frame))[0]) for frame in talk.frames]
+  shifts = []
+  for frame, frame_eyes in zip(frames, eyes):
+    realigned = face_align.aligned_crop(frame, face_align.eye_parameters(frame_eyes), 64)
+    shifts.append(np.hypot(*cv2.phaseCorrelate(gray(expected), gray(realigned))[0]))
+  return np.array(shifts)
+
+
+@pytest.fixture(scope="module")
+def tracked_talk(video_folder, tmp_path_factory):
+  """talk.mp4 alone, aligned frame by frame."""
+  only_talk = tmp_path_factory.mktemp("only_talk")
+  os.symlink(os.path.join(video_folder[0], "talk.mp4"), only_talk / "talk.mp4")
+  out = str(tmp_path_factory.mktemp("tracked"))
+  settings = ingest_video.IngestSettings(image_size=64, min_face_px=48.0, crop="track")
+  summary = ingest.ingest_folder(str(only_talk), out, settings, workers=1, log=lambda line: None)
+  return clips_by_id(summary)["talk.mp4-000"]
+
+
+def test_tracked_crops_put_the_eyes_at_the_canonical_positions(tracked_talk):
+  talk = tracked_talk
+  assert talk.meta["crop"] == "track" and talk.meta["eyes_found"] > 0.9
+  canonical = np.array(talk.meta["canonical_eyes"]) * 64
+  errors = np.abs(eyes_through(talk.meta["crop_transforms"], map(talk_eyes, range(50))) - canonical)
+  assert np.median(errors.max(axis=(1, 2))) < 1.0 and errors.max() < 2.0
+  np.testing.assert_allclose(talk.meta["eyes"], np.broadcast_to(canonical, (50, 2, 2)), atol=1e-2)
+  # The pixels are warped by that transform: every frame is the photo's own aligned crop, within
+  # the shift that phase correlation measures between them.
+  shifts = photo_crop_shifts(talk.frames, np.array(talk.meta["eyes"]))
   assert np.median(shifts) < 1.0 and max(shifts) < 1.5
+
+
+def test_a_still_crop_lets_the_head_move_roll_and_shrink_inside_it(ingested):
+  talk = clips_by_id(ingested[0])["talk.mp4-000"]
+  assert talk.meta["crop"] == "clip"
+  transforms = np.array(talk.meta["crop_transforms"])
+  assert transforms.shape == (50, 2, 3) and np.all(transforms == transforms[0])
+  # The recorded eyes follow the known motion through the still crop...
+  eyes = np.array(talk.meta["eyes"])
+  true = eyes_through(transforms, map(talk_eyes, range(50)))
+  errors = np.abs(eyes - true).max(axis=(1, 2))
+  assert np.median(errors) < 1.0 and errors.max() < 2.0
+  # ...which carries them 25 px across the crop, rolls them 15 degrees each way and shrinks them
+  # by a quarter...
+  middle = true.mean(axis=1)
+  distance = np.hypot(*(true[:, 1] - true[:, 0]).T)
+  rolls = [roll_of(eyes) for eyes in true]
+  assert middle[-1, 0] - middle[0, 0] > 20 and distance[-1] < 0.8 * distance[0]
+  assert min(rolls) < -12 and max(rolls) > 12
+  # ...while on average they sit at the canonical positions.
+  canonical = np.array(talk.meta["canonical_eyes"]) * 64
+  assert np.abs(np.median(eyes, axis=0) - canonical).max() < 1.0
+  # The pixels agree: each frame aligned by its recorded eyes is the photo's own aligned crop.
+  shifts = photo_crop_shifts(talk.frames, eyes)
+  assert np.median(shifts) < 1.0 and max(shifts) < 2.0
 
 
 def gray(image):
@@ -212,27 +291,38 @@ def gray(image):
 
 
 def test_long_clean_stretches_are_cut_into_consecutive_clips(
-  video_folder, ingested, tmp_path, capsys
+  video_folder, tracked_talk, tmp_path, capsys
 ):
   only_talk = tmp_path / "videos"
   only_talk.mkdir()
   os.symlink(os.path.join(video_folder[0], "talk.mp4"), only_talk / "talk.mp4")
   out = str(tmp_path / "halves")
-  flags = ["--max-seconds", "1", "--min-face", str(SETTINGS.min_face_px), "--workers", "1"]
-  assert ingest.main(["--videos", str(only_talk), "--out", out, *flags]) == 0
+  flags = ["--max-seconds", "1", "--min-face", str(SETTINGS.min_face_px), "--crop", "track"]
+  assert ingest.main(["--videos", str(only_talk), "--out", out, *flags, "--workers", "1"]) == 0
   assert capsys.readouterr().out.splitlines()[-1] == (
     f"train: 2 clips (2.0 s) at 64x64 -> 1 shards in {out}; skipped 0 (see "
     f"{out}/train-ingest_report.jsonl)"
   )
   halves = clips.read_clips(clips.shard_paths(out, "train"))
-  whole = clips_by_id(ingested[0])["talk.mp4-000"]
   first, second = halves
   assert [first.meta["clip_id"], second.meta["clip_id"]] == ["talk.mp4-000", "talk.mp4-001"]
   assert first.frames.shape[0] == second.frames.shape[0] == 25
   assert second.meta["start_seconds"] == 1.0
-  np.testing.assert_array_equal(np.concatenate([first.audio, second.audio]), whole.audio)
+  np.testing.assert_array_equal(np.concatenate([first.audio, second.audio]), tracked_talk.audio)
   # Aligned over the whole clean stretch, so the halves are the whole clip's frames.
-  np.testing.assert_array_equal(np.concatenate([first.frames, second.frames]), whole.frames)
+  np.testing.assert_array_equal(np.concatenate([first.frames, second.frames]), tracked_talk.frames)
+
+
+def test_a_clip_begun_where_the_last_lost_its_face_is_reported():
+  report = {
+    "video": "v.mp4",
+    "clips": [
+      {"clip_id": "v.mp4-000", "frames": [0, 30]},
+      {"clip_id": "v.mp4-001", "frames": [30, 80], "split": ingest_spans.DRIFT},
+    ],
+    "skipped": [],
+  }
+  assert ingest.split_lines(report) == [("v.mp4 at 1.2 s", ingest_spans.DRIFT)]
 
 
 def test_command_line_errors(video_folder, tmp_path, capsys):
@@ -253,6 +343,7 @@ def test_command_line_errors(video_folder, tmp_path, capsys):
     (["--workers", "0"], "--workers >= 1"),
     (["--min-face", "10"], "--min-face >= 24"),
     (["--max-seconds", "0.5"], "--max-seconds >= 1"),
+    (["--crop", "box"], "invalid choice: 'box'"),
     (["--project", "x"], "unrecognized arguments: --project x"),
   ):
     try:
@@ -297,12 +388,13 @@ def small_local_run(small_folder, tmp_path_factory):
 def test_finds_and_aligns_a_small_tilted_face_in_a_phone_video(small_local_run):
   phone = clips_by_id(small_local_run[0])["phone.mp4-000"]
   assert phone.frames.shape[0] == 50
+  # The head's tilt is the still crop's; its sway is in the recorded eyes.
   canonical = np.array(phone.meta["canonical_eyes"]) * 64
-  errors = [
-    np.abs(np.c_[eyes_at(phone_pose(t)), np.ones(2)] @ np.array(transform).T - canonical).max()
-    for t, transform in enumerate(phone.meta["crop_transforms"])
-  ]
-  assert np.median(errors) < 1.5 and max(errors) < 3.0
+  eyes = np.array(phone.meta["eyes"])
+  true = eyes_through(phone.meta["crop_transforms"], map(eyes_at, map(phone_pose, range(50))))
+  errors = np.abs(eyes - true).max(axis=(1, 2))
+  assert np.median(errors) < 1.5 and errors.max() < 3.0
+  assert np.abs(np.median(true, axis=0) - canonical).max() < 1.5
 
 
 def shard_bytes(out):

@@ -1,19 +1,24 @@
-"""Real talking-head videos -> clean, eye-aligned clip shards, in the format SynthTalk writes.
+"""Real talking-head videos -> clean, face-cropped clip shards, in the format SynthTalk writes.
 
   python -m jaxtalk.data.ingest --videos DIR --out DIR [--image-size 64] [--split train]
-      [--max-seconds 60] [--min-face 40] [--workers N] [--runner DirectRunner [BEAM OPTIONS]]
+      [--max-seconds 60] [--min-face 40] [--crop clip|track] [--workers N]
+      [--runner DirectRunner [BEAM OPTIONS]]
 
 Every mp4 / mov / mkv / webm file in the folder is resampled to 25 fps with 16 kHz mono audio and
 cut into clean clips: a clip never crosses a scene cut, and holds only frames where one face of at
 least `--min-face` px is in the frame with no second face of comparable size beside it (see
-`jaxtalk.data.ingest_video`). Each frame is warped so the eyes sit at fixed places in the
-`image_size` square (`jaxtalk.media.face_align`), the per-frame transform recorded in the clip's
-meta. Clean stretches longer than `--max-seconds` become consecutive clips of at most that length.
+`jaxtalk.data.ingest_video`). With `--crop clip` (the default) each clip is cut out of the video
+by one still crop that puts the eyes at fixed places in the `image_size` square on average, so
+the head moves, rolls and zooms inside the frame; a clip ends where the face would leave its crop.
+`--crop track` warps every frame so the eyes sit at those places (`jaxtalk.media.face_align`).
+The clip's meta records each frame's transform and where its eyes are in the output. Clean
+stretches longer than `--max-seconds` become consecutive clips of at most that length.
 
 Everything dropped (a video without audio, a span without a usable face, a too-short tail) is
 logged as "skip NAME [START-END s]: REASON" and listed in SPLIT-ingest_report.jsonl next to the
-shards. Videos are ingested in parallel, one process per video (`--workers`), or, with
-`--runner`, as an Apache Beam pipeline (`jaxtalk.data.ingest_beam`); both write the same shards.
+shards, as is a clip begun where the face left the crop of the one before ("split NAME at T s").
+Videos are ingested in parallel, one process per video (`--workers`), or, with `--runner`, as an
+Apache Beam pipeline (`jaxtalk.data.ingest_beam`); both write the same shards.
 A run that stops part way resumes where it stopped: videos it finished are not ingested again.
 """
 
@@ -28,7 +33,7 @@ import cv2
 
 from jaxtalk.cli import argument_parser, run_command
 from jaxtalk.data import clips, ingest_staging
-from jaxtalk.data.ingest_video import MIN_CLIP_SECONDS, IngestSettings, ingest_video
+from jaxtalk.data.ingest_video import CROPS, MIN_CLIP_SECONDS, IngestSettings, ingest_video
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import FPS
 
@@ -45,6 +50,8 @@ class IngestSummary:
   clips: int
   seconds: float  # total length of the clips written
   skipped: list[tuple[str, str]]  # (video file or "file [start-end s]", reason)
+  # ("file at T s", reason) for each clip begun where the one before lost its face.
+  splits: list[tuple[str, str]]
 
 
 def _video_paths(video_dir: str) -> list[str]:
@@ -73,6 +80,8 @@ def _check(settings: IngestSettings, workers: int) -> None:
       f"need --min-face >= {SMALLEST_MIN_FACE_PX}, --detect-every >= 1 and --workers >= 1, got "
       f"{settings.min_face_px:g}, {settings.detect_every} and {workers}"
     )
+  if settings.crop not in CROPS:
+    raise UserError(f"--crop is one of {', '.join(CROPS)}, got {settings.crop}")
 
 
 def skip_lines(report: dict) -> list[tuple[str, str]]:
@@ -85,6 +94,16 @@ def skip_lines(report: dict) -> list[tuple[str, str]]:
       label += f" [{start:.1f}-{end:.1f} s]"
     lines.append((label, skipped["reason"]))
   return lines
+
+
+def split_lines(report: dict) -> list[tuple[str, str]]:
+  """(label, reason) for every clip of a video's report that starts where the one before lost its
+  face."""
+  return [
+    (f"{report['video']} at {clip['frames'][0] / FPS:.1f} s", clip["split"])
+    for clip in report["clips"]
+    if "split" in clip
+  ]
 
 
 def ingest_folder(
@@ -131,6 +150,9 @@ def ingest_folder(
   skipped = [line for report in reports for line in skip_lines(report)]
   for label, reason in skipped:
     log(f"skip {label}: {reason}")
+  splits = [line for report in reports for line in split_lines(report)]
+  for label, reason in splits:
+    log(f"split {label}: {reason}")
   frames = [
     end - start for report in reports for start, end in (c["frames"] for c in report["clips"])
   ]
@@ -139,6 +161,7 @@ def ingest_folder(
     clips=len(frames),
     seconds=sum(frames) / FPS,
     skipped=skipped,
+    splits=splits,
   )
 
 
@@ -200,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     help="frames between face detections; the face is interpolated in between",
   )
   parser.add_argument(
+    "--crop",
+    default=IngestSettings.crop,
+    choices=CROPS,
+    help="clip: one still crop per clip, the head moving inside it; track: every frame aligned "
+    "to its own eyes",
+  )
+  parser.add_argument(
     "--workers", type=int, default=os.cpu_count(), help="videos ingested at once, one per process"
   )
   parser.add_argument(
@@ -221,6 +251,7 @@ def _ingest_command(args) -> None:
     max_seconds=args.max_seconds,
     min_face_px=args.min_face,
     detect_every=args.detect_every,
+    crop=args.crop,
   )
   summary = ingest_folder(
     args.videos, args.out, settings, args.workers, args.runner, args.beam_args

@@ -1,10 +1,18 @@
-"""One real video -> its clean, eye-aligned clips, staged on disk with a report of what was dropped.
+"""One real video -> its clean, face-cropped clips, staged on disk with a report of what was dropped.
 
 `ingest_video` is the unit of work that the local process pool (`jaxtalk.data.ingest`) and the
 Beam pipeline (`jaxtalk.data.ingest_beam`) both run, one call per video. It reads the video twice
-at 25 fps: the first pass finds scene cuts, tracks the face and its eyes and decides the clips;
-the second warps each clip's frames by its smoothed per-frame alignment. Its clips go to a folder
-of their own in the run's staging folder (`jaxtalk.data.ingest_staging`), its report written last.
+at 25 fps: the first pass finds scene cuts, tracks the face and its eyes, smooths each frame's
+alignment and decides the clips; the second warps each clip's frames. Its clips go to a folder of
+their own in the run's staging folder (`jaxtalk.data.ingest_staging`), its report written last.
+
+Crops (`IngestSettings.crop`, see `jaxtalk.media.face_align`): "clip" warps all of a clip's frames
+by one still crop, so the head moves, rolls and zooms inside the frame as in SynthTalk and as the
+motion model must learn it; a clip ends where its face would leave that crop. "track" aligns every
+frame to its own eyes, which removes the head's travel, roll and zoom. Either way the clip's meta
+holds, per frame, the crop's transform (`crop_transforms` [T, 2, 3], from frame pixels to output
+pixels: the one still crop repeated in "clip") and where the eyes are in the output (`eyes`
+[T, 2, 2], output pixels: canonical in "track"), so head pose stays measurable.
 """
 
 import dataclasses
@@ -27,6 +35,9 @@ from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME, frames_of
 MIN_CLIP_SECONDS = 1.0
 # Transform entries are stored to this many decimals: a hundredth of a pixel across 1000 px.
 _TRANSFORM_DECIMALS = 5
+# Eye positions in the output, to a thousandth of its pixels.
+_EYE_DECIMALS = 3
+CROPS = ("clip", "track")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +49,7 @@ class IngestSettings:
   max_seconds: float = 60.0
   min_face_px: float = 40.0  # faces smaller than this (face box side, in video pixels) are dropped
   detect_every: int = 5  # frames between face detections; the box is interpolated in between
+  crop: str = "clip"  # one of CROPS: one still crop per clip, or every frame aligned to its eyes
 
 
 class _Skip(Exception):
@@ -89,8 +101,18 @@ def _clips(path: str, settings: IngestSettings, report: dict) -> Iterator[clips.
   analysis = _analyse(path, total_frames, settings)
   if not any(problem is None for problem in analysis.problems):
     raise _Skip(_commonest(analysis.problems))
+  alignments = _alignments(analysis)
+
+  def holds(start: int, end: int) -> bool:
+    window = alignments[start:end]
+    return face_align.stays_in_crop(window, face_align.still_parameters(window))
+
   spans = split_spans(
-    analysis.problems, analysis.scene_starts, min_frames, math.floor(settings.max_seconds * FPS)
+    analysis.problems,
+    analysis.scene_starts,
+    min_frames,
+    math.floor(settings.max_seconds * FPS),
+    holds if settings.crop == "clip" else None,
   )
   report["skipped"] = [
     {"frames": [span.start, span.end], "reason": span.reason} for span in spans if span.reason
@@ -106,7 +128,7 @@ def _clips(path: str, settings: IngestSettings, report: dict) -> Iterator[clips.
     "source_fps": info.fps,
     "source_size": [info.width, info.height],
   }
-  return _render(path, audio, kept, analysis, settings, meta, report)
+  return _render(path, audio, kept, analysis, alignments, settings, meta, report)
 
 
 def _commonest(reasons: list[str]) -> str:
@@ -139,18 +161,19 @@ def _analyse(path: str, total_frames: int, settings: IngestSettings) -> _Analysi
   return analysis
 
 
-def _alignments(analysis: _Analysis) -> dict[int, np.ndarray]:
-  """Each usable frame's smoothed alignment parameters, by frame index.
+def _alignments(analysis: _Analysis) -> np.ndarray:
+  """Every frame's smoothed alignment parameters [T, 4]; NaN where the frame is not usable.
 
   Smoothing runs over whole runs of usable frames, so neither a clip boundary inside one nor
-  `max_seconds` changes a frame's crop.
+  `max_seconds` changes a frame's alignment.
   """
-  parameters = {}
+  parameters = np.full((len(analysis.problems), 4), np.nan)
   for run in runs(analysis.problems, analysis.scene_starts):
     if run.reason is None:
       window = slice(run.start, run.end)
-      smoothed = face_align.track_parameters(analysis.faces[window], analysis.eyes[window])
-      parameters.update(zip(range(run.start, run.end), smoothed))
+      parameters[window] = face_align.track_parameters(
+        analysis.faces[window], analysis.eyes[window]
+      )
   return parameters
 
 
@@ -159,12 +182,12 @@ def _render(
   audio: np.ndarray,
   kept: list[Span],
   analysis: _Analysis,
+  alignments: np.ndarray,
   settings: IngestSettings,
   meta: dict,
   report: dict,
 ) -> Iterator[clips.Clip]:
-  """The second pass: every kept span's frames, aligned, as clips."""
-  alignments = _alignments(analysis)
+  """The second pass: every kept span's frames, cropped, as clips."""
   name = os.path.basename(path)
   size = settings.image_size
   frames, position = _frames(path, kept[-1].end), 0
@@ -172,16 +195,21 @@ def _render(
     # The frames are one stream: skip to the span's start, then take the span.
     span_frames = itertools.islice(frames, span.start - position, span.end - position)
     position = span.end
+    aligned = alignments[span.start : span.end]
+    if settings.crop == "clip":
+      crop_parameters = np.broadcast_to(face_align.still_parameters(aligned), aligned.shape)
+    else:
+      crop_parameters = aligned
     crops = [
-      face_align.aligned_crop(frame, alignments[t], size)
-      for t, frame in zip(range(span.start, span.end), span_frames)
+      face_align.aligned_crop(frame, parameters, size)
+      for parameters, frame in zip(crop_parameters, span_frames)
     ]
-    transforms = [
-      np.round(face_align.crop_transform(alignments[t], size), _TRANSFORM_DECIMALS).tolist()
-      for t in range(span.start, span.end)
-    ]
+    transforms = np.stack([face_align.crop_transform(p, size) for p in crop_parameters])
+    eyes = np.einsum("tij,tej->tei", transforms[..., :2], face_align.eyes_of(aligned))
+    eyes += transforms[:, None, :, 2]
     clip_id = f"{name}-{index:03d}"
-    report["clips"].append({"clip_id": clip_id, "frames": [span.start, span.end]})
+    entry = {"clip_id": clip_id, "frames": [span.start, span.end]}
+    report["clips"].append(entry if span.split is None else dict(entry, split=span.split))
     yield clips.Clip(
       frames=np.stack(crops),
       audio=audio[span.start * SAMPLES_PER_FRAME : span.end * SAMPLES_PER_FRAME].copy(),
@@ -191,9 +219,11 @@ def _render(
         start_seconds=span.start / FPS,
         first_frame=span.start,
         canonical_eyes=face_align.CANONICAL_EYES.tolist(),
-        # The rest of the frames are aligned by their face box (see face_align).
+        # The rest of the frames' eyes are placed by their face box (see face_align).
         eyes_found=sum(eyes is not None for eyes in analysis.eyes[span.start : span.end])
         / (span.end - span.start),
-        crop_transforms=transforms,
+        crop=settings.crop,
+        crop_transforms=np.round(transforms, _TRANSFORM_DECIMALS).tolist(),
+        eyes=np.round(eyes, _EYE_DECIMALS).tolist(),
       ),
     )
