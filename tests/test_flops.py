@@ -88,16 +88,15 @@ def test_a_shard_map_counts_every_shard():
   assert _count(per_shard, jnp.zeros((8, 16))).flops == 4 * (2 * 2 * 2 * 16)
 
 
-@pytest.mark.parametrize("stage", ["motion", "renderer"])
-def test_a_scanned_train_step_counts_as_the_unrolled_one_and_close_to_xla(stage):
+def test_a_scanned_train_step_counts_as_the_unrolled_one_and_close_to_xla():
+  """The motion step, its blocks scanned and unrolled; XLA sees every layer of the unrolled one."""
   counts = {}
   for scan in (True, False):
     config = tiny_config()
     config.motion.scan_layers = scan
     mesh = make_mesh(config.mesh, devices=jax.devices()[:1])
-    counts[scan] = traced = aot.train_step_program(config, stage, mesh).trace()
+    counts[scan] = traced = aot.train_step_program(config, "motion", mesh).trace()
   assert model_flops(counts[True]) == model_flops(counts[False])
-  # XLA also counts the elementwise work, which the tiny models have much of (measured: 2% of
-  # the motion step, 22% of the renderer's).
+  # XLA also counts the elementwise work: 2% of this step (22% of the tiny renderer's).
   xla = traced.lower().compile().cost_analysis()["flops"]
-  assert 0.7 * xla < model_flops(counts[False]).flops <= xla
+  assert 0.95 * xla < model_flops(counts[False]).flops <= xla
