@@ -162,6 +162,9 @@ def base_config() -> ml_collections.ConfigDict:
     num_steps=200_000,
     window_frames=64,  # frames per training window
     audio_dropout=0.1,  # drop the audio of this fraction of examples (for guidance)
+    # Where the stage-1 latents of the training clips are cached ("": <data.train_dir>/latents);
+    # every host must see the same folder.
+    latent_cache_dir="",
   )
 
   c.sample = ml_collections.ConfigDict(

@@ -1,10 +1,10 @@
-"""Stage 2's latent table: clips encoded once, in record order, batched across clip boundaries."""
+"""Stage 2's latents: clips encoded in order, batched across clip boundaries, looked up by window."""
 
 import jax
 import numpy as np
 
 from configs import demo
-from jaxtalk.data.clips import Clip, write_shards
+from jaxtalk.data.clips import Clip, read_clips, write_shards
 from jaxtalk.data.frame_codecs import RAW
 from jaxtalk.models.factory import Models
 from jaxtalk.stages.motion_stage import encode_clips, with_latents
@@ -31,7 +31,8 @@ def test_encode_clips_matches_frame_by_frame_encoding(tmp_path):
   models = Models.from_config(config)
   params = models.motion_encoder.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
   params = params["params"]
-  table = encode_clips(models, params, paths, batch_frames=4)
+  frames = (clip.frames for clip in read_clips(paths))
+  table = list(encode_clips(models, params, frames, batch_frames=4))
   assert [len(t) for t in table] == lengths
   for clip, latents in zip(clips, table):
     np.testing.assert_allclose(latents, models.encode_motion(params, clip.frames), atol=1e-5)

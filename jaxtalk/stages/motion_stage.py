@@ -1,23 +1,30 @@
 """Stage 2: the diffusion-forcing motion transformer (and the audio encoder), on frozen latents.
 
 The motion encoder trained in stage 1 turns every frame of the training clips into a motion latent,
-once, before training (encoding the frames of every window at every step would cost several times
-the step itself); batches then carry latents instead of frames. Each frame gets its own
+once per training data and stage-1 checkpoint (encoding the frames of every window at every step
+would cost several times the step itself), kept in a cache on disk that restarts reuse
+(`jaxtalk.data.latent_cache`); batches then carry latents instead of frames. Each frame gets its own
 independently drawn flow time (diffusion forcing) and the transformer learns its velocity, conditioned on the audio and on the latent of a reference frame. A fraction
 of examples loses its audio, which classifier-free guidance needs at sampling time.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import itertools
+import os
+from collections.abc import Iterable, Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.data import latent_cache
 from jaxtalk.data.clips import read_clips
+from jaxtalk.data.latent_cache import LatentCache
 from jaxtalk.diffusion import flow
 from jaxtalk.models.audio.pretrained.features import BACKBONE
 from jaxtalk.models.audio.pretrained.importer import import_backbone
@@ -25,38 +32,60 @@ from jaxtalk.models.factory import Models
 from jaxtalk.stages.renderer_stage import RendererStage
 from jaxtalk.stages.stage import Stage
 from jaxtalk.training.checkpoint import load_params
-from jaxtalk.training.progress import say
 from jaxtalk.training.settings import TrainSettings
 
 
 def encode_clips(
-  models: Models, encoder_params, paths, batch_frames: int = 256
-) -> list[np.ndarray]:
-  """Motion latents [T, latent_dim] of every clip in `paths`, in record order (= clip_index).
+  models: Models, encoder_params, clip_frames: Iterable[np.ndarray], batch_frames: int = 256
+) -> Iterator[np.ndarray]:
+  """The motion latents [T, latent_dim] of each clip's frames [T, S, S, 3], in order.
 
   Frames of consecutive clips share batches of one compiled shape, so short clips waste no
-  padding. Held in host memory: 4 bytes x latent_dim per frame, ~13 MB per 100k demo frames.
+  padding; a clip's latents are yielded as soon as its last frame is encoded.
   """
   encode = jax.jit(lambda frames: models.encode_motion(encoder_params, frames))
-  lengths, latents, pending = [], [], []
+  lengths = collections.deque()  # of the clips not yet yielded
+  pending, encoded = None, None  # frames not yet encoded, latents not yet yielded
 
-  def flush(frames):
+  def run(frames):
     padded = np.concatenate(
       [frames, np.zeros((batch_frames - len(frames),) + frames.shape[1:], frames.dtype)]
     )
-    latents.append(np.asarray(encode(padded))[: len(frames)])
+    latents = np.asarray(encode(padded))[: len(frames)]
+    return latents if encoded is None else np.concatenate([encoded, latents])
 
-  for clip in read_clips(paths):
-    lengths.append(len(clip.frames))
-    pending.append(clip.frames)
-    stream = np.concatenate(pending)
-    while len(stream) >= batch_frames:
-      flush(stream[:batch_frames])
-      stream = stream[batch_frames:]
-    pending = [stream]
-  if pending and len(pending[0]):
-    flush(pending[0])
-  return np.split(np.concatenate(latents), np.cumsum(lengths)[:-1])
+  def finished():
+    nonlocal encoded
+    while lengths and len(encoded) >= lengths[0]:
+      n = lengths.popleft()
+      yield encoded[:n]
+      encoded = encoded[n:]
+
+  for frames in clip_frames:
+    lengths.append(len(frames))
+    pending = frames if pending is None else np.concatenate([pending, frames])
+    while len(pending) >= batch_frames:
+      encoded = run(pending[:batch_frames])
+      pending = pending[batch_frames:]
+      yield from finished()
+  if pending is not None and len(pending):
+    encoded = run(pending)
+    yield from finished()
+
+
+def latent_table(
+  models: Models, encoder_params, encoder_config: dict, paths, cache_root
+) -> LatentCache:
+  """The latents of every clip in `paths` (index = clip_index), from the cache under
+  `cache_root`, which the processes first fill together if it lacks these clips and this encoder
+  (`encoder_params`, and `encoder_config`: what else decides its output)."""
+  inputs = latent_cache.key_inputs(paths, encoder_params, encoder_config)
+
+  def encode(index, count):
+    frames = (clip.frames for clip in read_clips(paths))
+    return encode_clips(models, encoder_params, itertools.islice(frames, index, None, count))
+
+  return latent_cache.open_or_build(cache_root, inputs, encode)
 
 
 def with_latents(table, window_frames: int):
@@ -77,6 +106,7 @@ def with_latents(table, window_frames: int):
 class MotionSettings(TrainSettings):
   window_frames: int
   audio_dropout: float
+  latent_cache_dir: str
 
 
 class MotionStage(Stage):
@@ -131,8 +161,15 @@ class MotionStage(Stage):
     encoder_params = load_params(
       stage1.checkpoint_dir(run_dir), self.models.abstract_params(("motion_encoder",))
     )["motion_encoder"]
-    say("encoding the training clips with the frozen stage-1 motion encoder")
-    table = encode_clips(self.models, encoder_params, self.train_paths())
+    paths = self.train_paths()
+    encoder_config = {
+      **self.config.motion_encoder.to_dict(),
+      "compute_dtype": self.config.compute_dtype,
+    }
+    cache_root = self.settings.latent_cache_dir or os.path.join(
+      self.config.data.train_dir, "latents"
+    )
+    table = latent_table(self.models, encoder_params, encoder_config, paths, cache_root)
     frames = self.settings.window_frames
     # Its windows need no frames: the latents above stand in for them.
     windows = self.windows(
