@@ -51,12 +51,33 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
   return 10 * np.log10(255**2 / mse)
 
 
-def frame_byte_range(record: bytes, index: int) -> tuple[int, int]:
-  """Where frame `index` lies in a version 2 record, from the layout clips.py documents."""
-  (header_length,) = struct.unpack_from("<I", record, 8)
-  sizes = json.loads(record[12 : 12 + header_length])["frames"]["sizes"]
-  start = 12 + header_length + sum(sizes[:index])
-  return start, start + sizes[index]
+def frame_location(records: list[bytes], index: int) -> tuple[int, int, int]:
+  """(record, start, end): where frame `index` of a clip's records lies, from the layout clips.py
+  documents."""
+  (header_length,) = struct.unpack_from("<I", records[0], 8)
+  frames = json.loads(records[0][12 : 12 + header_length])["frames"]
+  piece = index // frames["piece_frames"]
+  start = 8 + sum(frames["sizes"][piece * frames["piece_frames"] : index])
+  return 1 + piece, start, start + frames["sizes"][index]
+
+
+def write_records(path: str, records_of_clips: list[list[bytes]]) -> None:
+  """A version 3 shard of the given clips' records, index last, as clips.py documents it."""
+  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  heads = np.cumsum([0] + [len(records) for records in records_of_clips[:-1]])
+  for records in records_of_clips:
+    for record in records:
+      writer.write(record)
+  writer.write(b"JAXTALKI" + heads.astype("<u8").tobytes())
+  writer.close()
+
+
+def write_old_shard(path: str, records: list[bytes]) -> None:
+  """A shard as jaxtalk wrote them before version 3: one record per clip, no index."""
+  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  for record in records:
+    writer.write(record)
+  writer.close()
 
 
 def version_1_record(clip: clips.Clip) -> bytes:
@@ -80,6 +101,21 @@ def version_1_record(clip: clips.Clip) -> bytes:
   return b"".join([b"JAXTALK\0", struct.pack("<I", len(header_bytes)), header_bytes, *buffers])
 
 
+def version_2_record(clip: clips.Clip, codec: FrameCodec = JPEG) -> bytes:
+  """A record as jaxtalk wrote them in version 2: the whole clip, frames after the header."""
+  (head, *pieces) = clips.encode_clip(clip, codec)
+  (header_length,) = struct.unpack_from("<I", head, 8)
+  header = json.loads(head[12 : 12 + header_length])
+  header["format_version"] = 2
+  del header["frames"]["piece_frames"]
+  header_bytes = json.dumps(header).encode()
+  frames = [piece[8:] for piece in pieces]
+  buffers = head[12 + header_length :]
+  return b"".join(
+    [b"JAXTALK\0", struct.pack("<I", len(header_bytes)), header_bytes, *frames, buffers]
+  )
+
+
 def assert_same_clip(decoded: clips.Clip, original: clips.Clip, min_frame_psnr: float = np.inf):
   """Equal clips; with `min_frame_psnr`, frames need only be that close (lossy codecs)."""
   if min_frame_psnr == np.inf:
@@ -99,6 +135,11 @@ def assert_same_clip(decoded: clips.Clip, original: clips.Clip, min_frame_psnr: 
       np.testing.assert_array_equal(getattr(decoded, name), expected)
 
 
+def long_clip(index: int, num_frames: int = 2 * clips.PIECE_FRAMES + 7) -> clips.Clip:
+  """A clip of three pieces, the last one short."""
+  return dataclasses.replace(make_clip(index, num_frames), frames=smooth_frames(num_frames, 16))
+
+
 @pytest.mark.parametrize("with_truth", [True, False])
 def test_raw_round_trip_is_lossless(with_truth):
   clip = make_clip(3, with_truth=with_truth)
@@ -108,23 +149,35 @@ def test_raw_round_trip_is_lossless(with_truth):
   assert decoded.audio[0] == 1.0 and decoded.audio[1] == -1.0
 
 
+def test_a_clip_is_a_head_and_pieces_of_its_frames():
+  clip = long_clip(2)
+  records = clips.encode_clip(clip, RAW)
+  assert len(records) == 4 and b'"format_version": 3' in records[0]
+  frame_bytes = 16 * 16 * 3
+  piece_frames = [clips.PIECE_FRAMES, clips.PIECE_FRAMES, 7]
+  assert [len(piece) for piece in records[1:]] == [8 + n * frame_bytes for n in piece_frames]
+  assert not any(frame.tobytes() in records[0] for frame in clip.frames)  # the head holds none
+  assert_same_clip(clips.decode_clip(records), clip)
+
+
 def test_jpeg_round_trip_is_close_smaller_and_records_its_quality():
   clip = dataclasses.replace(make_clip(3), frames=smooth_frames(6, 64))
-  record = clips.encode_clip(clip)  # JPEG at quality 95 by default
-  assert clips.open_clip(record).frames.codec == JPEG == FrameCodec("jpeg", 95)
+  records = clips.encode_clip(clip)  # JPEG at quality 95 by default
+  assert clips.open_clip(records[0], records[1:]).frames.codec == JPEG == FrameCodec("jpeg", 95)
   # Visually lossless: JPEG at 95 on camera-like frames stays above 45 dB (49 measured; 80 gives
   # 44.8); a coarse 30 falls below 40.
-  assert_same_clip(clips.decode_clip(record), clip, min_frame_psnr=45.0)
+  assert_same_clip(clips.decode_clip(records), clip, min_frame_psnr=45.0)
   coarse = clips.encode_clip(clip, FrameCodec("jpeg", 30))
-  assert clips.open_clip(coarse).frames.codec.quality == 30
+  assert clips.open_clip(coarse[0], coarse[1:]).frames.codec.quality == 30
   assert psnr(clips.decode_clip(coarse).frames, clip.frames) < 40.0
   raw = clips.encode_clip(clip, RAW)
-  assert len(coarse) < len(record) < len(raw) - clip.frames.nbytes // 2
+  sizes = [sum(map(len, r)) for r in (coarse, records, raw)]
+  assert sizes[0] < sizes[1] < sizes[2] - clip.frames.nbytes // 2
 
 
 def test_version_1_records_still_decode():
   clip = make_clip(5)
-  assert_same_clip(clips.decode_clip(version_1_record(clip)), clip)
+  assert_same_clip(clips.decode_clip([version_1_record(clip)]), clip)
   no_truth = make_clip(6, with_truth=False)
   stored = clips.open_clip(version_1_record(no_truth))
   assert stored.frames.codec == RAW and stored.motion is None
@@ -132,20 +185,47 @@ def test_version_1_records_still_decode():
 
 
 @pytest.mark.parametrize("codec", [RAW, JPEG], ids=["raw", "jpeg"])
-def test_window_reads_match_the_whole_clip(codec):
-  clip = dataclasses.replace(make_clip(7, num_frames=9), frames=smooth_frames(9, 16))
-  record = clips.encode_clip(clip, codec)
-  whole = clips.decode_clip(record).frames
+def test_version_2_records_still_decode(codec):
+  clip = long_clip(5)
+  record = version_2_record(clip, codec)
+  assert b'"format_version": 2' in record
+  assert_same_clip(clips.decode_clip([record]), clips.decode_clip(clips.encode_clip(clip, codec)))
   frames = clips.open_clip(record).frames
-  assert len(frames) == 9 and frames.shape == (9, 16, 16, 3)
-  np.testing.assert_array_equal(frames.read(3, 7), whole[3:7])
-  np.testing.assert_array_equal(frames.frame(8), whole[8])
+  np.testing.assert_array_equal(frames.read(20, 30), clips.decode_clip([record]).frames[20:30])
+
+
+def test_shards_of_older_versions_still_read(tmp_path):
+  originals = [long_clip(i) for i in range(3)]
+  path = str(tmp_path / "train-00000.array_record")
+  write_old_shard(
+    path, [version_1_record(originals[0])] + [version_2_record(c, RAW) for c in originals[1:]]
+  )
+  shard = clips.ClipShard(path)
+  assert len(shard) == 3
+  np.testing.assert_array_equal(shard.clip(2).frames.read(30, 40), originals[2].frames[30:40])
+  for got, expected in zip(clips.read_clips([path]), originals):
+    assert_same_clip(got, expected)
+
+
+@pytest.mark.parametrize("codec", [RAW, JPEG], ids=["raw", "jpeg"])
+def test_window_reads_match_the_whole_clip(codec):
+  clip = long_clip(7)
+  records = clips.encode_clip(clip, codec)
+  whole = clips.decode_clip(records).frames
+  frames = clips.open_clip(records[0], records[1:]).frames
+  n = len(clip.frames)
+  assert len(frames) == n and frames.shape == (n, 16, 16, 3)
+  for start, stop in [(3, 7), (20, 30), (24, 51), (0, n), (n - 3, n)]:  # within and across pieces
+    np.testing.assert_array_equal(frames.read(start, stop), whole[start:stop])
+  np.testing.assert_array_equal(frames.frame(n - 1), whole[n - 1])
   assert frames.read(4, 4).shape == (0, 16, 16, 3)
   window = frames.read(0, 2)
   window[:] = 0  # a new array: editing it leaves the record alone
   np.testing.assert_array_equal(frames.read(0, 2), whole[:2])
-  with pytest.raises(IndexError, match=r"frames \[7, 10\) are not within the clip's 9"):
-    frames.read(7, 10)
+  with pytest.raises(
+    IndexError, match=rf"frames \[{n - 2}, {n + 1}\) are not within the clip's {n}"
+  ):
+    frames.read(n - 2, n + 1)
 
 
 def test_window_reads_decode_only_their_frames(monkeypatch):
@@ -156,35 +236,72 @@ def test_window_reads_decode_only_their_frames(monkeypatch):
     decoded.append(bytes(data))
     return real_decode(codec, data, size)
 
-  clip = dataclasses.replace(make_clip(8, num_frames=10), frames=smooth_frames(10, 16))
-  record = clips.encode_clip(clip)
+  records = clips.encode_clip(long_clip(8))
   monkeypatch.setattr(FrameCodec, "decode", counting_decode)
-  frames = clips.open_clip(record).frames
-  assert decoded == []  # opening a record decodes no frame
-  frames.read(4, 7)
+  frames = clips.open_clip(records[0], records[1:]).frames
+  assert decoded == []  # opening a clip decodes no frame
+  frames.read(24, 27)
   frames.frame(1)
-  assert decoded == [record[slice(*frame_byte_range(record, i))] for i in (4, 5, 6, 1)]
+  expected = []
+  for i in (24, 25, 26, 1):
+    record, start, end = frame_location(records, i)
+    expected.append(records[record][start:end])
+  assert decoded == expected
+
+
+def test_window_reads_read_only_the_pieces_holding_their_frames(tmp_path, monkeypatch):
+  originals = [long_clip(i) for i in range(2)]
+  (path,) = clips.write_shards(originals, str(tmp_path), "train", frame_codec=RAW)
+  read = []
+  real_read = clips.ClipShard._read
+  monkeypatch.setattr(
+    clips.ClipShard, "_read", lambda s, records: read.append(records) or real_read(s, records)
+  )
+  shard = clips.ClipShard(path)
+  assert len(shard) == 2 and read == []  # the index is read apart
+  clip = shard.clip(1)  # clip 0 is records 0-3, clip 1 records 4-7, the index 8
+  assert read == [[4]]
+  np.testing.assert_array_equal(clip.frames.read(30, 40), originals[1].frames[30:40])
+  np.testing.assert_array_equal(clip.frames.read(20, 27), originals[1].frames[20:27])
+  assert read == [[4], [6], [5, 6]]
+
+
+def test_a_damaged_piece_spoils_only_reads_that_need_it(tmp_path):
+  original = long_clip(3)
+  (path,) = clips.write_shards([original], str(tmp_path), "train")  # JPEG: stored as they are
+  records = clips.encode_clip(original)
+  whole = clips.decode_clip(records).frames
+  data = bytearray(Path(path).read_bytes())
+  piece = data.index(records[2][8:])  # piece 1, frames [25, 50)
+  data[piece + 100 : piece + 164] = bytes(64)
+  Path(path).write_bytes(data)
+  clip = clips.ClipShard(path).clip(0)
+  np.testing.assert_array_equal(clip.frames.read(0, 25), whole[:25])
+  np.testing.assert_array_equal(clip.frames.frame(55), whole[55])
+  with pytest.raises(UserError, match=f"clip 0 of clip shard {path} is corrupt .*do not read"):
+    clip.frames.read(20, 30)
+  with pytest.raises(UserError, match=f"clip 0 of clip shard {path} is corrupt"):
+    list(clips.read_clips([path]))
 
 
 def test_a_frame_that_does_not_decode_spoils_only_reads_that_need_it(tmp_path):
   clip = dataclasses.replace(make_clip(9, num_frames=6), frames=smooth_frames(6, 16))
-  record = bytearray(clips.encode_clip(clip))
-  start, end = frame_byte_range(bytes(record), 4)
-  record[start:end] = bytes(end - start)  # frame 4 is no JPEG any more
-  record = bytes(record)
+  records = clips.encode_clip(clip)
+  record, start, end = frame_location(records, 4)
+  piece = bytearray(records[record])
+  piece[start:end] = bytes(end - start)  # frame 4 is no JPEG any more
+  records[record] = bytes(piece)
   intact = clips.decode_clip(clips.encode_clip(clip)).frames
-  frames = clips.open_clip(record).frames
+  frames = clips.open_clip(records[0], records[1:]).frames
   np.testing.assert_array_equal(frames.read(0, 4), intact[:4])
   np.testing.assert_array_equal(frames.frame(5), intact[5])
   with pytest.raises(ValueError, match="frame 4 does not decode: not a JPEG image"):
     frames.read(3, 5)
   with pytest.raises(ValueError, match="frame 4 does not decode"):
-    clips.decode_clip(record)
+    clips.decode_clip(records)
   path = str(tmp_path / "train-00000.array_record")
-  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
-  writer.write(record)
-  writer.close()
-  with pytest.raises(UserError, match=f"record 0 of clip shard {path} is corrupt .*frame 4"):
+  write_records(path, [clips.encode_clip(make_clip(0)), records])
+  with pytest.raises(UserError, match=f"clip 1 of clip shard {path} is corrupt .*frame 4"):
     list(clips.read_clips([path]))
 
 
@@ -208,28 +325,41 @@ def test_encode_rejects_malformed_clip(change, message):
     clips.encode_clip(dataclasses.replace(make_clip(0), **change))
 
 
-def test_decode_rejects_damaged_records():
-  record = clips.encode_clip(make_clip(0))
-  assert b'"format_version": 2' in record
-  with pytest.raises(ValueError, match="magic"):
-    clips.decode_clip(b"PICKLE" + record)
-  with pytest.raises(ValueError, match="truncated"):
-    clips.decode_clip(record[:-10])
-  with pytest.raises(ValueError, match="trailing"):
-    clips.decode_clip(record + b"\0")
-  newer = record.replace(b'"format_version": 2', b'"format_version": 9', 1)
-  with pytest.raises(ValueError, match="format version 9"):
-    clips.decode_clip(newer)
-  other_codec = record.replace(b'"codec": "jpeg"', b'"codec": "webp"', 1)
-  with pytest.raises(ValueError, match="unknown frame codec 'webp'"):
-    clips.decode_clip(other_codec)
-  (header_length,) = struct.unpack_from("<I", record, 8)
-  header = json.loads(record[12 : 12 + header_length])
-  header["frames"]["sizes"].pop()
+def with_header(head: bytes, change) -> bytes:
+  """The head record with `change` applied to its parsed header."""
+  (header_length,) = struct.unpack_from("<I", head, 8)
+  header = json.loads(head[12 : 12 + header_length])
+  change(header)
   header_bytes = json.dumps(header).encode()
-  missing_size = record[:8] + struct.pack("<I", len(header_bytes)) + header_bytes
-  with pytest.raises(ValueError, match="lists 5 frame sizes for 6 frames"):
-    clips.decode_clip(missing_size + record[12 + header_length :])
+  return head[:8] + struct.pack("<I", len(header_bytes)) + header_bytes + head[12 + header_length :]
+
+
+def test_decode_rejects_damaged_records():
+  head, *pieces = clips.encode_clip(long_clip(0))
+  with pytest.raises(ValueError, match="magic"):
+    clips.decode_clip([b"PICKLE" + head, *pieces])
+  with pytest.raises(ValueError, match="truncated"):
+    clips.decode_clip([head[:-10], *pieces])
+  with pytest.raises(ValueError, match="trailing"):
+    clips.decode_clip([head + b"\0", *pieces])
+  newer = head.replace(b'"format_version": 3', b'"format_version": 9', 1)
+  with pytest.raises(ValueError, match="format version 9"):
+    clips.decode_clip([newer, *pieces])
+  other_codec = head.replace(b'"codec": "jpeg"', b'"codec": "webp"', 1)
+  with pytest.raises(ValueError, match="unknown frame codec 'webp'"):
+    clips.decode_clip([other_codec, *pieces])
+  missing_size = with_header(head, lambda header: header["frames"]["sizes"].pop())
+  with pytest.raises(ValueError, match="lists 56 frame sizes for 57 frames"):
+    clips.decode_clip([missing_size, *pieces])
+  no_pieces = with_header(head, lambda header: header["frames"].pop("piece_frames"))
+  with pytest.raises(ValueError, match="malformed frames entry"):
+    clips.decode_clip([no_pieces, *pieces])
+  with pytest.raises(ValueError, match="clip has 2 piece records, its header says 3"):
+    clips.decode_clip([head, *pieces[:2]])
+  with pytest.raises(ValueError, match="piece 1 is no piece of a clip"):
+    clips.decode_clip([head, pieces[0], head, pieces[2]])
+  with pytest.raises(ValueError, match="piece 2 holds .* bytes of frames, not"):
+    clips.decode_clip([head, *pieces[:2], pieces[2][:-1]])
 
 
 @pytest.mark.parametrize(
@@ -242,22 +372,20 @@ def test_frame_codecs_refuse_settings_they_do_not_have(name, quality, message):
 
 
 def test_records_made_at_other_rates_are_refused(tmp_path):
-  record = clips.encode_clip(make_clip(4))
-  thirty_fps = record.replace(b'"fps": 25', b'"fps": 30', 1)
+  head, *pieces = clips.encode_clip(make_clip(4))
+  thirty_fps = head.replace(b'"fps": 25', b'"fps": 30', 1)
   with pytest.raises(
     UserError, match="clip clip4 is 30 fps / .* Hz, but jaxtalk works at 25 fps / 16 kHz"
   ):
-    clips.decode_clip(thirty_fps)
+    clips.decode_clip([thirty_fps, *pieces])
   path = str(tmp_path / "train-00000.array_record")
-  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
-  writer.write(thirty_fps)
-  writer.close()
+  write_records(path, [[thirty_fps, *pieces]])
   with pytest.raises(UserError, match="remake the data"):
     list(clips.read_clips([path]))
 
 
 def test_write_and_read_shards(tmp_path):
-  originals = [make_clip(i) for i in range(5)]
+  originals = [make_clip(i) for i in range(4)] + [long_clip(4)]
   paths = clips.write_shards(
     iter(originals), str(tmp_path), "train", clips_per_shard=2, frame_codec=RAW
   )
@@ -267,6 +395,7 @@ def test_write_and_read_shards(tmp_path):
     "train-00002.array_record",
   ]
   assert sorted(os.listdir(tmp_path)) == [os.path.basename(p) for p in paths]  # no temp files left
+  assert [len(clips.ClipShard(path)) for path in paths] == [2, 2, 1]  # clips, not records
   clips.write_shards([make_clip(9)], str(tmp_path), "val")
   assert clips.shard_paths(str(tmp_path), "train") == paths
   decoded = list(clips.read_clips(paths))
@@ -284,7 +413,7 @@ def test_write_shards_refuses_to_mix_with_existing_shards(tmp_path):
 def test_interrupted_write_leaves_only_whole_shards(tmp_path):
   def clips_then_crash():
     for i in range(3):
-      yield make_clip(i)
+      yield long_clip(i)
     raise KeyboardInterrupt
 
   with pytest.raises(KeyboardInterrupt):
@@ -303,10 +432,10 @@ def test_shard_paths_explains_missing_data(tmp_path):
 def test_corrupt_shard_raises_user_error_naming_the_file(tmp_path):
   (path,) = clips.write_shards([make_clip(i, size=16) for i in range(2)], str(tmp_path), "train")
   data = bytearray(Path(path).read_bytes())
-  data[1000:1064] = bytes(64)  # inside the first clip's chunk
+  data[1000:1064] = bytes(64)  # inside the first clip's head chunk
   with open(path, "wb") as f:
     f.write(data)
-  with pytest.raises(UserError, match=f"{path} is corrupt"):
+  with pytest.raises(UserError, match=f"clip 0 of clip shard {path} is corrupt"):
     list(clips.read_clips([path]))
 
   with open(path, "wb") as f:
@@ -318,11 +447,27 @@ def test_corrupt_shard_raises_user_error_naming_the_file(tmp_path):
     list(clips.read_clips([str(tmp_path / "missing.array_record")]))
 
 
-def test_corrupt_record_in_valid_shard_raises_user_error(tmp_path):
+def test_corrupt_clip_in_valid_shard_raises_user_error(tmp_path):
+  path = str(tmp_path / "train-00000.array_record")
+  write_records(path, [clips.encode_clip(make_clip(0)), [b"JAXTALK\0garbage", b"JAXTALKP"]])
+  with pytest.raises(UserError, match=f"clip 1 of clip shard {path} is corrupt"):
+    list(clips.read_clips([path]))
+
+
+@pytest.mark.parametrize(
+  "index, message",
+  [
+    (b"JAXTALKI" + bytes(5), "5 bytes of record numbers"),
+    (b"JAXTALKI" + bytes(16), "out of order"),
+  ],
+)
+def test_a_corrupt_shard_index_is_a_user_error(tmp_path, index, message):
   path = str(tmp_path / "train-00000.array_record")
   writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
-  writer.write(clips.encode_clip(make_clip(0)))
-  writer.write(b"JAXTALK\0garbage")
+  for record in [*clips.encode_clip(make_clip(0)), index]:
+    writer.write(record)
   writer.close()
-  with pytest.raises(UserError, match=f"record 1 of clip shard {path} is corrupt"):
-    list(clips.read_clips([path]))
+  with pytest.raises(
+    UserError, match=f"the clip index of clip shard {path} is corrupt .*{message}"
+  ):
+    clips.ClipShard(path)

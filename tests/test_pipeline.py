@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from array_record.python import array_record_module
+from test_clips import version_2_record, write_old_shard
 
 from jaxtalk.data import clips, pipeline
 from jaxtalk.data.frame_codecs import JPEG, RAW, FrameCodec
@@ -119,36 +120,57 @@ def textured_clip(clip: int, num_frames: int = NUM_FRAMES) -> clips.Clip:
   return clips.Clip(frames=frames, audio=np.zeros(num_frames * SPF, np.float32), meta={})
 
 
+# Three pieces, the last one short.
+LONG_FRAMES = 2 * clips.PIECE_FRAMES + 7
+
+
 @pytest.mark.parametrize("codec", [RAW, JPEG], ids=["raw", "jpeg"])
 def test_windows_equal_those_cut_from_whole_decoded_clips(tmp_path, codec):
-  originals = [textured_clip(c) for c in range(3)]
+  originals = [textured_clip(c, n) for c, n in enumerate([LONG_FRAMES, NUM_FRAMES, LONG_FRAMES])]
   paths = write(originals, tmp_path, codec, clips_per_shard=2)
+  # A version 2 shard among them: clip_index counts its clips as it counts those of the others.
+  paths.append(str(tmp_path / "old-00000.array_record"))
+  write_old_shard(
+    paths[-1], [version_2_record(textured_clip(c, LONG_FRAMES), codec) for c in (3, 4)]
+  )
   whole = [clip.frames for clip in clips.read_clips(paths)]
+  assert len(whole) == 5
   if codec == RAW:  # lossless: what went in
     for got, original in zip(whole, originals):
       np.testing.assert_array_equal(got, original.frames)
+  window = 9
   ds = pipeline.window_dataset(
-    paths, window_frames=3, audio_margin_frames=0, batch_size=2, seed=1, num_epochs=2
+    paths, window_frames=window, audio_margin_frames=0, batch_size=2, seed=1, windows_per_clip=4
   )
-  for batch in ds:
+  drawn = set()
+  for batch in take(iter(ds), 20):
     for b in range(2):
-      frames = whole[batch["clip_index"][b]]
-      start = batch["start"][b]
-      np.testing.assert_array_equal(batch["frames"][b], frames[start : start + 3])
+      clip, start = int(batch["clip_index"][b]), int(batch["start"][b])
+      drawn.add(clip)
+      frames = whole[clip]
+      np.testing.assert_array_equal(batch["frames"][b], frames[start : start + window])
       np.testing.assert_array_equal(batch["reference"][b], frames[batch["reference_index"][b]])
+  assert drawn == set(range(5))
 
 
 @pytest.mark.parametrize("with_frames", [True, False])
-def test_windows_decode_only_their_frames_and_reference(tmp_path, monkeypatch, with_frames):
-  paths = write([textured_clip(c) for c in range(4)], tmp_path, JPEG)
-  decodes = []
-  real_decode = FrameCodec.decode
+def test_windows_read_and_decode_only_their_frames_and_reference(
+  tmp_path, monkeypatch, with_frames
+):
+  paths = write([textured_clip(c, LONG_FRAMES) for c in range(4)], tmp_path, JPEG)
+  decodes, reads = [], []
+  real_decode, real_read = FrameCodec.decode, clips.ClipShard._read
 
   def counting_decode(codec, data, size):
     decodes.append(1)
     return real_decode(codec, data, size)
 
+  def counting_read(shard, records):
+    reads.extend(records)
+    return real_read(shard, records)
+
   monkeypatch.setattr(FrameCodec, "decode", counting_decode)
+  monkeypatch.setattr(clips.ClipShard, "_read", counting_read)
   window = 2
   ds = pipeline.window_dataset(
     paths,
@@ -162,9 +184,23 @@ def test_windows_decode_only_their_frames_and_reference(tmp_path, monkeypatch, w
   )
   batches = list(ds)
   assert len(batches) == 4
-  # Each of the 8 windows decodes its 2 frames and its reference: 3 of a clip's 12.
+  # Each of the 8 windows decodes its 2 frames and its reference: 3 of a clip's 57.
   assert len(decodes) == (8 * (window + 1) if with_frames else 0)
   assert ("frames" in batches[0] and "reference" in batches[0]) == with_frames
+  # And reads its clip's head and, with frames, only the pieces holding them: clip c is records
+  # [4c, 4c + 4) of the shard, its head first.
+  expected = []
+  for batch in batches:
+    for clip, start, reference in zip(
+      batch["clip_index"], batch["start"], batch["reference_index"]
+    ):
+      head = 4 * int(clip)
+      expected.append(head)
+      if with_frames:
+        first, last = start // clips.PIECE_FRAMES, (start + window - 1) // clips.PIECE_FRAMES
+        expected += [head + 1 + p for p in range(first, last + 1)]
+        expected.append(head + 1 + reference // clips.PIECE_FRAMES)
+  assert sorted(reads) == sorted(expected)
 
 
 def test_each_epoch_visits_every_clip_windows_per_clip_times_in_a_new_order(shards):
@@ -289,7 +325,7 @@ def test_bad_shards_are_user_errors_naming_the_file(tmp_path):
   writer.write(b"JAXTALK\0not a clip")
   writer.close()
   ds = pipeline.window_dataset([path], window_frames=4, audio_margin_frames=0, batch_size=1, seed=0)
-  with pytest.raises(UserError, match=f"record 0 of clip shard {path} is corrupt"):
+  with pytest.raises(UserError, match=f"clip 0 of clip shard {path} is corrupt"):
     next(iter(ds))
   (damaged,) = write([make_clip(0)], tmp_path / "damaged")
   data = bytearray(Path(damaged).read_bytes())
@@ -299,7 +335,7 @@ def test_bad_shards_are_user_errors_naming_the_file(tmp_path):
   ds = pipeline.window_dataset(
     [damaged], window_frames=4, audio_margin_frames=0, batch_size=1, seed=0
   )
-  with pytest.raises(UserError, match=f"record 0 of clip shard {damaged} is corrupt"):
+  with pytest.raises(UserError, match=f"clip 0 of clip shard {damaged} is corrupt"):
     next(iter(ds))
   missing = str(tmp_path / "train-00001.array_record")
   with pytest.raises(UserError, match=f"{missing} does not exist"):

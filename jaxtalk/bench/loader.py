@@ -82,10 +82,10 @@ def loader_speed(batches, count: int) -> dict:
   return {"host_batch": rows, "batch_seconds": seconds, "windows_per_second": rows / seconds}
 
 
-def _num_records(path: str) -> int:
-  reader = clips.open_shard(path)
-  count = reader.num_records()
-  reader.close()
+def _num_clips(path: str) -> int:
+  shard = clips.ClipShard(path)
+  count = len(shard)
+  shard.close()
   return count
 
 
@@ -109,7 +109,7 @@ def format_table(results: dict) -> str:
   lines = [
     f"data loader, host 0 of {results['hosts']}: {machine['cpu']}, {results['cores']} cores "
     f"usable; {machine['date']}",
-    f"data: {data['description']}; {data['record_mb']:.1f} MB per clip record",
+    f"data: {data['description']}; {data['clip_mb']:.1f} MB per clip",
     f"{'stage (config ' + results['config'] + ')':<44}{'batch':>6}{'s/batch':>9}{'windows/s':>11}"
     "   vs a train step",
   ]
@@ -146,10 +146,10 @@ def run(args) -> dict:
       make_clips(folder, args.clips, args.clip_seconds, size, args.codec)
       description = f"{args.clips} made-up clips of {args.clip_seconds:g} s, {args.codec} frames"
     paths = clips.shard_paths(folder, "train")
-    num_clips = sum(map(_num_records, paths))
+    num_clips = sum(map(_num_clips, paths))
     results["data"] = {
       "description": description,
-      "record_mb": sum(map(os.path.getsize, paths)) / num_clips / 1e6,
+      "clip_mb": sum(map(os.path.getsize, paths)) / num_clips / 1e6,
     }
     config.data.train_dir = folder
     for stage_name, step_seconds in steps.items():

@@ -1,23 +1,33 @@
-"""The clip container: one talking-head clip per ArrayRecord record, many clips per shard file.
+"""The clip container: talking-head clips in ArrayRecord shard files, many clips per shard.
 
 Every data source (the SynthTalk generator, the real-video preprocessor) writes clips with
 `write_shards`, and everything downstream (the training pipeline, evaluation) reads them back, so
 this file is the one place that knows the byte layout.
 
-A record is self-describing and needs no pickle:
+A clip is a run of consecutive records of one shard, self-describing and free of pickle: a head
+record, then its frames in piece records of `PIECE_FRAMES` frames each (the last may be shorter):
 
-  MAGIC | header length (uint32, little endian) | header (UTF-8 JSON) | frames | array buffers
+  head:  MAGIC | header length (uint32, little endian) | header (UTF-8 JSON) | array buffers
+  piece: PIECE_MAGIC | its frames, encoded, one after another
 
 The header holds the format version, fps, sample rate, the clip's metadata, the frames' codec
-(`jaxtalk.data.frame_codecs`: raw, or a JPEG per frame at a recorded quality), shape and the byte
-size of every encoded frame, and for every other array its dtype and shape. The encoded frames
-follow one after another, so any frame can be found and decoded alone (`StoredFrames`); then the
-array buffers in header order. Audio is 16-bit PCM (half the size of float32, and the precision
-of the sources it comes from), motion and identity parameters are float32. The rates are always
-jaxtalk's 25 fps and 16 kHz (`jaxtalk.timebase`); storing them keeps a record self-describing, and
-lets a reader refuse data made at other rates instead of misaligning it.
+(`jaxtalk.data.frame_codecs`: raw, or a JPEG per frame at a recorded quality), shape, frames per
+piece and the byte size of every encoded frame, and for every other array its dtype and shape.
+So any frame can be found and decoded alone (`StoredFrames`), and a training window reads only the
+head and the pieces that hold its frames: a 60-s clip of 256x256 JPEG frames is some 49 MB, of
+which a window of one frame needs one 0.8 MB piece. Audio is 16-bit PCM (half the size of
+float32, and the precision of the sources it comes from), motion and identity parameters are
+float32; they stay in the head, which a window needs anyway (60 s of audio is 1.9 MB). The rates
+are always jaxtalk's 25 fps and 16 kHz (`jaxtalk.timebase`); storing them keeps a record
+self-describing, and lets a reader refuse data made at other rates instead of misaligning it.
 
-Version 1 records, whose frames are one raw uint8 buffer listed among the arrays, still read.
+A shard's last record is its index: INDEX_MAGIC and the record number of every clip's head
+(uint64, little endian), so opening a shard reads one small record however long its clips
+(`ClipShard`); clips are numbered within a shard and across shards, never by record.
+
+Older shards still read: there every record is one whole clip, whose frames follow its header
+(version 2: encoded by the codec the header names, sizes indexed) or are one raw uint8 buffer
+listed first among its arrays (version 1).
 """
 
 import dataclasses
@@ -26,7 +36,7 @@ import itertools
 import json
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from array_record.python import array_record_module
@@ -35,19 +45,30 @@ from jaxtalk.data.frame_codecs import JPEG, RAW, FrameCodec
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
-FORMAT_VERSION = 2
-# Version 1 held raw frames as the first of its arrays, with no per-frame index.
-_RAW_FRAMES_VERSION = 1
+FORMAT_VERSION = 3
+# Version 1 held raw frames as the first of its arrays, with no per-frame index; version 2 held
+# every frame encoded in the clip's one record.
+_RAW_FRAMES_VERSION, _ONE_RECORD_VERSION = 1, 2
+# Frames per piece record, by measurement (`python -m jaxtalk.bench.loader`, gpu256, 60-s JPEG
+# clips): a stage-1 window reads the head, the piece of its frame and that of its reference.
+# Pieces of 25 frames (one second, 0.8 MB at 256x256) read in about 1 ms; shorter ones gain little
+# since the head's audio is read anyway, and cost a record each in the shard's index.
+PIECE_FRAMES = 25
 _MAGIC = b"JAXTALK\x00"
+_PIECE_MAGIC = b"JAXTALKP"
+_INDEX_MAGIC = b"JAXTALKI"
 _HEADER_LENGTH = struct.Struct("<I")
+_INDEX_DTYPE = np.dtype("<u8")
 _PCM_SCALE = 32767.0
 # Stored dtype of every array besides the frames, in buffer order; motion and identity are optional.
 _STORED_DTYPES = {"audio": "<i2", "motion": "<f4", "identity": "<f4"}
 _RAW_FRAMES_DTYPE = "|u1"
-# One clip per chunk, so the data loader can read any clip without decoding its neighbours.
+# One record per chunk, so the data loader can read any record without decoding its neighbours.
 # ArrayRecord's own compression (zstd) shrinks raw frames but not JPEG bytes, whose reading it
 # would only slow down.
 _WRITER_OPTIONS = {"raw": "group_size:1", "jpeg": "group_size:1,uncompressed"}
+# A window reads a few records at random places: read-ahead would only read bytes it throws away.
+_READER_OPTIONS = "readahead_buffer_size:0"
 _SHARD_SUFFIX = ".array_record"
 
 
@@ -66,23 +87,31 @@ class Clip:
   identity: np.ndarray | None = None  # [Q] float32 identity parameters (SynthTalk only)
 
 
-class StoredFrames:
-  """A record's frames, still encoded: any range of them decodes without the others.
+# (first, stop) -> the encoded frames of pieces [first, stop), each piece's back to back;
+# ValueError if one cannot be read.
+ReadPieces = Callable[[int, int], list[memoryview]]
 
-  `origin` (shard path, record index) names the record in the error a frame that does not decode
-  raises (a UserError); without it the error is a ValueError.
+
+class StoredFrames:
+  """A clip's frames, still encoded: any range of them decodes without the others, reading only
+  the pieces that hold them.
+
+  `origin` (shard path, clip index) names the clip in the error a piece that cannot be read or a
+  frame that does not decode raises (a UserError); without it the error is a ValueError.
   """
 
   def __init__(
     self,
-    data: bytes,
     codec: FrameCodec,
     shape: tuple[int, ...],
-    bounds: np.ndarray,
+    sizes: Sequence[int],
+    piece_frames: int,
+    read_pieces: ReadPieces,
     origin: tuple[str, int] | None = None,
   ):
-    self.codec, self.shape, self._view = codec, shape, memoryview(data)
-    self._bounds, self._origin = bounds, origin  # frame i is data[bounds[i]:bounds[i + 1]]
+    self.codec, self.shape, self.piece_frames = codec, shape, piece_frames
+    self._bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    self._read_pieces, self._origin = read_pieces, origin
 
   def __len__(self) -> int:
     return self.shape[0]
@@ -92,30 +121,48 @@ class StoredFrames:
     if not 0 <= start <= stop <= len(self):
       raise IndexError(f"frames [{start}, {stop}) are not within the clip's {len(self)}")
     frames = np.empty((stop - start, *self.shape[1:]), np.uint8)
-    for i in range(start, stop):
-      frames[i - start] = self._decode(i)
+    if start == stop:
+      return frames
+    first, stop_piece = start // self.piece_frames, (stop - 1) // self.piece_frames + 1
+    try:
+      pieces = self._read_pieces(first, stop_piece)
+    except ValueError as e:
+      raise self._error(e) from e
+    for piece, data in zip(range(first, stop_piece), pieces):
+      piece_start = piece * self.piece_frames
+      piece_stop = min(piece_start + self.piece_frames, len(self))
+      base, expected = self._bounds[piece_start], self._bounds[piece_stop]
+      if len(data) != expected - base:
+        error = ValueError(
+          f"piece {piece} holds {len(data)} bytes of frames, not {expected - base}"
+        )
+        raise self._error(error)
+      for i in range(max(start, piece_start), min(stop, piece_stop)):
+        frames[i - start] = self._decode(
+          i, data[self._bounds[i] - base : self._bounds[i + 1] - base]
+        )
     return frames
 
   def frame(self, index: int) -> np.ndarray:
     """Frame `index` as a new [S, S, 3] uint8 array."""
     return self.read(index, index + 1)[0]
 
-  def _decode(self, index: int) -> np.ndarray:
-    encoded = self._view[self._bounds[index] : self._bounds[index + 1]]
+  def _decode(self, index: int, encoded: memoryview) -> np.ndarray:
     try:
       return self.codec.decode(encoded, self.shape[1])
     except ValueError as e:
-      error = ValueError(f"frame {index} does not decode: {e}")
-      if self._origin is None:
-        raise error from e
-      raise corrupt_record_error(*self._origin, error) from e
+      raise self._error(ValueError(f"frame {index} does not decode: {e}")) from e
+
+  def _error(self, error: ValueError) -> Exception:
+    return error if self._origin is None else corrupt_clip_error(*self._origin, error)
 
 
 @dataclasses.dataclass
 class StoredClip:
-  """A clip as read from its record: everything decoded but the frames, which decode on demand.
+  """A clip as read from its head record: everything decoded but the frames, which are read and
+  decoded on demand.
 
-  Audio is a new array; motion and identity are read-only views into the record.
+  Audio is a new array; motion and identity are read-only views into the head record.
   """
 
   frames: StoredFrames
@@ -185,9 +232,9 @@ def _validate(clip: Clip) -> None:
   _check_companions(frames.shape[0], clip.audio, clip.meta, clip.motion, clip.identity)
 
 
-def encode_clip(clip: Clip, frame_codec: FrameCodec = JPEG) -> bytes:
-  """Serialises a clip into one record, each frame stored with `frame_codec`; raises ValueError if
-  the clip is malformed."""
+def encode_clip(clip: Clip, frame_codec: FrameCodec = JPEG) -> list[bytes]:
+  """Serialises a clip into its records (head, then pieces), each frame stored with
+  `frame_codec`; raises ValueError if the clip is malformed."""
   _validate(clip)
   encoded_frames = [frame_codec.encode(frame) for frame in clip.frames]
   arrays = {
@@ -205,6 +252,7 @@ def encode_clip(clip: Clip, frame_codec: FrameCodec = JPEG) -> bytes:
   frames_entry = {
     **frame_codec.header(),
     "shape": list(clip.frames.shape),
+    "piece_frames": PIECE_FRAMES,
     "sizes": [len(frame) for frame in encoded_frames],
   }
   header = json.dumps(
@@ -217,11 +265,17 @@ def encode_clip(clip: Clip, frame_codec: FrameCodec = JPEG) -> bytes:
       "arrays": specs,
     }
   ).encode("utf-8")
-  return b"".join([_MAGIC, _HEADER_LENGTH.pack(len(header)), header, *encoded_frames, *buffers])
+  head = b"".join([_MAGIC, _HEADER_LENGTH.pack(len(header)), header, *buffers])
+  pieces = [
+    b"".join([_PIECE_MAGIC, *encoded_frames[i : i + PIECE_FRAMES]])
+    for i in range(0, len(encoded_frames), PIECE_FRAMES)
+  ]
+  return [head, *pieces]
 
 
 def _read_header(data: bytes) -> tuple[dict, int]:
-  """(the record's header, where its buffers start); refuses unknown versions and other rates."""
+  """(the head record's header, where its buffers start); refuses unknown versions and other
+  rates."""
   prefix = len(_MAGIC) + _HEADER_LENGTH.size
   if len(data) < prefix or data[: len(_MAGIC)] != _MAGIC:
     raise ValueError("not a jaxtalk clip record (bad magic bytes)")
@@ -232,10 +286,10 @@ def _read_header(data: bytes) -> tuple[dict, int]:
     rates = header["fps"], header["sample_rate"]
   except (UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
     raise ValueError(f"clip record header is unreadable: {e}") from e
-  if version not in (_RAW_FRAMES_VERSION, FORMAT_VERSION):
+  if version not in (_RAW_FRAMES_VERSION, _ONE_RECORD_VERSION, FORMAT_VERSION):
     raise ValueError(
       f"clip record has format version {version}, this jaxtalk reads versions "
-      f"{_RAW_FRAMES_VERSION} and {FORMAT_VERSION}"
+      f"{_RAW_FRAMES_VERSION} to {FORMAT_VERSION}"
     )
   if rates != (FPS, SAMPLE_RATE):
     meta = header.get("meta")
@@ -251,8 +305,9 @@ def _is_shape(shape) -> bool:
   return isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
 
 
-def _frames_layout(header: dict, specs: dict) -> tuple[FrameCodec, list, list]:
-  """(codec, shape, encoded size of every frame) of the record's frames.
+def _frames_layout(header: dict, specs: dict) -> tuple[FrameCodec, list, list, int | None]:
+  """(codec, shape, encoded size of every frame, frames per piece or None when the frames follow
+  the header in the same record) of the clip's frames.
 
   A version 1 record's raw frames are its first array: popped from `specs`.
   """
@@ -262,40 +317,71 @@ def _frames_layout(header: dict, specs: dict) -> tuple[FrameCodec, list, list]:
     if not _is_shape(shape) or spec.get("dtype") != _RAW_FRAMES_DTYPE:
       raise ValueError(f"clip record has a malformed frames entry: {spec}")
     _check_frames_shape(shape)
-    return RAW, shape, [shape[1] * shape[2] * shape[3]] * shape[0]
+    return RAW, shape, [shape[1] * shape[2] * shape[3]] * shape[0], None
   entry = header.get("frames")
   if not isinstance(entry, dict):
     raise ValueError(f"clip record has a malformed frames entry: {entry}")
   codec = FrameCodec.from_header(entry)
   shape, sizes = entry.get("shape"), entry.get("sizes")
+  piece_frames = None
+  if header["format_version"] == FORMAT_VERSION:
+    piece_frames = entry.get("piece_frames")
+    if not (isinstance(piece_frames, int) and piece_frames >= 1):
+      raise ValueError(f"clip record has a malformed frames entry: {entry}")
   if not (_is_shape(shape) and _is_shape(sizes)):
     raise ValueError(f"clip record has a malformed frames entry: {entry}")
   _check_frames_shape(shape)
   if len(sizes) != shape[0]:
     raise ValueError(f"clip record lists {len(sizes)} frame sizes for {shape[0]} frames")
-  return codec, shape, sizes
+  return codec, shape, sizes, piece_frames
 
 
-def open_clip(data: bytes, origin: tuple[str, int] | None = None) -> StoredClip:
-  """Parses a record written by `encode_clip`, leaving its frames encoded until they are read.
+def _piece_reader(pieces: Sequence[bytes]) -> ReadPieces:
+  """Reads pieces from `pieces` (a list, or a shard's records read on demand: `_ShardPieces`)."""
 
-  Raises ValueError if it is not a valid clip record, and UserError if it is one made at other
-  rates than jaxtalk's. `origin` is for `StoredFrames`' errors.
+  def read(first: int, stop: int) -> list[memoryview]:
+    frames = []
+    for number, record in zip(range(first, stop), pieces[first:stop]):
+      if record[: len(_PIECE_MAGIC)] != _PIECE_MAGIC:
+        raise ValueError(f"record of piece {number} is no piece of a clip (bad magic bytes)")
+      frames.append(memoryview(record)[len(_PIECE_MAGIC) :])
+    return frames
+
+  return read
+
+
+def open_clip(
+  head: bytes, pieces: Sequence[bytes] = (), origin: tuple[str, int] | None = None
+) -> StoredClip:
+  """Parses a clip from its head record and piece records (as `encode_clip` makes them; a
+  version 1 or 2 record has none), leaving its frames encoded, and the pieces unread, until
+  frames are read.
+
+  Raises ValueError if they are no valid clip, and UserError if it is one made at other rates than
+  jaxtalk's. `origin` is for `StoredFrames`' errors.
   """
-  header, offset = _read_header(data)
+  header, offset = _read_header(head)
   specs = header.get("arrays")
   if not isinstance(specs, dict):
     raise ValueError(f"clip record has a malformed arrays entry: {specs}")
   specs = dict(specs)
-  codec, shape, sizes = _frames_layout(header, specs)
+  codec, shape, sizes, piece_frames = _frames_layout(header, specs)
   if not {"audio"} <= specs.keys() <= _STORED_DTYPES.keys():
     raise ValueError(
       f"clip record holds arrays {sorted(specs)}, expected audio[, motion, identity]"
     )
-  bounds = offset + np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-  offset = int(bounds[-1])
-  if offset > len(data):
-    raise ValueError("clip record is truncated inside its frames")
+  expected_pieces = 0 if piece_frames is None else -(-shape[0] // piece_frames)
+  if len(pieces) != expected_pieces:
+    raise ValueError(f"clip has {len(pieces)} piece records, its header says {expected_pieces}")
+  if piece_frames is None:  # the frames follow the header: one piece, in this record
+    frames_bytes = memoryview(head)[offset : offset + sum(sizes)]
+    offset += sum(sizes)
+    if offset > len(head):
+      raise ValueError("clip record is truncated inside its frames")
+    read_pieces = lambda first, stop: [frames_bytes]  # noqa: E731
+    piece_frames = shape[0]
+  else:
+    read_pieces = _piece_reader(pieces)
   arrays = {}
   for name in _STORED_DTYPES:  # buffers follow in this fixed order
     if name not in specs:
@@ -305,14 +391,14 @@ def open_clip(data: bytes, origin: tuple[str, int] | None = None) -> StoredClip:
     if not _is_shape(array_shape) or spec.get("dtype") != _STORED_DTYPES[name]:
       raise ValueError(f"clip record has a malformed {name} entry: {spec}")
     count = int(np.prod(array_shape))
-    if offset + count * dtype.itemsize > len(data):
+    if offset + count * dtype.itemsize > len(head):
       raise ValueError(f"clip record is truncated inside its {name} buffer")
-    arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(array_shape)
+    arrays[name] = np.frombuffer(head, dtype=dtype, count=count, offset=offset).reshape(array_shape)
     offset += count * dtype.itemsize
-  if offset != len(data):
-    raise ValueError(f"clip record has {len(data) - offset} unexpected trailing bytes")
+  if offset != len(head):
+    raise ValueError(f"clip record has {len(head) - offset} unexpected trailing bytes")
   clip = StoredClip(
-    frames=StoredFrames(data, codec, tuple(shape), bounds, origin),
+    frames=StoredFrames(codec, tuple(shape), sizes, piece_frames, read_pieces, origin),
     audio=arrays["audio"].astype(np.float32) / np.float32(_PCM_SCALE),
     meta=header.get("meta"),
     motion=arrays.get("motion"),
@@ -322,9 +408,10 @@ def open_clip(data: bytes, origin: tuple[str, int] | None = None) -> StoredClip:
   return clip
 
 
-def decode_clip(data: bytes) -> Clip:
-  """`open_clip` with all frames decoded: ValueError also if a frame does not decode."""
-  return open_clip(data).decoded()
+def decode_clip(records: Sequence[bytes]) -> Clip:
+  """The clip in `records` (head first, as `encode_clip` gives them), all frames decoded:
+  ValueError also if a frame does not decode."""
+  return open_clip(records[0], records[1:]).decoded()
 
 
 def _shard_name(split: str, index: int) -> str:
@@ -373,12 +460,18 @@ def write_shards(
 
 
 def _write_shard(path: str, shard_clips: Iterable[Clip], frame_codec: FrameCodec) -> None:
-  """Writes one shard under a temporary name and renames it into place only once it is complete."""
+  """Writes one shard, its clips' records and then its index, under a temporary name, and renames
+  it into place only once it is complete."""
   temp_path = f"{path}.tmp-{os.getpid()}"
   writer = array_record_module.ArrayRecordWriter(temp_path, _WRITER_OPTIONS[frame_codec.name])
+  heads, written = [], 0
   try:
     for clip in shard_clips:
-      writer.write(encode_clip(clip, frame_codec))
+      heads.append(written)
+      for record in encode_clip(clip, frame_codec):
+        writer.write(record)
+        written += 1
+    writer.write(_INDEX_MAGIC + np.asarray(heads, _INDEX_DTYPE).tobytes())
   except BaseException:
     writer.close()
     os.remove(temp_path)
@@ -403,42 +496,104 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
   return paths
 
 
-def open_shard(path: str):
-  """Opens a shard for random access; UserError naming the file if it is missing or not a shard."""
-  if not os.path.isfile(path):
-    raise UserError(f"clip shard {path} does not exist; check the data directory")
-  reader = array_record_module.ArrayRecordReader(path)
-  if not reader.ok():
-    raise UserError(
-      f"clip shard {path} is corrupt or not an ArrayRecord file; delete it and regenerate the data"
+def corrupt_clip_error(path: str, index: int, cause: Exception) -> UserError:
+  """The error for a clip that cannot be read back, naming its shard so the user can regenerate
+  it."""
+  return UserError(f"clip {index} of clip shard {path} is corrupt ({cause}); regenerate the data")
+
+
+class ClipShard:
+  """A shard open for random access by clip: `len` clips, `clip(i)` the i-th.
+
+  Opening reads the shard's index, its last record (8 bytes a clip), and ArrayRecord's own
+  footer. A shard written before version 3 has no index and one record per clip; telling so reads
+  its last clip once. Raises UserError naming the file if it is missing or not a shard. Reads are
+  safe from several threads at once.
+  """
+
+  def __init__(self, path: str):
+    if not os.path.isfile(path):
+      raise UserError(f"clip shard {path} does not exist; check the data directory")
+    self.path = path
+    self._reader = array_record_module.ArrayRecordReader(path, _READER_OPTIONS)
+    if not self._reader.ok():
+      raise UserError(
+        f"clip shard {path} is corrupt or not an ArrayRecord file; delete it and regenerate the data"
+      )
+    # Record number of every clip's head, then of the index (or the record count): clip i is
+    # records [heads[i], heads[i + 1]).
+    self._heads = self._read_index()
+
+  def _read_index(self) -> np.ndarray:
+    count = self._reader.num_records()
+    if count == 0:
+      return np.zeros(1, np.int64)
+    try:
+      (last,) = self._reader.read([count - 1])
+    except RuntimeError as e:  # the chunk checksum does not match: the file was damaged
+      raise self._index_error(e) from e
+    if last[: len(_INDEX_MAGIC)] != _INDEX_MAGIC:
+      return np.arange(count + 1)  # versions 1 and 2: every record is a clip
+    body = last[len(_INDEX_MAGIC) :]
+    if len(body) % _INDEX_DTYPE.itemsize:
+      raise self._index_error(ValueError(f"{len(body)} bytes of record numbers"))
+    heads = np.append(np.frombuffer(body, _INDEX_DTYPE).astype(np.int64), count - 1)
+    if heads[0] != 0 or np.any(np.diff(heads) < 2):  # a head and at least one piece each
+      raise self._index_error(ValueError("record numbers out of order"))
+    return heads
+
+  def _index_error(self, cause: Exception) -> UserError:
+    return UserError(
+      f"the clip index of clip shard {self.path} is corrupt ({cause}); regenerate the data"
     )
-  return reader
+
+  def __len__(self) -> int:
+    return len(self._heads) - 1
+
+  def clip(self, index: int) -> StoredClip:
+    """Clip `index` of the shard, read from its head record; its frames are read on demand.
+
+    A clip that cannot be read, then or when its frames are, raises a UserError naming it.
+    """
+    head_record, stop = int(self._heads[index]), int(self._heads[index + 1])
+    try:
+      (head,) = self._read([head_record])
+      return open_clip(head, _ShardPieces(self, head_record + 1, stop), (self.path, index))
+    except ValueError as e:
+      raise corrupt_clip_error(self.path, index, e) from e
+
+  def _read(self, records: list[int]) -> list[bytes]:
+    """The given records; ValueError if one does not read."""
+    try:
+      return self._reader.read(records)
+    except RuntimeError as e:  # the chunk checksum does not match: the file was damaged
+      raise ValueError(f"its records do not read: {e}") from e
+
+  def close(self) -> None:
+    self._reader.close()
 
 
-def corrupt_record_error(path: str, index: int, cause: Exception) -> UserError:
-  """The error for a record that cannot be read back, naming its shard so the user can regenerate it."""
-  return UserError(f"record {index} of clip shard {path} is corrupt ({cause}); regenerate the data")
+class _ShardPieces(Sequence):
+  """A clip's piece records [first, stop) in a shard, read only when sliced or indexed."""
 
+  def __init__(self, shard: ClipShard, first: int, stop: int):
+    self._shard, self._records = shard, range(first, stop)
 
-def open_record(data: bytes, path: str, index: int) -> StoredClip:
-  """`open_clip`, with a corrupt record (or, when read, frame) reported as a UserError that names
-  its shard."""
-  try:
-    return open_clip(data, origin=(path, index))
-  except ValueError as e:
-    raise corrupt_record_error(path, index, e) from e
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self._shard._read(list(self._records[index]))
+    return self._shard._read([self._records[index]])[0]
 
 
 def read_clips(paths: Sequence[str]) -> Iterator[Clip]:
   """Yields every clip of the given shards in order, one at a time."""
   for path in paths:
-    reader = open_shard(path)
+    shard = ClipShard(path)
     try:
-      for index in range(reader.num_records()):
-        try:
-          (data,) = reader.read([index])
-        except RuntimeError as e:  # the chunk checksum does not match: the file was damaged
-          raise corrupt_record_error(path, index, e) from e
-        yield open_record(data, path, index).decoded()
+      for index in range(len(shard)):
+        yield shard.clip(index).decoded()
     finally:
-      reader.close()
+      shard.close()

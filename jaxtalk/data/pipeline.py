@@ -7,8 +7,9 @@ batches of a run on one, and an iterator's state is just its position: it can be
 a checkpoint and restored exactly.
 
 Per epoch, every clip is visited `windows_per_clip` times in a shuffled order (a new order each
-epoch); each visit reads the clip's record, draws one window from it and decodes only that
-window's frames and its reference frame (`clips.StoredFrames`).
+epoch); each visit reads the clip's head record (its audio and motion), draws one window from it
+and reads and decodes only the pieces holding that window's frames and its reference frame
+(`clips.StoredFrames`).
 """
 
 from collections.abc import Sequence
@@ -26,35 +27,25 @@ _READ_THREADS = 4
 
 
 class _ClipRecords:
-  """Random access to (record index, stored clip) over a list of shards, as a grain data source.
+  """Random access to (clip index, stored clip) over a list of shards, as a grain data source.
 
-  Opening every shard up front turns a missing or damaged file into an error that names it
-  before training starts, and the per-shard record counts let a bad record be traced to its file.
+  Opening every shard up front turns a missing or damaged file (or shard index) into an error
+  that names it before training starts; the per-shard clip counts map a clip index to its shard.
   """
 
   def __init__(self, paths: Sequence[str]):
     if not paths:
       raise UserError("no clip shards were given; point the data directory at a folder of shards")
-    self._paths = list(paths)
-    counts = []
-    for path in self._paths:
-      reader = clips.open_shard(path)
-      counts.append(reader.num_records())
-      reader.close()
-    self._ends = np.cumsum(counts)
-    self._source = grain.sources.ArrayRecordDataSource(self._paths)
+    self._shards = [clips.ClipShard(path) for path in paths]
+    self._ends = np.cumsum([len(shard) for shard in self._shards])
 
   def __len__(self) -> int:
     return int(self._ends[-1])
 
   def __getitem__(self, index: int) -> tuple[int, clips.StoredClip]:
     shard = int(np.searchsorted(self._ends, index, side="right"))
-    path, index_in_shard = self._paths[shard], index - (int(self._ends[shard - 1]) if shard else 0)
-    try:
-      data = self._source[index]
-    except RuntimeError as e:  # the chunk checksum does not match: the file was damaged
-      raise clips.corrupt_record_error(path, index_in_shard, e) from e
-    return index, clips.open_record(data, path, index_in_shard)
+    index_in_shard = index - (int(self._ends[shard - 1]) if shard else 0)
+    return index, self._shards[shard].clip(index_in_shard)
 
 
 class _WindowSampler:
@@ -198,7 +189,7 @@ def window_dataset(
     audio      float32 [B, (W + 2M) * spf]  the audio of frames [start - M, start + W + M), zero
                                         outside the clip
     motion     float32 [B, W, P]        ground-truth motion, only when the clips carry it
-    clip_index int32   [B]              the clip's record index across all of `paths`
+    clip_index int32   [B]              the clip's index across all of `paths` (`read_clips` order)
     start      int32   [B]              the window's first frame in the clip
   Only the frames a batch holds are decoded; `with_frames=False` leaves out frames and reference
   and decodes none, for a stage that looks up what it trains on by clip_index, start and
