@@ -354,6 +354,11 @@ def test_decode_rejects_damaged_records():
   no_pieces = with_header(head, lambda header: header["frames"].pop("piece_frames"))
   with pytest.raises(ValueError, match="malformed frames entry"):
     clips.decode_clip([no_pieces, *pieces])
+  (header_length,) = struct.unpack_from("<I", head, 8)
+  below_full_scale = bytearray(head)
+  below_full_scale[12 + header_length : 14 + header_length] = struct.pack("<h", -32768)
+  with pytest.raises(ValueError, match=r"within \[-1, 1\]"):
+    clips.decode_clip([bytes(below_full_scale), *pieces])
   with pytest.raises(ValueError, match="clip has 2 piece records, its header says 3"):
     clips.decode_clip([head, *pieces[:2]])
   with pytest.raises(ValueError, match="piece 1 is no piece of a clip"):

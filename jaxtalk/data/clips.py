@@ -49,10 +49,10 @@ FORMAT_VERSION = 3
 # Version 1 held raw frames as the first of its arrays, with no per-frame index; version 2 held
 # every frame encoded in the clip's one record.
 _RAW_FRAMES_VERSION, _ONE_RECORD_VERSION = 1, 2
-# Frames per piece record, by measurement (`python -m jaxtalk.bench.loader`, gpu256, 60-s JPEG
-# clips): a stage-1 window reads the head, the piece of its frame and that of its reference.
-# Pieces of 25 frames (one second, 0.8 MB at 256x256) read in about 1 ms; shorter ones gain little
-# since the head's audio is read anyway, and cost a record each in the shard's index.
+# Frames per piece record, by measurement (gpu256's 256x256 photo-like JPEG frames, 60-s clips,
+# one shared core): a stage-1 window reads the head (1.9 MB of audio, 3-8 ms) and decodes a frame
+# and its reference, 6.9-8.8 ms alike from pieces of 5, 10, 25 or 50 frames; 25 (one second,
+# 0.8 MB) keeps a 60-s clip at 61 records, cheap for a shard's index and ArrayRecord's footer.
 PIECE_FRAMES = 25
 _MAGIC = b"JAXTALK\x00"
 _PIECE_MAGIC = b"JAXTALKP"
@@ -159,23 +159,28 @@ class StoredFrames:
 
 @dataclasses.dataclass
 class StoredClip:
-  """A clip as read from its head record: everything decoded but the frames, which are read and
-  decoded on demand.
+  """A clip as read from its head record: frames, which are read and decoded on demand, audio as
+  stored (16-bit PCM), converted on demand, and the rest.
 
-  Audio is a new array; motion and identity are read-only views into the head record.
+  pcm, motion and identity are read-only views into the head record.
   """
 
   frames: StoredFrames
-  audio: np.ndarray
+  pcm: np.ndarray  # [T * SAMPLES_PER_FRAME] int16, audio times 32767
   meta: dict
   motion: np.ndarray | None = None
   identity: np.ndarray | None = None
+
+  def audio(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Samples [start, stop) of the audio as a new float32 array in [-1, 1]: converting only
+    those keeps a window of a long clip cheap."""
+    return self.pcm[start:stop].astype(np.float32) / np.float32(_PCM_SCALE)
 
   def decoded(self) -> Clip:
     """The clip with all its frames decoded."""
     return Clip(
       frames=self.frames.read(0, len(self.frames)),
-      audio=self.audio,
+      audio=self.audio(),
       meta=self.meta,
       motion=self.motion,
       identity=self.identity,
@@ -187,8 +192,8 @@ def _check_frames_shape(shape) -> None:
     raise ValueError(f"clip frames must have shape [T>=1, S, S, 3], got {tuple(shape)}")
 
 
-def _check_companions(num_frames: int, audio, meta, motion, identity) -> None:
-  """Raises ValueError unless audio, meta, motion and identity fit a clip of num_frames frames."""
+def _check_audio(num_frames: int, audio) -> None:
+  """Raises ValueError unless audio fits a clip of num_frames frames."""
   if not isinstance(audio, np.ndarray) or audio.dtype != np.float32:
     raise ValueError(
       f"clip audio must be a float32 array, got {getattr(audio, 'dtype', type(audio))}"
@@ -201,6 +206,10 @@ def _check_companions(num_frames: int, audio, meta, motion, identity) -> None:
     )
   if audio.size and not (np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0):
     raise ValueError("clip audio must be finite and within [-1, 1]")
+
+
+def _check_companions(num_frames: int, meta, motion, identity) -> None:
+  """Raises ValueError unless meta, motion and identity fit a clip of num_frames frames."""
   if not isinstance(meta, dict):
     raise ValueError(f"clip meta must be a dict, got {type(meta).__name__}")
   try:
@@ -229,7 +238,8 @@ def _validate(clip: Clip) -> None:
       f"clip frames must be a uint8 array, got {getattr(frames, 'dtype', type(frames))}"
     )
   _check_frames_shape(frames.shape)
-  _check_companions(frames.shape[0], clip.audio, clip.meta, clip.motion, clip.identity)
+  _check_audio(frames.shape[0], clip.audio)
+  _check_companions(frames.shape[0], clip.meta, clip.motion, clip.identity)
 
 
 def encode_clip(clip: Clip, frame_codec: FrameCodec = JPEG) -> list[bytes]:
@@ -397,14 +407,22 @@ def open_clip(
     offset += count * dtype.itemsize
   if offset != len(head):
     raise ValueError(f"clip record has {len(head) - offset} unexpected trailing bytes")
+  pcm = arrays["audio"]
+  if pcm.shape != (shape[0] * SAMPLES_PER_FRAME,):
+    raise ValueError(
+      f"clip audio must be mono with {shape[0] * SAMPLES_PER_FRAME} samples for {shape[0]} "
+      f"frames, got shape {pcm.shape}"
+    )
+  if pcm.size and pcm.min() < -_PCM_SCALE:  # the one int16 value outside [-1, 1]
+    raise ValueError("clip audio must be within [-1, 1]")
   clip = StoredClip(
     frames=StoredFrames(codec, tuple(shape), sizes, piece_frames, read_pieces, origin),
-    audio=arrays["audio"].astype(np.float32) / np.float32(_PCM_SCALE),
+    pcm=pcm,
     meta=header.get("meta"),
     motion=arrays.get("motion"),
     identity=arrays.get("identity"),
   )
-  _check_companions(shape[0], clip.audio, clip.meta, clip.motion, clip.identity)
+  _check_companions(shape[0], clip.meta, clip.motion, clip.identity)
   return clip
 
 

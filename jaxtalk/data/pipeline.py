@@ -72,8 +72,8 @@ class _WindowSampler:
     first_sample = (start - self.audio_margin_frames) * SAMPLES_PER_FRAME
     last_sample = (end + self.audio_margin_frames) * SAMPLES_PER_FRAME
     audio = np.zeros(last_sample - first_sample, np.float32)
-    inside = slice(max(first_sample, 0), min(last_sample, clip.audio.shape[0]))
-    audio[inside.start - first_sample : inside.stop - first_sample] = clip.audio[inside]
+    inside = max(first_sample, 0), min(last_sample, len(clip.pcm))
+    audio[inside[0] - first_sample : inside[1] - first_sample] = clip.audio(*inside)
     window = {
       "reference_index": np.int32(reference),
       "audio": audio,
