@@ -84,9 +84,9 @@ def test_other_inputs_are_another_cache_and_the_old_one_stays(tmp_path):
 
 def test_a_cache_without_its_manifest_is_built_again(tmp_path):
   first = latent_cache.open_or_build(tmp_path, {"data": "a"}, fake_encoder([]))
-  # What a build killed after writing its part leaves: no manifest, a temporary file.
+  # What a build killed while writing its part leaves: no manifest, a partial part.
   (first.directory / latent_cache.MANIFEST).unlink()
-  (first.directory / "part-00001-of-00002.bin.tmp-123").write_bytes(b"half")
+  (first.directory / "part-00000-of-00001.bin.partial").write_bytes(b"half")
   calls = []
   cache = latent_cache.open_or_build(tmp_path, {"data": "a"}, fake_encoder(calls))
   assert calls

@@ -13,7 +13,10 @@ on the same data (a stage-1 checkpoint being compared, a second experiment) may 
 
 A run of n processes builds a cache together: process i encodes clips i::n into part i, all wait,
 then process 0 writes the manifest. The manifest is written last, so a folder without one (a build
-that was killed) is never read but built again. Any number of processes can read a cache.
+that was killed) is never read but built again, over what it left; parts of a killed build on
+another number of processes stay there unused. Any number of processes can read a cache. Two runs
+must not build the same cache at the same time: start the second once the first has logged
+"encoded N clips".
 
 Parts are raw files memory-mapped by numpy rather than ArrayRecord: a window is a contiguous run of
 rows of one clip, so reading it is one slice of the page cache, with no record to parse or
@@ -155,7 +158,7 @@ def _build(directory: Path, key: str, inputs: dict[str, Any], encode: Encode) ->
   name = f"part-{index:05d}-of-{count:05d}"
   say(f"encoding the training clips into latent cache {key} in {directory}")
   started = time.perf_counter()
-  _agreed(lambda: _prepare(directory, first=index == 0))
+  _agreed(lambda: _prepare(directory))
   # A corrupt shard met by one process must stop all of them, not leave the others waiting.
   parts = gather_from_processes(_agreed(lambda: _write_part(directory, name, encode(index, count))))
   if not any(p["clips"] for p in parts):
@@ -170,11 +173,9 @@ def _build(directory: Path, key: str, inputs: dict[str, Any], encode: Encode) ->
   )
 
 
-def _prepare(directory: Path, first: bool) -> None:
+def _prepare(directory: Path) -> None:
   try:
     directory.mkdir(parents=True, exist_ok=True)
-    if first:  # a manifest left by an older build must not outlive the parts it describes
-      (directory / MANIFEST).unlink(missing_ok=True)
     probe = directory / f"probe-{os.getpid()}"
     probe.touch()
     probe.unlink()
@@ -188,7 +189,8 @@ def _prepare(directory: Path, first: bool) -> None:
 def _write_part(directory: Path, name: str, clip_latents: Iterator[np.ndarray]) -> dict[str, Any]:
   """Writes the latents of this process's clips as part `name`; returns what the manifest says of
   it. The rows are streamed to disk, never all held in memory."""
-  temp = directory / f"{name}.bin.tmp-{os.getpid()}"
+  # Named by the part alone: a build killed and started again overwrites what it left.
+  temp = directory / f"{name}.bin.partial"
   lengths, dtype, dim = [], None, None
   with temp.open("wb") as out:
     for latents in clip_latents:
@@ -201,8 +203,7 @@ def _write_part(directory: Path, name: str, clip_latents: Iterator[np.ndarray]) 
 
 
 def _write_manifest(directory: Path, key: str, inputs: dict[str, Any], parts: list[dict]) -> None:
-  """Writes the manifest (under a temporary name, renamed) once every part is in place, and
-  removes what earlier, unfinished builds left."""
+  """Writes the manifest (under a temporary name, renamed) once every part is in place."""
   encoded = [p for p in parts if p["clips"]]
   manifest = {
     "key": key,
@@ -213,10 +214,6 @@ def _write_manifest(directory: Path, key: str, inputs: dict[str, Any], parts: li
     "dtype": encoded[0]["dtype"],
     "parts": [{k: p[k] for k in ("name", "clips", "frames")} for p in parts],
   }
-  keep = {f"{p['name']}{suffix}" for p in parts for suffix in (".bin", ".lengths.npy")}
-  for stale in directory.iterdir():
-    if stale.name not in keep:
-      stale.unlink()
   temp = directory / f"{MANIFEST}.tmp"
   temp.write_text(json.dumps(manifest, indent=1))
   os.replace(temp, directory / MANIFEST)

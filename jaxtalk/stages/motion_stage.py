@@ -4,8 +4,9 @@ The motion encoder trained in stage 1 turns every frame of the training clips in
 once per training data and stage-1 checkpoint (encoding the frames of every window at every step
 would cost several times the step itself), kept in a cache on disk that restarts reuse
 (`jaxtalk.data.latent_cache`); batches then carry latents instead of frames. Each frame gets its own
-independently drawn flow time (diffusion forcing) and the transformer learns its velocity, conditioned on the audio and on the latent of a reference frame. A fraction
-of examples loses its audio, which classifier-free guidance needs at sampling time.
+independently drawn flow time (diffusion forcing) and the transformer learns its velocity,
+conditioned on the audio and on the latent of a reference frame. A fraction of examples loses its
+audio, which classifier-free guidance needs at sampling time.
 """
 
 from __future__ import annotations
