@@ -405,6 +405,7 @@ def shard_bytes(out):
 
 
 def test_beam_writes_the_same_shards_as_the_local_workers(small_folder, small_local_run, tmp_path):
+  pytest.importorskip("apache_beam", reason="Apache Beam: pip install 'jaxtalk[beam]'")
   summary = ingest.ingest_folder(
     small_folder, str(tmp_path), SETTINGS, runner="DirectRunner", log=lambda line: None
   )
