@@ -75,7 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
       windows_per_clip=4,  # training windows drawn from each clip per epoch
       # How portraits are framed at sampling: the crop's side over the detected face box's (see
       # jaxtalk.media.face_detect). It must frame faces as the training data does: 1.6 is the
-      # ingest's framing of real video, SynthTalk's wider head-and-shoulders framing needs 3.1.
+      # framing ingest's eye alignment of real video is calibrated to; SynthTalk's wider
+      # head-and-shoulders framing needs 3.1.
       face_crop_scale=1.6,
       # Sampling warns that a portrait is unlike the training faces when the renderer redraws it
       # from its own motion at a PSNR below this (dB; 0: never). Set it from measurement: the

@@ -4,9 +4,10 @@ The detector is scikit-image's LBP frontal-face cascade: it ships inside scikit-
 downloaded, and it is fast enough to run on a few frames per video. It finds upright, roughly
 frontal faces, which is what portraits and talking-head videos show.
 
-Portraits (`image_io.load_portrait`) and real training videos (`jaxtalk.data.ingest`) are both
-framed by `face_crop_box`, so a model sees faces at the same scale and position in training and
-at inference.
+Portraits (`image_io.load_portrait`) are framed by `face_crop_box`. Real training videos are framed
+by their eyes instead (`jaxtalk.media.face_align`, dlib's detector and OpenCV's eye cascade, which
+also find small and tilted faces), at the eye positions this crop gives an upright frontal face,
+so a model sees faces at the same scale and position in training and at inference.
 """
 
 import functools
