@@ -5,6 +5,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -407,6 +408,17 @@ def test_write_and_read_shards(tmp_path):
   assert len(decoded) == len(originals)
   for got, expected in zip(decoded, originals):
     assert_same_clip(got, expected)
+  # One process's share of three, across the shards' boundaries; the other clips are not read.
+  with mock.patch.object(
+    clips.ClipShard, "clip", autospec=True, side_effect=clips.ClipShard.clip
+  ) as clip:
+    share = list(clips.read_clips(paths, share=(1, 3)))
+    opened = [call.args[1] for call in clip.call_args_list]
+  assert [c.meta["clip_id"] for c in share] == [
+    originals[1].meta["clip_id"],
+    originals[4].meta["clip_id"],
+  ]
+  assert opened == [1, 0]  # clip 1 of the first shard, clip 0 of the third
 
 
 def test_write_shards_refuses_to_mix_with_existing_shards(tmp_path):

@@ -606,12 +606,17 @@ class _ShardPieces(Sequence):
     return self._shard._read([self._records[index]])[0]
 
 
-def read_clips(paths: Sequence[str]) -> Iterator[Clip]:
-  """Yields every clip of the given shards in order, one at a time."""
+def read_clips(paths: Sequence[str], share: tuple[int, int] = (0, 1)) -> Iterator[Clip]:
+  """Yields every clip of the given shards in order, one at a time; with `share=(i, n)` only clips
+  i, i + n, i + 2n, ... (one process's share of n), the others left unread."""
+  first, count = share
+  position = 0
   for path in paths:
     shard = ClipShard(path)
     try:
       for index in range(len(shard)):
-        yield shard.clip(index).decoded()
+        if position % count == first:
+          yield shard.clip(index).decoded()
+        position += 1
     finally:
       shard.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import itertools
 import os
 from collections.abc import Iterable, Iterator
 
@@ -83,8 +82,9 @@ def latent_table(
   inputs = latent_cache.key_inputs(paths, encoder_params, encoder_config)
 
   def encode(index, count):
-    frames = (clip.frames for clip in read_clips(paths))
-    return encode_clips(models, encoder_params, itertools.islice(frames, index, None, count))
+    # Only this process's share is read and decoded: the others decode theirs.
+    frames = (clip.frames for clip in read_clips(paths, share=(index, count)))
+    return encode_clips(models, encoder_params, frames)
 
   return latent_cache.open_or_build(cache_root, inputs, encode)
 
