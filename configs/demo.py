@@ -27,7 +27,7 @@ def get_config():
     attention_heads=4,
     cond_dim=128,
     warp_channels=32,
-    warp_stride=8,
+    warp_stride=4,
     warp_blocks=2,
   )
   config.motion.update(dim=128, depth=4, heads=4, lookback_chunks=6)

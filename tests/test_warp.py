@@ -12,7 +12,7 @@ import pytest
 import scipy.ndimage
 from tiny_configs import TINY_RENDERER
 
-from jaxtalk.models.renderer import Renderer
+from jaxtalk.models.renderer import VISIBLE_PRIOR, Renderer
 from jaxtalk.models.warp import MotionField, warp
 
 
@@ -94,6 +94,39 @@ def test_warping_renderer_starts_from_the_reference_and_sows_the_warped_image():
   variables = renderer.init(jax.random.key(0), images, t, images, motion)
   frame, state = renderer.apply(variables, images, t, images, motion, mutable=["intermediates"])
   (warped,) = state["intermediates"]["warped"]
-  # The untrained field is zero: the warped reference is the reference itself.
+  (visible,) = state["intermediates"]["visible"]
+  # The untrained field is zero: the warped reference is the reference itself; the untrained mask
+  # shows it at sigmoid(VISIBLE_PRIOR) everywhere and the U-Net draws nothing (zero) beside it.
   np.testing.assert_allclose(warped, images, atol=1e-6)
-  assert frame.shape == images.shape
+  np.testing.assert_allclose(visible, jax.nn.sigmoid(VISIBLE_PRIOR), rtol=1e-6)
+  np.testing.assert_allclose(frame, jax.nn.sigmoid(VISIBLE_PRIOR) * images, atol=1e-6)
+
+
+def test_the_blend_passes_the_warped_reference_through_untouched_where_it_is_visible():
+  """Noise in x_t cannot reach the pixels the mask takes from the warped reference: with the mask
+  driven to 1, the frame is the warped reference whatever x_t holds."""
+  renderer = Renderer(**{**TINY_RENDERER, "warp_channels": 16})
+  images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
+  motion = jax.random.normal(jax.random.key(2), (2, 2, 4))
+  t = jnp.full((2,), 0.3)
+  variables = renderer.init(jax.random.key(0), images, t, images, motion)
+  params = nn.unbox(variables["params"])
+  # The out conv's last feature of every patch pixel is its mask logit: a large bias shows all.
+  bias = params["out"]["bias"]
+  channels = 3
+  logit_mask = (jnp.arange(bias.shape[-1]) % (channels + 1)) == channels
+  bias = jnp.where(logit_mask, 40.0, bias)
+  # Random drawn content and mask weights, so the U-Net is far from its zero start.
+  kernel = 0.1 * jax.random.normal(jax.random.key(3), params["out"]["kernel"].shape)
+  kernel = jnp.where(logit_mask, 0.0, kernel)
+  params = {**params, "out": {"kernel": kernel, "bias": bias}}
+  outputs = []
+  for seed in (4, 5):
+    x_t = jax.random.normal(jax.random.key(seed), images.shape)
+    frame, state = renderer.apply(
+      {"params": params}, x_t, t, images, motion, mutable=["intermediates"]
+    )
+    (warped,) = state["intermediates"]["warped"]
+    np.testing.assert_allclose(frame, warped, atol=1e-6)
+    outputs.append(frame)
+  np.testing.assert_array_equal(outputs[0], outputs[1])
