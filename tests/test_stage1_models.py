@@ -52,7 +52,7 @@ def _init_tiny(image):
   enc_rng, ren_rng = jax.random.split(_key(0))
   enc_vars = encoder.init(enc_rng, image)
   motion = encoder.apply(enc_vars, image)
-  ren_vars = renderer.init(ren_rng, image, jnp.zeros(image.shape[:1]), image, motion)
+  ren_vars = renderer.init(ren_rng, image, jnp.zeros(image.shape[:1]), image, motion, motion)
   return enc_vars, ren_vars
 
 
@@ -68,8 +68,8 @@ def test_demo_models_give_the_documented_shapes(size):
   assert motion.shape == (2, encoder.num_tokens, encoder.token_dim)
   assert encoder.latent_dim == encoder.num_tokens * encoder.token_dim
   t = jax.ShapeDtypeStruct((2,), jnp.float32)
-  ren_vars = jax.eval_shape(renderer.init, jax.random.key(0), image, t, image, motion)
-  velocity = jax.eval_shape(renderer.apply, ren_vars, image, t, image, motion)
+  ren_vars = jax.eval_shape(renderer.init, jax.random.key(0), image, t, image, motion, motion)
+  velocity = jax.eval_shape(renderer.apply, ren_vars, image, t, image, motion, motion)
   assert velocity.shape == (2, size, size, 3) and velocity.dtype == jnp.float32
 
 
@@ -85,6 +85,7 @@ def test_sizes_the_networks_cannot_tile_are_rejected():
       jnp.zeros(1),
       image,
       jnp.zeros((1, 4, 8)),
+      jnp.zeros((1, 4, 8)),
     )
 
 
@@ -96,7 +97,7 @@ def test_untrained_renderer_outputs_zero_and_latents_have_unit_scale():
   @quick_jit
   def forward(enc_vars, ren_vars, image):
     motion = encoder.apply(enc_vars, image)
-    return motion, renderer.apply(ren_vars, image, jnp.full((4,), 0.3), image, motion)
+    return motion, renderer.apply(ren_vars, image, jnp.full((4,), 0.3), image, motion, motion)
 
   motion, frame = forward(enc_vars, ren_vars, image)
   assert motion.shape == (4, 2, 4)
@@ -137,7 +138,7 @@ def test_bfloat16_compute_keeps_float32_params_and_matches_float32():
     @quick_jit
     def run(params):
       motion = encoder.apply(params[0], image)
-      return motion, renderer.apply(params[1], image, jnp.full((4,), 0.4), image, motion)
+      return motion, renderer.apply(params[1], image, jnp.full((4,), 0.4), image, motion, motion)
 
     return run(params)
 
@@ -158,7 +159,7 @@ def test_renderer_remat_changes_neither_values_nor_gradients():
   def loss_and_grad(policy):
     renderer = Renderer(**{**TINY_RENDERER, "remat": policy})
     loss = lambda p: jnp.mean(
-      jnp.square(renderer.apply(p, image, jnp.full((4,), 0.4), image, motion))
+      jnp.square(renderer.apply(p, image, jnp.full((4,), 0.4), image, motion, motion))
     )
     return jax.value_and_grad(loss)
 
@@ -176,12 +177,15 @@ def _train_step(encoder, renderer, optimizer):
   def loss_fn(params, target, reference, rng):
     noise_rng, time_rng = jax.random.split(rng)
     motion = encoder.apply({"params": params["encoder"]}, target)
+    reference_motion = encoder.apply({"params": params["encoder"]}, reference)
     noise = jax.random.normal(noise_rng, target.shape)
     # Times biased towards noise: there x_t shows little of the target and the motion tokens must
     # say which frame to draw (at the default mean 0 the renderer learns to read x_t first).
     t = flow.sample_time(time_rng, target.shape[:1], mean=-1.0)
     x_t = flow.interpolate(target, noise, t)
-    frame = renderer.apply({"params": params["renderer"]}, x_t, t, reference, motion)
+    frame = renderer.apply(
+      {"params": params["renderer"]}, x_t, t, reference, motion, reference_motion
+    )
     return flow.flow_matching_loss(flow.velocity_from_data(frame, x_t, t), target, noise)
 
   @quick_jit
@@ -224,9 +228,12 @@ def test_training_reaches_every_parameter_and_learns_to_draw_what_the_motion_say
   def frame_error_from_noise(params, motion_source):
     """Error of the frame predicted from (almost) pure noise given the motion of `motion_source`."""
     motion = encoder.apply({"params": params["encoder"]}, motion_source)
+    reference_motion = encoder.apply({"params": params["encoder"]}, references)
     t = jnp.full(targets.shape[:1], 0.02)
     x_t = flow.interpolate(targets, jax.random.normal(_key(999), targets.shape), t)
-    frame = renderer.apply({"params": params["renderer"]}, x_t, t, references, motion)
+    frame = renderer.apply(
+      {"params": params["renderer"]}, x_t, t, references, motion, reference_motion
+    )
     return jnp.mean(jnp.square(frame - targets))
 
   own_motion = float(frame_error_from_noise(params, targets))

@@ -14,6 +14,7 @@ from tiny_configs import TINY_RENDERER
 
 from jaxtalk.models.renderer import VISIBLE_PRIOR, Renderer
 from jaxtalk.models.warp import MotionField, warp
+from jaxtalk.stages.renderer_stage import WARP_LOSS_SCALES, pyramid_l1
 
 
 def _smooth_image(rng, size):
@@ -91,8 +92,10 @@ def test_warping_renderer_starts_from_the_reference_and_sows_the_warped_image():
   images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
   motion = jax.random.normal(jax.random.key(2), (2, 2, 4))
   t = jnp.full((2,), 0.5)
-  variables = renderer.init(jax.random.key(0), images, t, images, motion)
-  frame, state = renderer.apply(variables, images, t, images, motion, mutable=["intermediates"])
+  variables = renderer.init(jax.random.key(0), images, t, images, motion, motion)
+  frame, state = renderer.apply(
+    variables, images, t, images, motion, motion, mutable=["intermediates"]
+  )
   (warped,) = state["intermediates"]["warped"]
   (visible,) = state["intermediates"]["visible"]
   # The untrained field is zero: the warped reference is the reference itself; the untrained mask
@@ -109,7 +112,7 @@ def test_the_blend_passes_the_warped_reference_through_untouched_where_it_is_vis
   images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
   motion = jax.random.normal(jax.random.key(2), (2, 2, 4))
   t = jnp.full((2,), 0.3)
-  variables = renderer.init(jax.random.key(0), images, t, images, motion)
+  variables = renderer.init(jax.random.key(0), images, t, images, motion, motion)
   params = nn.unbox(variables["params"])
   # The out conv's last feature of every patch pixel is its mask logit: a large bias shows all.
   bias = params["out"]["bias"]
@@ -124,9 +127,28 @@ def test_the_blend_passes_the_warped_reference_through_untouched_where_it_is_vis
   for seed in (4, 5):
     x_t = jax.random.normal(jax.random.key(seed), images.shape)
     frame, state = renderer.apply(
-      {"params": params}, x_t, t, images, motion, mutable=["intermediates"]
+      {"params": params}, x_t, t, images, motion, motion, mutable=["intermediates"]
     )
     (warped,) = state["intermediates"]["warped"]
     np.testing.assert_allclose(frame, warped, atol=1e-6)
     outputs.append(frame)
   np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_the_pyramid_warp_loss_pulls_a_field_that_is_pixels_off_the_right_way():
+  """A flat disc three pixels off: at full resolution the L1 error's gradient in a uniform field
+  is zero wherever the disc's edge is farther than a pixel from its target's edge; averaged over
+  blocks the error slopes towards the target, so the field moves the right way."""
+  ys, xs = np.mgrid[:32, :32]
+  disc = lambda cx: ((xs - cx) ** 2 + (ys - 16) ** 2 < 36).astype(np.float32)
+  reference = jnp.asarray(disc(13.0))[None, ..., None].repeat(3, -1)
+  target = jnp.asarray(disc(16.0))[None, ..., None].repeat(3, -1)
+
+  def loss(dx, scales):
+    field = jnp.zeros((1, 32, 32, 2)).at[..., 0].set(dx)
+    return pyramid_l1(warp(reference, field), target, scales)
+
+  # out[x] = reference[x + dx]: the disc moves right for dx < 0, so the loss must fall as dx does.
+  assert float(jax.grad(loss)(0.0, (1,))) == 0.0
+  assert float(jax.grad(loss)(0.0, WARP_LOSS_SCALES)) > 0.0
+  assert float(loss(-3.0, WARP_LOSS_SCALES)) < 1e-6

@@ -127,9 +127,14 @@ class TalkingHead:
     batch = latents.shape[0]
     reference = jnp.broadcast_to(to_model_image(portrait), (batch,) + portrait.shape)
     tokens = self.models.tokens(latents)
+    reference_tokens = jnp.broadcast_to(
+      self.models.tokens(self.reference_latent(params, portrait)), tokens.shape
+    )
     renderer = self.models.renderer
     velocity = lambda x, t: flow.velocity_from_data(
-      renderer.apply({"params": params["renderer"]}, x, t, reference, tokens), x, t
+      renderer.apply({"params": params["renderer"]}, x, t, reference, tokens, reference_tokens),
+      x,
+      t,
     )
     images = flow.euler_sample(velocity, jnp.broadcast_to(noise, reference.shape), steps)
     return to_uint8_image(images)

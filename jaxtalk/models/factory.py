@@ -87,10 +87,11 @@ class Models:
     """
     size, chunk, margin = self.image_size, self.motion.chunk_size, self.audio_margin_frames
     image = jnp.zeros((1, size, size, 3))
+    tokens = self.tokens(jnp.zeros((1, self.latent_dim)))
     inits = {
       "motion_encoder": lambda key: self.motion_encoder.init(key, image),
       "renderer": lambda key: self.renderer.init(
-        key, image, jnp.zeros((1,)), image, self.tokens(jnp.zeros((1, self.latent_dim)))
+        key, image, jnp.zeros((1,)), image, tokens, tokens
       ),
       "audio_encoder": lambda key: self.audio_encoder.init(
         key, jnp.zeros((1, (chunk + 2 * margin) * SAMPLES_PER_FRAME))

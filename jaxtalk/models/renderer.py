@@ -57,7 +57,12 @@ VISIBLE_PRIOR = 3.0
 
 
 class Renderer(nn.Module):
-  """Clean target frame: (x_t, t, reference, motion) -> [B, H, W, 3].
+  """Clean target frame: (x_t, t, reference, motion, reference_motion) -> [B, H, W, 3].
+
+  `reference_motion` is the reference's own motion latent (the motion encoder's reading of the
+  reference image): what moves is the difference between the two, and a network that sees only
+  the reference's pixels would have to work out the reference's pose and expression again, from
+  a local view, to know it (FOMM and LIA likewise compare source and driving motion).
 
   Level i of the U-Net runs at resolution H / (patch_size * 2**i) with
   `base_channels * channel_mults[i]` channels and `blocks_per_level` residual blocks on each of
@@ -80,9 +85,15 @@ class Renderer(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x_t: jax.Array, t: jax.Array, reference: jax.Array, motion: jax.Array
+    self,
+    x_t: jax.Array,
+    t: jax.Array,
+    reference: jax.Array,
+    motion: jax.Array,
+    reference_motion: jax.Array,
   ) -> jax.Array:
-    """x_t, reference [B, H, W, 3] in image scale; t [B] flow time; motion [B, N, Dm]."""
+    """x_t, reference [B, H, W, 3] in image scale; t [B] flow time; motion, reference_motion
+    [B, N, Dm]."""
     batch, height, width, out_channels = x_t.shape
     factor = self.patch_size * 2 ** (len(self.channel_mults) - 1)
     if height % factor or width % factor:
@@ -90,7 +101,8 @@ class Renderer(nn.Module):
         f"Renderer needs image sides divisible by {factor} (patch_size * 2**levels), "
         f"got {height}x{width}"
       )
-    cond = self._conditioning(t, motion)
+    both_motions = jnp.concatenate([motion, reference_motion], axis=1)
+    cond = self._conditioning(t, both_motions)
     res_block = remat(ResBlock, self.remat)
     block = lambda channels, name: res_block(channels, dtype=self.dtype, name=name)
 
@@ -104,7 +116,7 @@ class Renderer(nn.Module):
         self.dtype,
         name="motion_field",
       )
-      warped = warp(reference, field(reference, motion))
+      warped = warp(reference, field(reference, both_motions))
       self.sow("intermediates", "warped", warped)
       inputs.append(warped)
     pixels = space_to_depth(jnp.concatenate(inputs, axis=-1).astype(self.dtype), self.patch_size)
@@ -133,20 +145,22 @@ class Renderer(nn.Module):
 
     h = nn.silu(group_norm(h.shape[-1], dtype=self.dtype, name="out_norm")(h))
     if self.warp_channels:
-      return self._blend(h, warped)
+      return self._blend(h, x_t, cond, warped)
     out_features = out_channels * self.patch_size**2
     h = conv(out_features, dtype=self.dtype, zero=True, name="out")(h)
     h = h + self._bypass(pixels, cond, out_features)
     return depth_to_space(h, self.patch_size).astype(jnp.float32)
 
-  def _blend(self, h: jax.Array, warped: jax.Array) -> jax.Array:
+  def _blend(self, h: jax.Array, x_t: jax.Array, cond: jax.Array, warped: jax.Array) -> jax.Array:
     """The frame as the warped reference where it shows, drawn content where it does not.
 
     frame = visible * warped + (1 - visible) * drawn, with `visible` in (0, 1) per pixel: the
     occlusion mask of warp-based animators (FOMM, Siarohin et al. 2019). The reference's pixels
     reach the output untouched by any layer, so the identity's detail is kept by construction and
     the noise in x_t cannot leak into it; the U-Net draws only what no warp of the reference can
-    show (the inside of the mouth, closing eyelids, what a turn uncovers) and says where.
+    show (the inside of the mouth, closing eyelids, what a turn uncovers) and says where. What
+    it draws has its own bypass from x_t alone, so late in sampling, where x_t shows the frame,
+    the drawn pixels can be as sharp as x_t (the patch features alone cannot hold pixel detail).
     The output conv starts at zero, so the untrained renderer returns the warped reference, all
     but `1 - sigmoid(VISIBLE_PRIOR)` of it.
     """
@@ -154,6 +168,7 @@ class Renderer(nn.Module):
     out = conv((channels + 1) * self.patch_size**2, dtype=self.dtype, zero=True, name="out")(h)
     out = depth_to_space(out, self.patch_size).astype(jnp.float32)
     drawn, visible_logit = out[..., :channels], out[..., channels:]
+    drawn = drawn + self._bypass(x_t, cond, channels).astype(jnp.float32)
     visible = jax.nn.sigmoid(visible_logit + VISIBLE_PRIOR)
     self.sow("intermediates", "visible", visible)
     return visible * warped + (1 - visible) * drawn
@@ -172,7 +187,7 @@ class Renderer(nn.Module):
     return modulate(linear, jnp.zeros_like(gain), gain)
 
   def _conditioning(self, t: jax.Array, motion: jax.Array) -> jax.Array:
-    """One vector per example from flow time and the whole motion latent: [B, cond_dim]."""
+    """One vector per example from flow time and the motion latents: [B, cond_dim]."""
     time = timestep_embedding(t, self.base_channels)
     time = dense(self.cond_dim, (None, "embed"), dtype=self.dtype, name="time_in")(time)
     time = dense(self.cond_dim, ("embed", "embed"), dtype=self.dtype, name="time_out")(

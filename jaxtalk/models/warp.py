@@ -45,6 +45,9 @@ def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
 class MotionField(nn.Module):
   """(reference [B, H, W, 3], motion tokens [B, N, Dm]) -> flow [B, H, W, 2] in pixels.
 
+  The renderer passes the target's and the reference's motion tokens together, so the field knows
+  both poses and expressions and its convolutions only have to place the difference.
+
   Predicted at 1/`stride` of the resolution from the reference's pixels, modulated by the whole
   motion latent, then upsampled bilinearly: a talking face moves in smooth regions, and the low
   resolution gives each cell a wide view of the face at little cost. The output starts at zero,
