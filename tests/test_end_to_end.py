@@ -92,10 +92,13 @@ def test_sample_writes_video_with_one_frame_per_40ms(trained, tmp_path):
   assert info.num_frames == 30 and info.has_audio
   # The same frames, encoded for low latency. (A fragmented file's length is its audio's, so a
   # constant-rate reader repeats the last frame to fill it: compare the 30 frames there are.)
+  # Two H.264 encodings of the same 32 px frames differ most in fine detail (the warped photo
+  # keeps its own), so compare means of 4x4 blocks, which the codecs keep.
   live, whole = (
-    np.stack(list(iter_frames(str(path))))[:30].astype(int) for path in (streamed, out)
+    np.stack(list(iter_frames(str(path))))[:30].astype(float).reshape(30, 8, 4, 8, 4, 3)
+    for path in (streamed, out)
   )
-  assert np.abs(live - whole).mean() < 2
+  assert np.abs(live.mean(axis=(2, 4)) - whole.mean(axis=(2, 4))).mean() < 2
 
 
 def _bad_input_cases(tmp_path, bundle):
