@@ -63,10 +63,12 @@ WARP_LOSS_SCALES = (1, 2, 4, 8)
 def pyramid_l1(image, target, scales=WARP_LOSS_SCALES):
   """Mean over `scales` of the L1 error between `image` and `target` box-averaged by each scale.
 
-  A bilinear warp's gradient sees one pixel around each sample, so at full resolution a feature
-  that the field puts three pixels off gives it no direction to move in, least of all on flat
-  cartoon skin; averaged over 8x8 blocks, the same error slopes towards the right place. Optical
-  flow estimation goes coarse to fine for the same reason.
+  A bilinear warp's gradient sees one pixel around each sample, so at full resolution a flat
+  feature that the field puts three pixels off gives it no direction to move in; averaged over
+  8x8 blocks, the same error slopes towards the right place (tests/test_warp.py). On SynthTalk's
+  textured faces it made no measurable difference: a motion field conditioned on the true motion
+  parameters, 600 steps on 48 training clips, warped at 23.75 dB with it and 23.79 dB with the
+  full-resolution L1 alone (identity 20.86 dB). The demo was trained with it.
   """
   errors = []
   for scale in scales:
