@@ -24,7 +24,8 @@ warp cannot make. The warped image and the mask are sown as intermediates["warpe
 Measured at equal budget (the demo config, README "Results"): the blend replaced a design in which
 the warped reference reached the output through the linear bypass with one time-dependent gain
 shared by x_t, reference and warped image; that bypass could not stop passing x_t's noise when
-it copied the reference, and its frames were grainy and blurred (22.7 dB).
+it copied the reference, and its frames were grainy and blurred (22.7 dB; the blend: 23.1 dB,
+with the rendered ground truth's mouth read at Pearson 0.71 instead of 0.37).
 """
 
 from __future__ import annotations
