@@ -181,7 +181,8 @@ class Renderer(nn.Module):
     the inputs: the reference, blended with x_t as t nears 1 (hence the time-dependent gain).
     Learned through every U-Net level that takes thousands of steps; on this path it takes tens,
     and the U-Net is left to learn what moves. Zero-initialised, so the untrained model still
-    outputs zero.
+    outputs zero. The plain renderer feeds it all its input patches; the blend feeds it x_t alone,
+    for what it draws (the warped reference needs no bypass there).
     """
     (gain,) = Modulation(features, 1, self.dtype, name="bypass_gain")(cond)
     linear = conv(features, kernel_size=1, dtype=self.dtype, zero=True, name="bypass")(pixels)
