@@ -143,3 +143,20 @@ def test_eyes_of_inverts_eye_parameters():
   eyes = np.random.default_rng(0).uniform(50, 150, (9, 2, 2))
   parameters = np.array([face_align.eye_parameters(pair) for pair in eyes])
   np.testing.assert_allclose(face_align.eyes_of(parameters), eyes, atol=1e-9)
+
+
+def test_the_eye_pair_does_not_depend_on_the_order_of_the_detections(monkeypatch):
+  # Two right eyes equally far from where eyes are expected: a tie that the order the detector's
+  # threads hand them back in must not break.
+  (lx, ly), (rx, ry) = face_landmarks._expected_in_patch()
+  left, right_low, right_high = (
+    [x - 10, y - 10, 20, 20] for x, y in ((lx, ly), (rx, ry + 2), (rx, ry - 2))
+  )
+  face = Face(x=112, y=88, size=70, roll=0, score=1)
+  gray = np.zeros((176, 224), np.uint8)
+  found = []
+  for order in ([left, right_low, right_high], [right_high, left, right_low]):
+    detector = type("Cascade", (), {"detectMultiScale": lambda self, *a, **k: np.array(order)})
+    monkeypatch.setattr(face_landmarks, "_eye_cascade", detector)
+    found.append(face_landmarks.find_eyes(gray, face))
+  np.testing.assert_array_equal(found[0], found[1])

@@ -61,7 +61,9 @@ def find_eyes(gray: np.ndarray, face: Face) -> np.ndarray | None:
     minSize=(smallest, smallest),
     maxSize=(largest, largest),
   )
-  pair = _best_pair([(x + w / 2, y + h / 2, w) for x, y, w, h in found])
+  # OpenCV's threads hand back the detections in whatever order they finish; sorted, ties between
+  # equally good pairs fall the same way on every machine (ingest promises byte-equal shards).
+  pair = _best_pair(sorted((x + w / 2, y + h / 2, w) for x, y, w, h in found))
   if pair is None:
     return None
   back = cv2.invertAffineTransform(to_patch)
