@@ -156,7 +156,9 @@ def test_the_eye_pair_does_not_depend_on_the_order_of_the_detections(monkeypatch
   gray = np.zeros((176, 224), np.uint8)
   found = []
   for order in ([left, right_low, right_high], [right_high, left, right_low]):
-    detector = type("Cascade", (), {"detectMultiScale": lambda self, *a, **k: np.array(order)})
+    detector = type(
+      "Cascade", (), {"detectMultiScale": lambda self, *a, order=order, **k: np.array(order)}
+    )
     monkeypatch.setattr(face_landmarks, "_eye_cascade", detector)
     found.append(face_landmarks.find_eyes(gray, face))
   np.testing.assert_array_equal(found[0], found[1])
