@@ -24,6 +24,7 @@ from jaxtalk.eval.metrics import (
   std_ratio,
   sync_offset,
 )
+from jaxtalk.eval.probe import motion_content
 from jaxtalk.eval.synthtalk_eval import ROWS, by_language, even_batch, ordering_problems
 from jaxtalk.eval.train_reader import train_reader
 from jaxtalk.inference import bundle
@@ -151,6 +152,7 @@ def test_eval_command_end_to_end(bundle_and_data, capsys, monkeypatch):
   assert identity["leakage"]["identities"] == 5
   for probe in ("motion_latents", "frame_thumbnails"):
     assert identity["leakage"][probe]["r2"] <= 1
+  assert set(results["motion_content"]["per_param"]) <= set(MOTION_PARAMS)
   assert loaded == ["inception.st"]
   assert results["fid"]["frames_per_row"] == 20  # every 4th of 2 x 40 frames
   assert set(results["fid"]["rows"]) == set(ROWS)
@@ -159,7 +161,8 @@ def test_eval_command_end_to_end(bundle_and_data, capsys, monkeypatch):
   assert len(windows) == 2 and windows[-1]["end_s"] == pytest.approx(6.0)
   assert set(results["drift"]["last_over_first"]) >= {"mae", "identity_error", "pose_amplitude"}
   printed = capsys.readouterr().out
-  for word in ("PSNR", "audio-free", "LSE-C", "identity leakage", "drift", "FID", "scores.png"):
+  words = ("PSNR", "audio-free", "LSE-C", "identity leakage", "motion latents", "drift", "FID")
+  for word in (*words, "scores.png"):
     assert word in printed
 
 
@@ -284,3 +287,20 @@ def test_mouth_scores_are_split_by_language():
   assert scores["en"]["pearson"] == pytest.approx(1.0) and scores["en"]["mae"] == 0
   assert scores["de"]["pearson"] == pytest.approx(-1.0)
   assert by_language(readings, full, [None, None, None]) == {}
+
+
+def test_motion_content_reads_the_motion_the_latents_carry_and_only_that():
+  rng = np.random.default_rng(0)
+  people, frames = 30, 10
+  motions = [rng.standard_normal((frames, 2)) for _ in range(people)]
+  # Each person's latent holds the first parameter (mixed with a per-person offset, which the
+  # within-clip change removes) and noise in place of the second.
+  offsets, mixing = rng.standard_normal((people, 4)), rng.standard_normal((1, 2))
+  latents = [
+    np.c_[m[:, :1] @ mixing, rng.standard_normal((frames, 2))] + offset
+    for m, offset in zip(motions, offsets)
+  ]
+  probe = motion_content(latents, motions, list(range(people)), ("carried", "missing"))
+  assert probe["per_param"]["carried"] > 0.99
+  assert abs(probe["per_param"]["missing"]) < 0.05
+  assert motion_content(latents[:4], motions[:4], list(range(4)), ("a", "b")) is None

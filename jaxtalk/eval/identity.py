@@ -19,17 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxtalk.data.synthtalk.face import IDENTITY_PARAMS, SEED_PARAMS
+from jaxtalk.eval.probe import grouped_probe
 
 # Identity parameters are counted for preservation when the reader reads held-out faces' at this
 # Pearson or better.
 READABLE_PEARSON = 0.8
-PROBE_FOLDS = 5
 # Below this many people a linear probe cannot generalise across identities even from features
 # that hold them exactly (R^2 0.2 with 20 people, 0.97 with 60, for 40 features in the tests).
 PROBE_ENOUGH_IDENTITIES = 60
-# Ridge strength on standardised features; a few points of R^2 either way for 10x smaller or
-# larger on the demo's latents, so the probe does not hinge on it.
-PROBE_RIDGE = 10.0
 # Frames per clip the probe uses: frames of one clip share their identity, so more of them add
 # little but time.
 PROBE_FRAMES_PER_CLIP = 10
@@ -83,35 +80,9 @@ def thumbnails(frames: np.ndarray) -> np.ndarray:
   return blocks.mean(axis=(2, 4)).reshape(count, -1) / 255.0
 
 
-def _ridge_fit_predict(x_train, y_train, x_test):
-  mean, std = x_train.mean(0), x_train.std(0) + 1e-8
-  a, b = (x_train - mean) / std, (x_test - mean) / std
-  y_mean = y_train.mean(0)
-  gram = a.T @ a + PROBE_RIDGE * np.eye(a.shape[1])
-  return b @ np.linalg.solve(gram, a.T @ (y_train - y_mean)) + y_mean
-
-
 def identity_probe(features: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> dict | None:
-  """Out-of-fold R^2 of a ridge probe from `features` [N, D] to identity `targets` [N, P].
-
-  `groups` [N] names the identity of each row; folds split identities, never rows of one
-  identity. Returns {"r2": mean over the parameters that vary (seed parameters left out),
-  "per_param": {name: r2}}, or None when there are fewer identities than folds. R^2 is against the overall mean, so a probe that
-  learned nothing scores about 0 (slightly below), one that reads the identity exactly 1.
-  """
-  identities = np.unique(groups)
-  if len(identities) < PROBE_FOLDS:
-    return None
-  fold_of = {identity: i % PROBE_FOLDS for i, identity in enumerate(identities)}
-  fold = np.array([fold_of[g] for g in groups])
-  predicted = np.zeros_like(targets, dtype=np.float64)
-  for k in range(PROBE_FOLDS):
-    test = fold == k
-    predicted[test] = _ridge_fit_predict(features[~test], targets[~test], features[test])
-  total = np.sum((targets - targets.mean(0)) ** 2, axis=0)
-  residual = np.sum((targets - predicted) ** 2, axis=0)
+  """`probe.grouped_probe` from `features` [N, D] to the identity parameters `targets` [N, P]
+  of each row's person (`groups` [N]), the seed parameters left out."""
   # Seed parameters have no appearance of their own: no features could predict them.
-  varies = (total > 0) & np.array([name not in SEED_PARAMS for name in IDENTITY_PARAMS])
-  r2 = 1.0 - residual[varies] / total[varies]
-  names = [name for name, v in zip(IDENTITY_PARAMS, varies) if v]
-  return {"r2": float(np.mean(r2)), "per_param": dict(zip(names, r2.round(4).tolist()))}
+  kept = [i for i, name in enumerate(IDENTITY_PARAMS) if name not in SEED_PARAMS]
+  return grouped_probe(features, targets[:, kept], groups, [IDENTITY_PARAMS[i] for i in kept])

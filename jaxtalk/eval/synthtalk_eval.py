@@ -55,6 +55,7 @@ from jaxtalk.eval.metrics import (
   psnr,
   std_ratio,
 )
+from jaxtalk.eval.probe import motion_content
 from jaxtalk.eval.reader import PARAM_NAMES, Reader
 from jaxtalk.eval.syncnet import SyncNet, sync_scores
 from jaxtalk.inference.generate import SampleOptions, TalkingHead
@@ -202,22 +203,26 @@ def other_person_portraits(clips_meta: list[dict], portraits: list[dict]) -> lis
   return others
 
 
-def leakage(model: TalkingHead, encode, data_dir: str, num_clips: int, batch: int) -> dict:
-  """Identity probes (`identity.identity_probe`) on the first `num_clips` eval clips' frames."""
-  latents, pixels, targets, groups = [], [], [], []
+def latent_probes(model: TalkingHead, encode, data_dir: str, num_clips: int, batch: int) -> dict:
+  """Linear probes on the first `num_clips` eval clips' frames: the identity probes
+  (`identity.identity_probe`: "leakage") and the motion latents' `probe.motion_content`."""
+  latents, motions, pixels, targets, groups = [], [], [], [], []
   for clip in synthtalk_clips(data_dir, "eval", num_clips, model.image_size):
-    frames = clip.frames[probe_frames(len(clip.frames))]
+    shown = probe_frames(len(clip.frames))
+    frames = clip.frames[shown]
     latents.append(encode_frames(model, encode, frames, batch))
+    motions.append(clip.motion[shown])
     pixels.append(thumbnails(frames))
     targets.append(np.broadcast_to(clip.identity, (len(frames), len(clip.identity))))
-    groups += [clip.meta["identity_id"]] * len(frames)
-  groups = np.array(groups)
+    groups.append(clip.meta["identity_id"])
+  rows = np.concatenate([[g] * len(frames) for g, frames in zip(groups, latents)])
   targets = np.concatenate(targets).astype(np.float64)
-  return {
+  leakage = {
     "identities": len(np.unique(groups)),
-    "motion_latents": identity_probe(np.concatenate(latents).astype(np.float64), targets, groups),
-    "frame_thumbnails": identity_probe(np.concatenate(pixels), targets, groups),
+    "motion_latents": identity_probe(np.concatenate(latents).astype(np.float64), targets, rows),
+    "frame_thumbnails": identity_probe(np.concatenate(pixels), targets, rows),
   }
+  return {"leakage": leakage, "motion": motion_content(latents, motions, groups, MOTION_PARAMS)}
 
 
 def clip_videos(
@@ -273,7 +278,8 @@ def evaluate(
   motion parameter on these clips' ground-truth frames), reconstruction (psnr, ssim), rows (each
   of ROWS: mae, pearson, offset, mouth_amplitude, pose_amplitude, blinks_per_minute, lse_d, lse_c,
   sync_offset, identity_error), identity (preservation per row, the other-person reference, the
-  leakage probes on `probe_clips` clips), drift (a `drift_minutes` rollout; absent at 0), fid
+  leakage probes on `probe_clips` clips), motion_content (`probe.motion_content` on the same
+  clips), drift (a `drift_minutes` rollout; absent at 0), fid
   (with `inception`: per row against the ground-truth frames, see FID_STRIDE),
   ground_truth_blinks_per_minute, curves (what the report figure draws), sanity,
   offset_convention, seconds. `progress(1)` is called after each clip and after the rollout.
@@ -323,6 +329,7 @@ def evaluate(
   for name in names:
     rows[name]["identity_error"] = preservation[name]["error"]
   others = other_person_portraits(metas, portraits)
+  probes = latent_probes(model, encode, data_dir, probe_clips, options.batch_frames)
   results = {
     "clips": len(truths),
     "frames": sum(map(len, truths)),
@@ -355,8 +362,9 @@ def evaluate(
       "other_person": None
       if others is None
       else identity_error(readings["gt_frames"], others, scale, readable)["error"],
-      "leakage": leakage(model, encode, data_dir, probe_clips, options.batch_frames),
+      "leakage": probes["leakage"],
     },
+    "motion_content": probes["motion"],
     "ground_truth_blinks_per_minute": float(
       np.mean([blinks_per_minute(t[:, MOTION_PARAMS.index("blink")]) for t in truths])
     ),
@@ -462,6 +470,12 @@ def format_report(results: dict) -> str:
     )
     + " (near 0 for motion latents is good)",
   ]
+  if results.get("motion_content"):
+    lines.append(
+      "motion latents (ridge probe from a frame's latent change to its motion change within the "
+      "clip, R^2 over held-out identities; what they miss, the renderer cannot show): "
+      + ", ".join(f"{k} {v:.2f}" for k, v in results["motion_content"]["per_param"].items())
+    )
   if identity["leakage"]["identities"] < PROBE_ENOUGH_IDENTITIES:
     lines.append(
       f"WARNING: the identity probe saw fewer than {PROBE_ENOUGH_IDENTITIES} people and "
