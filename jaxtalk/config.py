@@ -104,15 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Model sections hold exactly the fields of their Flax module (jaxtalk/models/factory.py).
   c.motion_encoder = ml_collections.ConfigDict(
-    dict(
-      num_tokens=8,
-      token_dim=16,
-      grid_size=8,
-      patch_size=1,
-      base_channels=32,
-      max_channels=256,
-      pool_heads=4,
-    )
+    dict(num_tokens=8, token_dim=16, grid_size=8, patch_size=1, base_channels=32, max_channels=256)
   )
   c.renderer = ml_collections.ConfigDict(
     dict(
@@ -157,6 +149,9 @@ def base_config() -> ml_collections.ConfigDict:
     appearance_jitter=0.1,
     latent_spread=0.5,  # least std of a latent dim between frames of one clip
     warp_loss=1.0,  # weight of |warped reference - target| when the renderer warps
+    # Share of targets moved by a random small similarity (renderer_stage.random_similarity): a
+    # pose change the encoder must put into the latent for the warp to follow.
+    pose_jitter=0.5,
   )
   c.motion_train = _train(
     batch_size=64,

@@ -58,6 +58,6 @@ def test_demo_mouth_follows_the_speech_through_the_reader(demo_frames):
   )
   truth = clip.motion[: len(frames), 0].astype(np.float64)
   read = Reader.load().read(frames)["mouth_open"].astype(np.float64)
-  # Measured 0.73 with the bundled model; audio-free motion reads at about 0 (README).
-  assert pearson(read, truth) > 0.6
+  # Measured 0.85 with the bundled model; audio-free motion reads at about 0 (README).
+  assert pearson(read, truth) > 0.7
   assert sync_offset([read], [truth]) == 0

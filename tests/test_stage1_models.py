@@ -25,7 +25,6 @@ TINY_ENCODER = dict(
   patch_size=4,
   base_channels=16,
   max_channels=64,
-  pool_heads=2,
   dtype=jnp.float32,
 )
 
@@ -211,7 +210,7 @@ def test_training_reaches_every_parameter_and_learns_to_draw_what_the_motion_say
   step = _train_step(encoder, renderer, optimizer)
 
   losses = []
-  for i in range(200):
+  for i in range(400):
     params, opt_state, loss, grads = step(params, opt_state, targets, references, _key(i))
     losses.append(float(loss))
     if i == 3:  # zero-init layers open one after another; a few steps in, every gradient is live

@@ -14,6 +14,7 @@ from tiny_configs import TINY_RENDERER
 
 from jaxtalk.models.renderer import VISIBLE_PRIOR, Renderer
 from jaxtalk.models.warp import MotionField, warp
+from jaxtalk.stages import renderer_stage
 from jaxtalk.stages.renderer_stage import WARP_LOSS_SCALES, pyramid_l1
 
 
@@ -152,3 +153,25 @@ def test_the_pyramid_warp_loss_pulls_a_field_that_is_pixels_off_the_right_way():
   assert float(jax.grad(loss)(0.0, (1,))) == 0.0
   assert float(jax.grad(loss)(0.0, WARP_LOSS_SCALES)) > 0.0
   assert float(loss(-3.0, WARP_LOSS_SCALES)) < 1e-6
+
+
+def test_a_random_similarity_moves_turns_and_zooms_about_the_centre():
+  size = 33
+  dot = jnp.zeros((1, size, size, 1)).at[0, 16, 20, 0].set(1.0)  # 4 px right of the centre
+
+  def moved(shift=(0.0, 0.0), degrees=0.0, zoom=1.0):
+    flow = renderer_stage.similarity_flow(
+      size, jnp.array([shift]), jnp.deg2rad(jnp.array([degrees])), jnp.array([zoom])
+    )
+    out = np.asarray(warp(dot, flow))[0, :, :, 0]
+    return tuple(int(i) for i in np.unravel_index(out.argmax(), out.shape))
+
+  assert moved() == (16, 20)
+  assert moved(shift=(3.0, -2.0)) == (14, 23)  # (dx, dy): right 3, up 2
+  assert moved(degrees=90.0) == (20, 16)  # a quarter turn, clockwise on screen (y down)
+  assert moved(zoom=2.0) == (16, 24)  # twice as far from the centre
+  images = jax.random.uniform(jax.random.key(0), (4, size, size, 3))
+  unmoved = renderer_stage.random_similarity(images, jax.random.key(1), 0.0)
+  np.testing.assert_array_equal(unmoved, images)
+  every = renderer_stage.random_similarity(images, jax.random.key(1), 1.0)
+  assert (np.abs(np.asarray(every - images)).max(axis=(1, 2, 3)) > 0.01).all()

@@ -26,9 +26,7 @@ def tiny_config():
   config = load_config_file(DEMO_CONFIG)
   config.data.image_size = 16
   config.audio.update(dim=16, n_mels=20, layers=1)
-  config.motion_encoder.update(
-    num_tokens=2, token_dim=4, base_channels=8, max_channels=16, pool_heads=2
-  )
+  config.motion_encoder.update(num_tokens=2, token_dim=4, base_channels=8, max_channels=16)
   config.renderer.update(
     base_channels=8, channel_mults=(1,), blocks_per_level=0, attention_heads=2, cond_dim=32
   )
