@@ -24,7 +24,9 @@ TINY_RENDERER = dict(
 
 def tiny_config():
   config = load_config_file(DEMO_CONFIG)
-  config.data.image_size = 16
+  # The demo's familiar-face threshold was measured on its trained renderer; an untrained tiny one
+  # redraws every portrait badly, so the check is off unless a test turns it on.
+  config.data.update(image_size=16, familiar_psnr=0.0)
   config.audio.update(dim=16, n_mels=20, layers=1)
   config.motion_encoder.update(num_tokens=2, token_dim=4, base_channels=8, max_channels=16)
   config.renderer.update(

@@ -67,6 +67,7 @@ class MotionEncoder(nn.Module):
     # flattened grid the latent carries more of the head's motion (see README, "Results").
     flat = h.reshape(batch, -1)
     latent = dense(self.latent_dim, ("embed", None), dtype=self.dtype, name="bottleneck")(flat)
-    latent = latent.reshape(batch, self.latent_dim).astype(jnp.float32)
-    latent = nn.LayerNorm(use_scale=False, use_bias=False, name="latent_norm")(latent)
+    latent = nn.LayerNorm(use_scale=False, use_bias=False, name="latent_norm")(
+      latent.astype(jnp.float32)
+    )
     return latent.reshape(batch, self.num_tokens, self.token_dim)
