@@ -3,6 +3,12 @@
   python sample.py                                  # the bundled demo: demo.mp4
   python sample.py --image me.png --audio hello.wav --out hello.mp4 [--checkpoint DIR]
                    [--steps 6] [--motion-steps 8] [--chunks-in-flight 2] [--cfg 2.0] [--seed 0]
+                   [--emotion happy --intensity 0.7 --emotion-cfg 1.5]
+                   [--pose-amplitude 0] [--blink-rate 12]
+
+Acting controls left out are decided by the model from the speech (auto): the emotion comes from
+the voice, head motion and blinks as the model learned them. `--pose-amplitude 0` holds the head
+in the portrait's pose (only the face moves), 2 doubles its motion; `--blink-rate 0` never blinks.
 
 Writes H.264 at 25 fps with the audio muxed as AAC; the video has one frame per 40 ms of audio. The
 file appears only once it is complete. `--out -` streams a fragmented MP4 to standard output
@@ -42,6 +48,19 @@ def parse_args(argv=None):
   )
   p.add_argument("--cfg", type=float, help="classifier-free guidance scale on the audio (1 = off)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--emotion", default="auto", help="auto (from the voice) or one of the model's emotions"
+  )
+  p.add_argument(
+    "--intensity", type=float, default=1.0, help="emotion intensity, 0 (neutral) to 1 (full)"
+  )
+  p.add_argument("--emotion-cfg", type=float, help="guidance scale on the emotion (1 = off)")
+  p.add_argument(
+    "--pose-amplitude",
+    type=float,
+    help="head motion, times the trained amount (0: still, 2: double; default: auto)",
+  )
+  p.add_argument("--blink-rate", type=float, help="blinks a minute (0: none; default: auto)")
   return p.parse_args(argv)
 
 
@@ -66,8 +85,14 @@ def make_video(args):
     motion_steps=args.motion_steps,
     chunks_in_flight=args.chunks_in_flight,
     cfg_scale=args.cfg,
+    emotion_cfg_scale=args.emotion_cfg,
     seed=args.seed,
+    emotion=None if args.emotion == "auto" else args.emotion,
+    emotion_intensity=args.intensity,
+    pose_amplitude=args.pose_amplitude,
+    blink_rate=args.blink_rate,
   )
+  options.check_controls(tuple(config.motion.emotions))
   waveform = load_audio(args.audio)
   portrait = load_portrait(args.image, config.data.image_size, config.data.face_crop_scale)
 

@@ -136,6 +136,8 @@ def base_config() -> ml_collections.ConfigDict:
       # What each block keeps for the backward pass: everything ("none"), only its inputs
       # ("full") or its inputs and matmul outputs ("dots"); the rest is recomputed.
       remat="none",
+      # The emotion labels the acting controls know (`jaxtalk.data.acting`): SynthTalk's.
+      emotions=("neutral", "happy", "sad", "angry"),
     )
   )
 
@@ -158,6 +160,9 @@ def base_config() -> ml_collections.ConfigDict:
     num_steps=200_000,
     window_frames=64,  # frames per training window
     audio_dropout=0.1,  # drop the audio of this fraction of examples (for guidance)
+    # Drop each group of acting controls (emotion, pose amplitude, blink rate) of this fraction of
+    # examples: the model learns to decide what is not given, and emotion guidance needs it.
+    acting_dropout=0.3,
     # Where the stage-1 latents of the training clips are cached ("": <data.train_dir>/latents);
     # every host must see the same folder.
     latent_cache_dir="",
@@ -170,6 +175,8 @@ def base_config() -> ml_collections.ConfigDict:
       chunks_in_flight=3,  # chunks denoised at once by the rolling sampler; divides motion_steps
       cfg_scale=2.0,  # classifier-free guidance on the audio (1: off, 0: audio-free)
       batch_frames=16,  # frames rendered per call
+      # Guidance by the emotion, when the user gives one (1: off): one more model branch.
+      emotion_cfg_scale=1.0,
     )
   )
 

@@ -5,7 +5,8 @@ speech, talks to `python -m jaxtalk.serve`'s app over real sockets.
 Frames must arrive and be shown, one per 640 samples the server received, and the page's download
 must be an H.264 + AAC mp4 of them. The microphone's start and stop are not sample exact, so the
 frame count is checked exactly against the samples the server reports, and only loosely against
-the wall-clock time the microphone was on.
+the wall-clock time the microphone was on. The acting controls the page offers (the model's
+emotions, from the server) must reach the server in the start message.
 
 JAXTALK_SERVE_SCREENSHOT=docs/serve_page.png serves the bundled demo model instead of the tiny
 random one (slower: it compiles for a minute) and saves a screenshot of the page mid-stream there.
@@ -13,6 +14,7 @@ random one (slower: it compiles for a minute) and saves a screenshot of the page
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ import soundfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
-from test_serve import check_video, download, serving, speech, warm_model
+from test_serve import check_video, download, get, serving, speech, warm_model
 from tiny_configs import tiny_config
 
 from jaxtalk.bench.model import random_params
@@ -136,4 +138,71 @@ def test_an_audio_file_plays_through_at_one_frame_per_40ms(host, browser, tmp_pa
   # Decoded at its own rate, the file reaches the server sample for sample.
   assert (samples, frames) == (2 * SAMPLE_RATE + 100, 2 * FPS)
   check_video(video, frames, samples)
+  no_page_errors(browser)
+
+
+# Keeps the page's text messages on the socket, for the test to read.
+RECORD_SENT = """
+const send = WebSocket.prototype.send;
+window.sentText = [];
+WebSocket.prototype.send = function (message) {
+  if (typeof message === "string") window.sentText.push(JSON.parse(message));
+  return send.call(this, message);
+};
+"""
+
+
+def test_the_acting_controls_go_into_the_start_message(host, browser, tmp_path):
+  clip = tmp_path / "clip.wav"
+  soundfile.write(clip, speech(SAMPLE_RATE), SAMPLE_RATE, subtype="FLOAT")
+  browser.get(f"http://{host}/")
+  browser.execute_script(RECORD_SENT)
+  # The emotions and the model's guidance come from the server.
+  controls = json.loads(get(host, "/controls")[1])
+  labels = lambda: [o.text for o in browser.find_elements("css selector", "#emotion option")]
+  wait(browser, lambda: len(labels()) > 1)
+  assert labels() == ["auto (from the voice)", *controls["emotions"]]
+  guidance = browser.find_element("id", "audio-guidance").get_attribute("value")
+  assert float(guidance) == controls["audio_guidance"]
+
+  # A refused control is the page's error, and no session.
+  browser.execute_script('document.getElementById("audio-guidance").value = "-1"')
+  browser.find_element("id", "audio-file").send_keys(str(clip))
+  browser.find_element("id", "file-button").click()
+  wait(browser, lambda: '"audio_guidance" must be a number' in text(browser, "status"))
+
+  # A still, happy face without blinks. The guidance stays the model's: no compiling.
+  browser.execute_script(
+    """
+    const set = (id, value) => {
+      const input = document.getElementById(id);
+      input.value = value;
+      input.dispatchEvent(new Event("input"));
+    };
+    set("audio-guidance", arguments[0]);
+    set("emotion", "happy");
+    set("intensity", "0.6");
+    document.getElementById("pose-auto").click();
+    set("pose-amplitude", "0");
+    document.getElementById("blink-auto").click();
+    set("blink-rate", "0");
+    """,
+    guidance,
+  )
+  assert text(browser, "pose-amplitude-value") == "0" and text(browser, "blink-rate-value") == "0"
+  browser.find_element("id", "file-button").click()
+  frames, samples, _ = finished_video(browser, host, tmp_path)
+  assert (frames, samples) == (FPS, SAMPLE_RATE)
+  starts = [m for m in browser.execute_script("return window.sentText") if m["type"] == "start"]
+  assert starts[-1] == {
+    "type": "start",
+    "portrait": "demo",
+    "seed": 0,
+    "emotion": "happy",
+    "intensity": 0.6,
+    "pose_amplitude": 0,
+    "blink_rate": 0,
+    "audio_guidance": controls["audio_guidance"],
+    "emotion_guidance": controls["emotion_guidance"],
+  }
   no_page_errors(browser)

@@ -35,6 +35,7 @@ def _model(**kw):
       "scan_layers": True,
       "remat": "none",
       "dtype": jnp.float32,
+      "emotions": ("calm", "glad"),
       **kw,
     },
   )
@@ -126,21 +127,31 @@ def test_reference_sink_is_position_free(model_and_params):
   np.testing.assert_allclose(run(0), run(3 * 1000), atol=2e-4)
 
 
-def test_cached_sampler_matches_recompute(model_and_params):
-  """With guidance, 3 chunks in flight, and a length that is not a whole number of chunks."""
+@pytest.mark.parametrize("emotion_cfg_scale", [1.0, 1.5])
+def test_cached_sampler_matches_recompute(model_and_params, emotion_cfg_scale):
+  """With audio guidance (and emotion guidance: three branches), 3 chunks in flight, acting
+  controls, and a length that is not a whole number of chunks."""
   cfg_scale, num_frames, in_flight = 2.5, 13, 3
   model, params = model_and_params
-  schedule = RollingSchedule(steps=6, chunks_in_flight=in_flight, cfg_scale=cfg_scale)
+  schedule = RollingSchedule(
+    steps=6, chunks_in_flight=in_flight, cfg_scale=cfg_scale, emotion_cfg_scale=emotion_cfg_scale
+  )
+  acting = jnp.stack(
+    [
+      model.acting_layout.vector("glad", 0.7, pose_amplitude=0.5),
+      model.acting_layout.vector(blink_rate=20.0),
+    ]
+  )
   front, back = padded_audio_frames(model, schedule, num_frames)
   rng = np.random.default_rng(2)
   audio = jnp.asarray(rng.normal(size=(2, front + num_frames + back, AUDIO_DIM)), jnp.float32)
   ref = jnp.asarray(rng.normal(size=(2, LATENT)), jnp.float32)
   key = jax.random.key(3)
   cached = jax.jit(sample_motion, static_argnums=(0, 5, 6))(
-    model, params, audio, ref, key, schedule, num_frames
+    model, params, audio, ref, key, schedule, num_frames, acting
   )
   full = jax.jit(sample_motion_recompute, static_argnums=(0, 5, 6))(
-    model, params, audio, ref, key, schedule, num_frames
+    model, params, audio, ref, key, schedule, num_frames, acting
   )
   assert cached.shape == (2, num_frames, LATENT)
   assert np.all(np.isfinite(cached))

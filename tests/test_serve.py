@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from jaxtalk.bench.model import random_params
 from jaxtalk.demo import DEMO_PORTRAIT
+from jaxtalk.errors import UserError
 from jaxtalk.inference.generate import TalkingHead
 from jaxtalk.media.image_io import load_portrait
 from jaxtalk.media.video_io import probe_video
@@ -149,8 +151,8 @@ class Client:
       assert message["type"] == kind, message
       return frames, message
 
-  async def start(self, portrait=DEMO_ID, seed=0) -> dict:
-    await self.send_json(type="start", portrait=portrait, seed=seed)
+  async def start(self, portrait=DEMO_ID, seed=0, **controls) -> dict:
+    await self.send_json(type="start", portrait=portrait, seed=seed, **controls)
     return (await self.until("started"))[1]
 
   async def send_then_end(self, samples, block=1280):
@@ -164,8 +166,8 @@ class Client:
     await sender
     return frames, done
 
-  async def session(self, samples, block=1280, portrait=DEMO_ID):
-    started = await self.start(portrait)
+  async def session(self, samples, block=1280, portrait=DEMO_ID, **controls):
+    started = await self.start(portrait, **controls)
     return (started, *await self.finish(samples, block))
 
 
@@ -307,6 +309,14 @@ def test_bad_messages_get_errors_and_the_server_keeps_serving(host):
       assert "seed" in await error_after(bad_seed, False)
       unknown = '{"type": "start", "portrait": "nobody"}'
       assert "unknown portrait 'nobody'" in await error_after(unknown, False)
+      # A bad control, one the protocol refuses or an emotion only the model can refuse, opens
+      # no session (the audio next is refused).
+      bad_pose = '{"type": "start", "portrait": "demo", "pose_amplitude": 3}'
+      assert '"pose_amplitude" must be a number' in await error_after(bad_pose, False)
+      joyful = '{"type": "start", "portrait": "demo", "emotion": "joyful"}'
+      assert "unknown emotion 'joyful'; this model knows auto, neutral" in await error_after(
+        joyful, False
+      )
       assert "audio before a session" in await error_after(speech(640).tobytes(), False)
       assert "end without an open session" in await error_after('{"type": "end"}', False)
       assert "over 4096 bytes" in await error_after(json.dumps({"type": "x" * 5000}), False)
@@ -347,6 +357,66 @@ def test_bad_messages_get_errors_and_the_server_keeps_serving(host):
       return (await c.session(speech(SAMPLE_RATE)))[1]
 
   check_frames(asyncio.run(afterwards()), SAMPLE_RATE)
+
+
+def test_start_controls_are_checked():
+  def start(**keys):
+    return protocol.parse_control(json.dumps({"type": "start", "portrait": "demo", **keys}))
+
+  assert start() == protocol.Start("demo", 0)
+  assert start(emotion="auto", pose_amplitude=None) == protocol.Start("demo", 0)
+  controls = dict(intensity=0.5, pose_amplitude=0, blink_rate=60, audio_guidance=3)
+  assert start(emotion="sad", emotion_guidance=1.5, **controls) == protocol.Start(
+    "demo", 0, "sad", 0.5, 0.0, 60.0, 3.0, 1.5
+  )
+  for key, value, message in [
+    ("emotion", 1, '"emotion" must be "auto" or one of the model\'s emotion labels'),
+    ("intensity", 1.5, '"intensity" must be a number from 0 (neutral) to 1 (full)'),
+    ("intensity", True, '"intensity" must be a number'),
+    ("pose_amplitude", 2.6, '"pose_amplitude" must be a number from 0 (a still head) to 2.5,'),
+    ("pose_amplitude", "auto", '"pose_amplitude" must be a number'),
+    ("blink_rate", -1, '"blink_rate" must be a number from 0 to 60 a minute, or absent'),
+    ("audio_guidance", float("nan"), '"audio_guidance" must be a number from 0 to 10'),
+    ("emotion_guidance", 10**400, '"emotion_guidance" must be a number from 0 to 10'),
+    ("emotion_guidance", float("inf"), '"emotion_guidance" must be a number'),
+  ]:
+    with pytest.raises(protocol.BadMessage, match=re.escape(message)):
+      start(**{key: value})
+
+
+def test_the_engine_puts_the_controls_in_the_sampling_options(app, model):
+  engine = app.state.engine
+  start = protocol.Start("demo", 7, "happy", 0.5, 0.0, 12.0, 3.0, 1.5)
+  options = engine.options(start)
+  assert (options.seed, options.emotion, options.emotion_intensity) == (7, "happy", 0.5)
+  assert (options.pose_amplitude, options.blink_rate) == (0.0, 12.0)
+  assert (options.cfg_scale, options.emotion_cfg_scale) == (3.0, 1.5)
+  # Nothing given: the config's options, every control on auto.
+  assert engine.options(protocol.Start("demo", 0)) == engine.defaults
+  with pytest.raises(UserError, match="unknown emotion 'joyful'"):
+    engine.options(protocol.Start("demo", 0, "joyful"))
+
+
+def test_the_page_can_read_the_controls_and_a_still_happy_session_streams(host, model):
+  status, body = get(host, "/controls")
+  assert status == 200
+  assert json.loads(body) == {
+    "emotions": ["neutral", "happy", "sad", "angry"],
+    "max_pose_amplitude": 2.5,
+    "max_blink_rate": 60.0,
+    "max_guidance": 10.0,
+    "audio_guidance": model.config.sample.cfg_scale,
+    "emotion_guidance": model.config.sample.emotion_cfg_scale,
+  }
+
+  # The guidance is the model's own: another would compile the sampler anew.
+  controls = dict(emotion="happy", intensity=0.8, pose_amplitude=0, blink_rate=0)
+
+  async def scenario():
+    async with client(host) as c:
+      return (await c.session(speech(SAMPLE_RATE), **controls))[1]
+
+  check_frames(asyncio.run(scenario()), SAMPLE_RATE)
 
 
 def test_a_client_that_leaves_frees_its_session(host, app):

@@ -32,13 +32,110 @@ def test_make_clip_is_deterministic_and_seeds_matter():
 
 
 def test_mouth_ground_truth_can_be_recomputed_from_clip_metadata():
-  clip = generate.make_clip(9, seconds=2.0, image_size=16, identity_seed=2, utterance_seed=8)
-  seeds = clip.meta["seeds"]
-  utterance = speech.synthesize_utterance(seeds["utterance"], len(clip.audio), clip.meta["emotion"])
-  np.testing.assert_array_equal(utterance.audio, clip.audio)
-  np.testing.assert_array_equal(
-    motion.mouth_from_schedule(utterance.schedule, len(clip.frames)), clip.motion[:, :3]
+  """Each emotion segment speaks the utterance in its own voice; mouth and audio are that voice's
+  within the segment (the audio crossfades over 20 ms at a change)."""
+  num_frames = 50
+  acting = motion.Acting(
+    (motion.EmotionSegment(0, "sad", 0.8), motion.EmotionSegment(30, "happy", 0.5))
   )
+  clip = generate.make_clip(
+    9, seconds=2.0, image_size=16, identity_seed=2, utterance_seed=8, acting=acting
+  )
+  assert [s["emotion"] for s in clip.meta["acting"]["segments"]] == ["sad", "happy"]
+  utterance = clip.meta["seeds"]["utterance"]
+  change = 30 * SAMPLES_PER_FRAME
+  for segment, frames in zip(acting.segments, (slice(0, 30), slice(30, num_frames))):
+    spoken = speech.synthesize_utterance(
+      utterance, len(clip.audio), segment.emotion, segment.intensity
+    )
+    np.testing.assert_array_equal(
+      motion.mouth_from_schedule(spoken.schedule, num_frames)[frames], clip.motion[frames, :3]
+    )
+    samples = slice(0, change - 160) if frames.start == 0 else slice(change + 160, None)
+    np.testing.assert_allclose(spoken.audio[samples], clip.audio[samples], atol=1e-6)
+
+
+def test_acting_shows_on_the_face():
+  """Emotions move brows, mouth corners and lids in their directions, scaled by intensity; the
+  clip's pose amplitude scales head motion (0: the head keeps one pose); its blink rate is kept."""
+  schedule = speech.synthesize_utterance(3, 60 * SAMPLE_RATE).schedule
+  num_frames = 60 * FPS
+  column = lambda m, name: m[:, motion.MOTION_PARAMS.index(name)]
+  means = {}
+  for emotion in speech.EMOTIONS:
+    for intensity in (0.5, 1.0):
+      acting = motion.Acting.constant(emotion, intensity, blink_rate=0.0)
+      m = motion.sample_motion(schedule, num_frames, acting, np.random.default_rng(0))
+      means[emotion, intensity] = {
+        name: column(m, name).mean() for name in ("brow", "smile", "blink")
+      }
+  neutral = means["neutral", 1.0]
+  for emotion, sign in (("happy", 1), ("sad", -1), ("angry", -1)):
+    half, full = means[emotion, 0.5], means[emotion, 1.0]
+    for name, direction in (("smile", sign), ("blink", 1)):
+      assert direction * (neutral[name] - 0.02) < direction * half[name] < direction * full[name]
+  assert means["angry", 1.0]["brow"] < means["sad", 1.0]["brow"] < 0 < means["happy", 1.0]["brow"]
+
+  pose = lambda amplitude: np.stack(
+    [
+      column(
+        motion.sample_motion(
+          schedule,
+          num_frames,
+          motion.Acting.constant("neutral", pose_amplitude=amplitude),
+          np.random.default_rng(1),
+        ),
+        name,
+      )
+      for name in motion.POSE_PARAMS
+    ]
+  ).std(axis=1)
+  assert np.all(pose(0.0) < 1e-6)
+  np.testing.assert_allclose(pose(2.0) / pose(1.0), 2.0, rtol=0.05)
+
+  for rate in (0.0, 12.0, 30.0):
+    m = motion.sample_motion(
+      schedule,
+      num_frames,
+      motion.Acting.constant("neutral", blink_rate=rate),
+      np.random.default_rng(2),
+    )
+    blink = column(m, "blink")
+    blinks = np.sum((blink[1:] > 0.5) & (blink[:-1] <= 0.5))
+    assert abs(blinks - rate) <= max(0.25 * rate, 0), (rate, blinks)
+
+
+def test_emotion_changes_mid_clip():
+  num_frames = 200
+  acting = motion.Acting(
+    (motion.EmotionSegment(0, "happy", 1.0), motion.EmotionSegment(100, "sad", 1.0)), blink_rate=0.0
+  )
+  m = motion.with_random_motion(
+    np.zeros((num_frames, 3), np.float32), acting, np.random.default_rng(0)
+  )
+  smile = m[:, motion.MOTION_PARAMS.index("smile")]
+  assert smile[:90].mean() > 0.5 and smile[110:].mean() < -0.4
+  assert np.max(np.abs(np.diff(smile))) < 0.3  # ramped, not a jump
+  meta = acting.to_meta()
+  assert meta["segments"][1] == {
+    "start": 100,
+    "emotion": "sad",
+    "intensity": 1.0,
+    "blink_rate": 0.0,
+  }
+
+
+def test_drawn_acting_covers_the_controls():
+  rng = np.random.default_rng(0)
+  drawn = [motion.sample_acting(rng, 100, "neutral") for _ in range(300)]
+  changes = np.mean([len(a.segments) == 2 for a in drawn])
+  still = np.mean([a.pose_amplitude == 0 for a in drawn])
+  no_blinks = np.mean([a.blink_rate == 0 for a in drawn])
+  assert 0.4 < changes < 0.6 and 0.08 < still < 0.25 and 0.04 < no_blinks < 0.18
+  assert max(a.pose_amplitude for a in drawn) > 2.0
+  for a in drawn:
+    if len(a.segments) == 2:
+      assert a.segments[1].emotion != "neutral" and 30 <= a.segments[1].start <= 70
 
 
 @pytest.mark.parametrize("seconds", [0.52, 1.0, 2.3])
@@ -102,16 +199,17 @@ def test_emotion_changes_prosody_not_content():
   assert np.mean(angry.loudness) > np.mean(sad.loudness)
 
 
-def test_motion_blinks_brows_and_head():
+def test_motion_blinks_and_head():
   schedule = speech.synthesize_utterance(3, 30 * SAMPLE_RATE).schedule
   columns = {name: i for i, name in enumerate(motion.MOTION_PARAMS)}
-  mean_brow = {}
   for emotion in speech.EMOTIONS:
-    result = motion.sample_motion(schedule, 30 * FPS, emotion, np.random.default_rng(0))
+    acting = motion.Acting.constant(emotion)
+    result = motion.sample_motion(schedule, 30 * FPS, acting, np.random.default_rng(0))
     np.testing.assert_array_equal(result[:, :3], motion.mouth_from_schedule(schedule, 30 * FPS))
     blink = result[:, columns["blink"]]
     blinks = np.sum((blink[1:] > 0.5) & (blink[:-1] <= 0.5))
-    assert 30 / 6 - 1 <= blinks <= 30 / 2 + 1
+    expected = acting.segment_blink_rate(acting.segments[0]) / 2
+    assert 0.5 * expected <= blinks <= 1.5 * expected + 1
     assert np.mean(blink > 0.5) < 0.15
     head = result[:, [columns["yaw"], columns["pitch"], columns["roll"]]]
     assert np.all(np.abs(head) <= motion.HEAD_LIMIT_DEG) and np.all(head.std(axis=0) > 0.5)
@@ -119,8 +217,6 @@ def test_motion_blinks_brows_and_head():
     shift = result[:, [columns["tx"], columns["ty"]]]
     assert np.all(np.abs(shift) <= motion.HEAD_SHIFT_LIMIT) and np.all(shift.std(axis=0) > 0.005)
     assert np.max(np.abs(np.diff(shift, axis=0))) < 0.01  # under a third of a pixel per frame at 64
-    mean_brow[emotion] = result[:, columns["brow"]].mean()
-  assert mean_brow["angry"] < mean_brow["sad"] < mean_brow["neutral"] < mean_brow["happy"]
 
 
 def test_open_mouth_changes_only_the_lower_middle_of_the_face(monkeypatch):

@@ -19,6 +19,7 @@ import grain
 import numpy as np
 
 from jaxtalk.data import clips
+from jaxtalk.data.acting import ActingLayout
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import SAMPLES_PER_FRAME
 
@@ -50,12 +51,19 @@ class _ClipRecords:
 
 class _WindowSampler:
   """Cuts one random training window (plus a random reference frame) out of a clip; decodes their
-  frames only `with_frames`."""
+  frames only `with_frames`; reads the clip's acting per frame when given an `acting` layout."""
 
-  def __init__(self, window_frames: int, audio_margin_frames: int, with_frames: bool):
+  def __init__(
+    self,
+    window_frames: int,
+    audio_margin_frames: int,
+    with_frames: bool,
+    acting: ActingLayout | None = None,
+  ):
     self.window_frames = window_frames
     self.audio_margin_frames = audio_margin_frames
     self.with_frames = with_frames
+    self.acting = acting
 
   def __call__(
     self, indexed_clip: tuple[int, clips.StoredClip], rng: np.random.Generator
@@ -85,6 +93,8 @@ class _WindowSampler:
       window["reference"] = clip.frames.frame(reference)
     if clip.motion is not None:
       window["motion"] = np.array(clip.motion[start:end], np.float32)
+    if self.acting is not None:
+      window["acting"] = self.acting.track(clip.meta, num_frames)[start:end]
     return window
 
 
@@ -177,6 +187,7 @@ def window_dataset(
   windows_per_clip: int = 1,
   num_epochs: int | None = None,
   with_frames: bool = True,
+  acting: ActingLayout | None = None,
 ) -> grain.IterDataset:
   """Host `shard_index`'s rows of the global batches of training windows from the clips in `paths`.
 
@@ -191,6 +202,9 @@ def window_dataset(
     motion     float32 [B, W, P]        ground-truth motion, only when the clips carry it
     clip_index int32   [B]              the clip's index across all of `paths` (`read_clips` order)
     start      int32   [B]              the window's first frame in the clip
+    acting     float32 [B, W, A]        each frame's acting controls, only given an `acting`
+                                        layout (`jaxtalk.data.acting`; zeros where the clip's
+                                        meta says nothing)
   Only the frames a batch holds are decoded; `with_frames=False` leaves out frames and reference
   and decodes none, for a stage that looks up what it trains on by clip_index, start and
   reference_index (stage 2's motion latents). Clips shorter than W frames give their visits to the
@@ -214,7 +228,7 @@ def window_dataset(
     f"no clip in {len(paths)} shard(s) (first: {paths[0]}) has the {window_frames} frames a "
     f"training window needs; use longer clips or a shorter window"
   )
-  sampler = _WindowSampler(window_frames, audio_margin_frames, with_frames)
+  sampler = _WindowSampler(window_frames, audio_margin_frames, with_frames, acting)
   windows = _Windows(epoch.repeat(num_epochs), len(epoch), sampler, seed, error)
   rows = _HostRows(windows, batch_size, shard_index, shard_count)
   host_batch = batch_size // shard_count

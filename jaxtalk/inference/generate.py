@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.data.acting import ActingLayout, check_controls
 from jaxtalk.diffusion import flow
 from jaxtalk.errors import UserError
 from jaxtalk.eval.metrics import psnr
@@ -44,14 +45,22 @@ from jaxtalk.models.factory import Models, to_model_image, to_uint8_image
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-  """How to sample: the `sample` section of a config, plus the seed. Checked on construction."""
+  """How to sample: the `sample` section of a config, plus what belongs to one video (the seed and
+  the acting controls). Checked on construction; `check_controls` checks the controls against a
+  model's emotions."""
 
   render_steps: int
   motion_steps: int
   chunks_in_flight: int
-  cfg_scale: float
+  cfg_scale: float  # guidance by the audio
   batch_frames: int
-  seed: int = 0  # not a config key: a property of one video, not of the model
+  emotion_cfg_scale: float = 1.0  # guidance by the emotion, when one is given
+  # Not config keys: properties of one video, not of the model. None is auto: the model decides.
+  seed: int = 0
+  emotion: str | None = None  # one of the model's emotions (config.motion.emotions)
+  emotion_intensity: float = 1.0  # 0 (neutral) .. 1 (the emotion in full)
+  pose_amplitude: float | None = None  # times the trained head motion; 0 holds the head still
+  blink_rate: float | None = None  # blinks a minute; 0: none
 
   def __post_init__(self):
     for name in ("render_steps", "motion_steps", "chunks_in_flight", "batch_frames"):
@@ -64,6 +73,23 @@ class SampleOptions:
       )
     if self.cfg_scale < 0:
       raise UserError(f"cfg_scale is {self.cfg_scale}; use 0 (audio-free), 1 (no guidance) or more")
+    if self.emotion_cfg_scale < 0:
+      raise UserError(
+        f"emotion_cfg_scale is {self.emotion_cfg_scale}; use 0 (ignore the emotion), 1 (no "
+        f"guidance) or more"
+      )
+
+  def check_controls(self, emotions: tuple[str, ...]) -> None:
+    """One-line errors for acting controls a model with these emotions cannot take."""
+    check_controls(
+      emotions, self.emotion, self.emotion_intensity, self.pose_amplitude, self.blink_rate
+    )
+
+  def acting(self, layout: ActingLayout) -> np.ndarray:
+    """The acting controls as the motion model reads them, [1, A]."""
+    return layout.vector(
+      self.emotion, self.emotion_intensity, self.pose_amplitude, self.blink_rate
+    )[None]
 
   @classmethod
   def from_config(cls, sample_cfg, **overrides) -> SampleOptions:
@@ -74,7 +100,9 @@ class SampleOptions:
 
   @property
   def schedule(self) -> RollingSchedule:
-    return RollingSchedule(self.motion_steps, self.chunks_in_flight, self.cfg_scale)
+    # Without an emotion given there is nothing to guide by: no emotion branch.
+    emotion_cfg = self.emotion_cfg_scale if self.emotion is not None else 1.0
+    return RollingSchedule(self.motion_steps, self.chunks_in_flight, self.cfg_scale, emotion_cfg)
 
 
 class TalkingHead:
@@ -99,10 +127,11 @@ class TalkingHead:
     return self.models.encode_motion(params["motion_encoder"], portrait[None])
 
   @functools.partial(jax.jit, static_argnums=(0, 4))
-  def start_motion(self, params, portrait, rng, schedule: RollingSchedule) -> MotionState:
-    """The rolling sampler's state before the audio, with the portrait's latent as its sink."""
+  def start_motion(self, params, portrait, rng, schedule: RollingSchedule, acting) -> MotionState:
+    """The rolling sampler's state before the audio, with the portrait's latent as its sink and
+    the acting controls `acting` [1, A] held for the whole video."""
     reference = self.reference_latent(params, portrait)
-    return init_motion(self.models.motion, params["motion"], reference, rng, schedule)
+    return init_motion(self.models.motion, params["motion"], reference, rng, schedule, acting)
 
   def empty_features(self, frames: int) -> jax.Array:
     """A feature buffer [1, frames, dim]; `inference.stream` fills it before it is read."""

@@ -16,6 +16,13 @@ depend on that length. `sample_motion` scans it over the features of a whole fil
 history at every step (the training-mode forward). It is the reference the cached sampler is tested
 against, and the baseline in the benchmark.
 
+Guidance: `cfg_scale` guides by the audio, `emotion_cfg_scale` by a given emotion, each on its
+own. The model runs once per branch in one batch: with the audio and the acting controls, without
+the emotion (when emotion guidance is on) and without the audio (when audio guidance is on;
+without the emotion as well when both are), and the velocities combine as
+    v = v(none) + cfg * (v(audio) - v(none)) + emotion_cfg * (v(audio, emotion) - v(audio)).
+Pose amplitude and blink rate are held in every branch: they condition, they are not guided.
+
 Warm-up needs no special case: chunks "before the start" have negative frame indices, which every
 attention mask treats as empty slots.
 """
@@ -39,6 +46,7 @@ class RollingSchedule:
   steps: int = 8
   chunks_in_flight: int = 2
   cfg_scale: float = 1.0
+  emotion_cfg_scale: float = 1.0  # leave at 1 when no emotion is given: there is none to guide by
 
   def __post_init__(self):
     if self.steps % self.chunks_in_flight:
@@ -49,6 +57,20 @@ class RollingSchedule:
   @property
   def guided(self) -> bool:
     return self.cfg_scale != 1.0
+
+  @property
+  def emotion_guided(self) -> bool:
+    return self.emotion_cfg_scale != 1.0
+
+  @property
+  def branches(self) -> tuple[tuple[bool, bool], ...]:
+    """(hears the audio, sees the emotion) of each branch of the guided batch, in order."""
+    rows = [(True, True)]
+    if self.emotion_guided:
+      rows.append((True, False))
+    if self.guided:
+      rows.append((False, not self.emotion_guided))
+    return tuple(rows)
 
   @property
   def steps_per_advance(self) -> int:
@@ -104,21 +126,41 @@ def padded_audio_frames(model: MotionTransformer, schedule: RollingSchedule, num
   return layout.audio_front_pad, layout.audio_back_pad
 
 
-def _double(schedule: RollingSchedule, x):
-  """Classifier-free guidance runs every input twice: with the audio, then without it."""
-  return jnp.concatenate([x, x]) if schedule.guided else x
+def _replicate(schedule: RollingSchedule, x):
+  """Guidance runs every input once per branch (`RollingSchedule.branches`)."""
+  return jnp.concatenate([x] * len(schedule.branches)) if len(schedule.branches) > 1 else x
 
 
 def _audio_keep(schedule: RollingSchedule, batch: int):
-  """Which rows of the (doubled) batch hear the audio."""
-  return jnp.arange(2 * batch if schedule.guided else batch) < batch
+  """Which rows of the replicated batch hear the audio."""
+  return jnp.repeat(jnp.array([audio for audio, _ in schedule.branches]), batch)
+
+
+def _branch_acting(model: MotionTransformer, schedule: RollingSchedule, acting):
+  """acting [B, A] -> [B', A]: once per branch, the emotion group zeroed where a branch does not
+  see it."""
+  emotion = jnp.asarray(model.acting_layout.group_mask(model.acting_layout.emotion_group))
+  return jnp.concatenate(
+    [acting if sees else acting * (1.0 - emotion) for _, sees in schedule.branches]
+  )
 
 
 def _combine_guidance(schedule: RollingSchedule, velocity):
-  if not schedule.guided:
-    return velocity
-  cond, uncond = jnp.split(velocity, 2)
-  return uncond + schedule.cfg_scale * (cond - uncond)
+  v = dict(zip(schedule.branches, jnp.split(velocity, len(schedule.branches))))
+  full = v[True, True]
+  if schedule.guided and schedule.emotion_guided:
+    none, audio = v[False, False], v[True, False]
+    return none + schedule.cfg_scale * (audio - none) + schedule.emotion_cfg_scale * (full - audio)
+  if schedule.guided:
+    return v[False, True] + schedule.cfg_scale * (full - v[False, True])
+  if schedule.emotion_guided:
+    return v[True, False] + schedule.emotion_cfg_scale * (full - v[True, False])
+  return full
+
+
+def _frames_acting(acting, frames: int):
+  """[B', A] -> [B', frames, A]: the controls hold for every frame."""
+  return jnp.broadcast_to(acting[:, None], (acting.shape[0], frames, acting.shape[-1]))
 
 
 class MotionState(NamedTuple):
@@ -132,6 +174,7 @@ class MotionState(NamedTuple):
   cache: tuple[jax.Array, jax.Array]
   advance: jax.Array  # int32 []: the index of the next advance
   rng: jax.Array  # the key every chunk's initial noise is folded from
+  acting: jax.Array  # [B', A]: the acting controls of every branch (`RollingSchedule.branches`)
 
 
 def audio_window_frames(model: MotionTransformer, schedule: RollingSchedule) -> int:
@@ -139,11 +182,18 @@ def audio_window_frames(model: MotionTransformer, schedule: RollingSchedule) -> 
   return schedule.chunks_in_flight * model.chunk_size + 2 * model.audio_radius
 
 
-def init_motion(model: MotionTransformer, params, reference, rng, schedule: RollingSchedule):
-  """The state before advance 0: warm-up noise in flight, the reference's keys/values as the sink."""
+def init_motion(
+  model: MotionTransformer, params, reference, rng, schedule: RollingSchedule, acting=None
+):
+  """The state before advance 0: warm-up noise in flight, the reference's keys/values as the sink.
+
+  `acting` [B, A]: the acting controls (`jaxtalk.data.acting`), held for the whole video; None
+  gives none."""
   chunk, in_flight = model.chunk_size, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
-  ref = _double(schedule, reference)
+  if acting is None:
+    acting = jnp.zeros((batch, model.acting_layout.width))
+  ref = _replicate(schedule, reference)
   # The sink's keys/values: the reference alone, a sequence with no frames, so no audio is heard
   # (a placeholder of the audio features' width stands in).
   no_audio = jnp.zeros((ref.shape[0], 1) + params["null_audio"].shape)
@@ -164,7 +214,10 @@ def init_motion(model: MotionTransformer, params, reference, rng, schedule: Roll
   first = jnp.concatenate(
     [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, 1)], axis=1
   )
-  return MotionState(first, jax.tree.map(with_empty_frames, sink_kv), jnp.int32(0), rng)
+  branch_acting = _branch_acting(model, schedule, jnp.asarray(acting, jnp.float32))
+  return MotionState(
+    first, jax.tree.map(with_empty_frames, sink_kv), jnp.int32(0), rng, branch_acting
+  )
 
 
 def advance_motion(
@@ -179,9 +232,10 @@ def advance_motion(
   """
   chunk, in_flight, s = model.chunk_size, schedule.chunks_in_flight, state.advance
   batch, _, latent_dim = state.latents.shape
-  double = lambda x: _double(schedule, x)
+  replicate = lambda x: _replicate(schedule, x)
   keep = _audio_keep(schedule, batch)
-  audio = double(audio_window)
+  audio = replicate(audio_window)
+  acting = _frames_acting(state.acting, state.latents.shape[1])
   grid = time_grid(schedule.steps)
   cache_len = model.lookback_chunks * chunk
   frame_offset = (s - in_flight + 1) * chunk
@@ -191,7 +245,9 @@ def advance_motion(
     context_offset=frame_offset - cache_len,
     audio_offset=frame_offset - model.audio_radius,
   )
-  apply = lambda x, t: model.apply({"params": params}, x, t, audio, audio_keep=keep, **offsets)
+  apply = lambda x, t: model.apply(
+    {"params": params}, x, t, audio, audio_keep=keep, acting=acting, **offsets
+  )
 
   # Every iteration evaluates all chunks in flight; the last one, after the last step, finds the
   # oldest chunk at t = 1 and takes no step: its keys/values there are the clean ones the cache
@@ -204,7 +260,7 @@ def advance_motion(
     done = schedule.slot_steps(i)
     t = jnp.repeat(grid[done], chunk)[None].repeat(latents.shape[0], 0)
     step = jnp.where(i < last, grid[jnp.minimum(done + 1, schedule.steps)] - grid[done], 0.0)
-    velocity, kv = apply(double(latents), double(t))
+    velocity, kv = apply(replicate(latents), replicate(t))
     dt = jnp.repeat(step, chunk)[None, :, None]
     return latents + dt * _combine_guidance(schedule, velocity), kv
 
@@ -224,7 +280,7 @@ def advance_motion(
   )
   fresh = chunk_noise(state.rng, s + 1, (batch, chunk, latent_dim))
   latents = jnp.concatenate([latents[:, chunk:], fresh], axis=1)
-  return MotionState(latents, cache, s + 1, state.rng), finished
+  return MotionState(latents, cache, s + 1, state.rng, state.acting), finished
 
 
 def sample_motion(
@@ -235,6 +291,7 @@ def sample_motion(
   rng,
   schedule: RollingSchedule,
   num_frames: int,
+  acting=None,
 ):
   """Motion latents [B, num_frames, latent_dim]: every advance of the cached sampler in one scan.
 
@@ -250,7 +307,7 @@ def sample_motion(
     audio = jax.lax.dynamic_slice_in_dim(audio_features, s * layout.chunk, window, axis=1)
     return advance_motion(model, params, state, audio, schedule)
 
-  state = init_motion(model, params, reference, rng, schedule)
+  state = init_motion(model, params, reference, rng, schedule, acting)
   _, finished = jax.lax.scan(advance, state, jnp.arange(layout.num_advances))
   in_flight, (batch, latent_dim) = schedule.chunks_in_flight, reference.shape
   frames = jnp.moveaxis(finished[in_flight - 1 :], 0, 1).reshape(batch, -1, latent_dim)
@@ -265,13 +322,17 @@ def sample_motion_recompute(
   rng,
   schedule: RollingSchedule,
   num_frames: int,
+  acting=None,
 ):
   """The same samples as `sample_motion`, recomputing the whole history at every step (no cache)."""
   layout = _Layout(model, schedule, num_frames)
   chunk, in_flight = layout.chunk, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
-  audio, ref = _double(schedule, audio_features), _double(schedule, reference)
+  audio, ref = _replicate(schedule, audio_features), _replicate(schedule, reference)
   keep = _audio_keep(schedule, batch)
+  if acting is None:
+    acting = jnp.zeros((batch, model.acting_layout.width))
+  branch_acting = _branch_acting(model, schedule, jnp.asarray(acting, jnp.float32))
   grid = time_grid(schedule.steps)
   noise_shape = (batch, chunk, latent_dim)
   # Buffer slot b holds chunk b - (in_flight - 1); negative chunks are the empty warm-up slots.
@@ -290,10 +351,11 @@ def sample_motion_recompute(
       active = jnp.repeat((slot_chunk <= s) & (slot_chunk > s - in_flight), chunk)
       velocity, _ = model.apply(
         {"params": params},
-        _double(schedule, latents),
-        _double(schedule, t),
+        _replicate(schedule, latents),
+        _replicate(schedule, t),
         audio,
         audio_keep=keep,
+        acting=_frames_acting(branch_acting, latents.shape[1]),
         reference=ref,
         frame_offset=buffer_offset,
         audio_offset=-layout.audio_front_pad,

@@ -64,7 +64,9 @@ class Models:
       renderer=Renderer(**renderer_fields, dtype=dtype),
       audio_encoder=audio_encoder(config.audio, dtype),
       motion=MotionTransformer(
-        latent_dim=motion_encoder.latent_dim, **config.motion.to_dict(), dtype=dtype
+        latent_dim=motion_encoder.latent_dim,
+        **{**config.motion.to_dict(), "emotions": tuple(config.motion.emotions)},
+        dtype=dtype,
       ),
       image_size=config.data.image_size,
     )

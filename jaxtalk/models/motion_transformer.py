@@ -10,6 +10,11 @@ to a window of audio features around its own time. Rotary position embedding cov
 head (`rope_fraction`): the sink's key has that part zeroed, so how much a frame attends to the
 reference does not depend on how far into the video the frame is, however long the audio.
 
+Acting controls (`jaxtalk.data.acting`: emotion with intensity, pose amplitude, blink rate, each
+with a flag saying it is given) enter every frame's adaLN conditioning beside its noise level, one
+vector per frame, so an emotion can change mid-video; all zeros is "not given" (the model infers
+the emotion from the audio, as X-Actor does), which training teaches by dropping each group.
+
 The same `__call__` serves the sampler: pass `kv_context` (every layer's keys/values of the sink and
 of finished chunks) instead of `reference`, and the call attends to that cache and returns its own
 keys/values so finished chunks can be appended to the cache. Keys and values of all layers travel
@@ -27,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.data.acting import ActingLayout
 from jaxtalk.kernels import BlockCausalMask, LocalAudioMask, attention
 from jaxtalk.models.layers import (
   HEADS,
@@ -126,6 +132,11 @@ class MotionTransformer(nn.Module):
   scan_layers: bool
   remat: str
   dtype: jnp.dtype
+  emotions: tuple[str, ...] = ()
+
+  @property
+  def acting_layout(self) -> ActingLayout:
+    return ActingLayout(tuple(self.emotions))
 
   @property
   def rope_dims(self) -> int:
@@ -139,6 +150,7 @@ class MotionTransformer(nn.Module):
     audio,
     *,
     audio_keep=None,
+    acting=None,
     reference=None,
     kv_context=None,
     frame_offset=0,
@@ -152,7 +164,8 @@ class MotionTransformer(nn.Module):
     [depth, B, S, heads, head_dim], whose first finished frame has index `context_offset` (negative
     indices are empty slots). `frame_offset` is the index of `latents[:, 0]`; `audio_offset` the
     audio-feature index of `audio[:, 0]`. `audio_keep` [B] bool drops the audio (classifier-free
-    guidance) where False.
+    guidance) where False. `acting` [B, T, acting_layout.width] holds each frame's acting controls
+    (None: none given).
     Returns (velocity [B, T, latent_dim], (k, v) of this call's tokens, each
     [depth, B, tokens, heads, head_dim]).
     """
@@ -161,6 +174,10 @@ class MotionTransformer(nn.Module):
     embed_time = lambda tt: time_mlp(timestep_embedding(tt, self.dim))
     h = dense(self.dim, (None, "embed"), dtype=self.dtype, name="latent_in")(latents)
     cond = embed_time(t)
+    if acting is None:
+      acting = jnp.zeros((batch, length, self.acting_layout.width))
+    # Linear, like a class embedding: an emotion's intensity scales its direction.
+    cond = cond + dense(self.dim, (None, "embed"), dtype=self.dtype, name="acting_in")(acting)
     positions = frame_offset + jnp.arange(length)[None]
 
     null_audio = self.param(

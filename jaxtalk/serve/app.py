@@ -4,6 +4,8 @@
     POST /portraits             an image file as the request body -> {"portrait": ID, "preview":
                                 URL, "warning": TEXT | null}, or 400/413 {"error": TEXT}
     GET  /portraits/ID.png      the portrait as the model sees it (framed, at the model's size)
+    GET  /controls              what a start's acting controls take for this model: its emotions,
+                                the bounds, its guidance (see `protocol.controls`)
     WS   /stream                streaming sessions (see `jaxtalk.serve.protocol`)
     GET  /downloads/ID.mp4      a finished session's video, while its connection is open
     GET  /stats                 every connection's counters (see `connection.Connection.report`)
@@ -81,6 +83,10 @@ def create_app(model) -> FastAPI:
     if portrait is None:
       return _error(404, f"no portrait {portrait_id}")
     return Response(await in_thread(png_bytes, portrait), media_type="image/png")
+
+  @app.get("/controls")
+  async def controls():
+    return engine.controls()
 
   @app.websocket("/stream")
   async def stream(websocket: WebSocket):

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from jaxtalk.errors import UserError
+from jaxtalk.inference.generate import SampleOptions
 from jaxtalk.serve import protocol
 from jaxtalk.serve.engine import Engine, in_thread
 from jaxtalk.serve.portraits import PortraitStore
@@ -44,7 +46,7 @@ _log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class _Begin:
   portrait: np.ndarray
-  seed: int
+  options: SampleOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +148,12 @@ class Connection:
             raise protocol.BadMessage(
               f'unknown portrait {control.portrait!r}: use "demo" or upload the image again'
             )
+          try:
+            options = self.engine.options(control)
+          except UserError as e:
+            raise protocol.BadMessage(str(e)) from None
           session_open = True
-          await self._inbound.put(_Begin(portrait, control.seed))
+          await self._inbound.put(_Begin(portrait, options))
         else:
           if not session_open:
             raise protocol.BadMessage("end without an open session")
@@ -189,7 +195,7 @@ class Connection:
 
   async def _begin(self, begin: _Begin) -> None:
     await in_thread(self._forget_videos)
-    stream = await self.engine.open_stream(begin.portrait, begin.seed)
+    stream = await self.engine.open_stream(begin.portrait, begin.options)
     # Made here, not in a thread, so no cancellation can come between making it and holding it.
     self._session = Session(stream, self.video_folder)
     self.frame_bound = frame_bound(stream.lookahead_ms)

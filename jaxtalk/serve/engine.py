@@ -8,12 +8,14 @@ shared), in the order sessions asked, so sessions take turns a push at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 
 from jaxtalk.inference.generate import SampleOptions
+from jaxtalk.serve import protocol
 from jaxtalk.timebase import SAMPLE_RATE
 
 T = TypeVar("T")
@@ -35,26 +37,49 @@ async def in_thread(function: Callable[..., T], *args) -> T:
 
 
 class Engine:
-  """A `TalkingHead` (anything with `.stream(portrait, options)` and its config) and its lock."""
+  """A `TalkingHead` (anything with `.stream(portrait, options)`, its config and its models) and
+  its lock."""
 
   def __init__(self, model):
     self.model = model
     self.image_size = model.image_size
-    self._options = lambda seed: SampleOptions.from_config(model.config.sample, seed=seed)
-    self._options(0)  # a config's bad sampling options are refused now, not in every session
+    self.emotions = tuple(model.models.motion.emotions)
+    # A config's bad sampling options are refused now, not in every session.
+    self.defaults = SampleOptions.from_config(model.config.sample)
     self._lock = asyncio.Lock()
+
+  def options(self, start: protocol.Start) -> SampleOptions:
+    """A start message's sampling options; UserError for controls the model cannot take (an
+    emotion it does not know)."""
+    options = SampleOptions.from_config(
+      self.model.config.sample,
+      seed=start.seed,
+      emotion=start.emotion,
+      emotion_intensity=start.intensity,
+      pose_amplitude=start.pose_amplitude,
+      blink_rate=start.blink_rate,
+      cfg_scale=start.audio_guidance,
+      emotion_cfg_scale=start.emotion_guidance,
+    )
+    options.check_controls(self.emotions)
+    return options
+
+  def controls(self) -> dict:
+    return protocol.controls(
+      self.emotions, self.defaults.cfg_scale, self.defaults.emotion_cfg_scale
+    )
 
   async def compute(self, function: Callable[..., T], *args) -> T:
     """Runs a call that uses the model, after every model call asked for before it."""
     async with self._lock:
       return await in_thread(function, *args)
 
-  async def open_stream(self, portrait: np.ndarray, seed: int):
-    return await self.compute(self.model.stream, portrait, self._options(seed))
+  async def open_stream(self, portrait: np.ndarray, options: SampleOptions):
+    return await self.compute(self.model.stream, portrait, options)
 
   async def unfamiliar_portrait(self, portrait: np.ndarray) -> str | None:
     """The model's one-line warning for a portrait far from its training faces, else None."""
-    return await self.compute(self.model.unfamiliar_portrait, portrait, self._options(0))
+    return await self.compute(self.model.unfamiliar_portrait, portrait, self.defaults)
 
 
 def warm_up(model, portrait: np.ndarray) -> None:
@@ -62,7 +87,14 @@ def warm_up(model, portrait: np.ndarray) -> None:
 
   Blocking: call it before the server starts."""
   options = SampleOptions.from_config(model.config.sample)
-  stream = model.stream(portrait, options)
-  stream.push(np.zeros(SAMPLE_RATE, np.float32))
-  stream.finish()
+  variants = [options]
+  emotions = model.models.motion.emotions
+  # A given emotion that is guided adds a branch to the sampler: a program of its own. The
+  # controls' values are inputs, not programs; a guidance a client picks compiles when it comes.
+  if emotions and options.emotion_cfg_scale != 1:
+    variants.append(dataclasses.replace(options, emotion=emotions[0]))
+  for variant in variants:
+    stream = model.stream(portrait, variant)
+    stream.push(np.zeros(SAMPLE_RATE, np.float32))
+    stream.finish()
   model.unfamiliar_portrait(portrait, options)

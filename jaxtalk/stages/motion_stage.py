@@ -5,8 +5,10 @@ once per training data and stage-1 checkpoint (encoding the frames of every wind
 would cost several times the step itself), kept in a cache on disk that restarts reuse
 (`jaxtalk.data.latent_cache`); batches then carry latents instead of frames. Each frame gets its own
 independently drawn flow time (diffusion forcing) and the transformer learns its velocity,
-conditioned on the audio and on the latent of a reference frame. A fraction of examples loses its
-audio, which classifier-free guidance needs at sampling time.
+conditioned on the audio, on the latent of a reference frame and on each frame's acting controls
+(`jaxtalk.data.acting`). A fraction of examples loses its audio, and each group of acting controls
+(emotion, pose amplitude, blink rate) is dropped on its own: the model learns both to follow a
+control and to decide it from the audio, and classifier-free guidance needs both at sampling time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtalk.data import latent_cache
+from jaxtalk.data.acting import ActingLayout
 from jaxtalk.data.clips import read_clips
 from jaxtalk.data.latent_cache import LatentCache
 from jaxtalk.diffusion import flow
@@ -89,6 +92,16 @@ def latent_table(
   return latent_cache.open_or_build(cache_root, inputs, encode)
 
 
+def drop_acting(acting, layout: ActingLayout, rate: float, rng):
+  """`acting` [B, T, A] with each example's emotion, pose and blink groups zeroed (not given),
+  each with probability `rate`, independently."""
+  groups = (layout.emotion_group, layout.pose_group, layout.blink_group)
+  drop = jax.random.uniform(rng, (acting.shape[0], len(groups))) < rate
+  masks = jnp.stack([jnp.asarray(layout.group_mask(g)) for g in groups])  # [groups, A]
+  dropped = jnp.clip(drop.astype(acting.dtype) @ masks, 0.0, 1.0)  # [B, A]
+  return acting * (1.0 - dropped)[:, None, :]
+
+
 def with_latents(table, window_frames: int):
   """Batch transform: frames -> their precomputed latents, reference frame -> its latent."""
 
@@ -98,6 +111,7 @@ def with_latents(table, window_frames: int):
       "latents": np.stack([table[c][s : s + window_frames] for c, s in zip(index, start)]),
       "reference_latent": np.stack([table[c][r] for c, r in zip(index, ref)]),
       "audio": batch["audio"],
+      "acting": batch["acting"],
     }
 
   return transform
@@ -107,6 +121,7 @@ def with_latents(table, window_frames: int):
 class MotionSettings(TrainSettings):
   window_frames: int
   audio_dropout: float
+  acting_dropout: float
   latent_cache_dir: str
 
 
@@ -137,7 +152,7 @@ class MotionStage(Stage):
     audio_encoder, motion = self.models.audio_encoder, self.models.motion
     latents, reference = batch["latents"], batch["reference_latent"]
     features = audio_encoder.apply({"params": params["audio_encoder"]}, batch["audio"])
-    time_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
+    time_rng, noise_rng, drop_rng, acting_rng = jax.random.split(rng, 4)
     t = jax.random.uniform(time_rng, latents.shape[:2])  # one flow time per frame
     noise = jax.random.normal(noise_rng, latents.shape)
     keep = jax.random.uniform(drop_rng, latents.shape[:1]) >= self.settings.audio_dropout
@@ -147,6 +162,9 @@ class MotionStage(Stage):
       t,
       features,
       audio_keep=keep,
+      acting=drop_acting(
+        batch["acting"], motion.acting_layout, self.settings.acting_dropout, acting_rng
+      ),
       reference=reference,
       audio_offset=-self.models.audio_margin_frames,
     )
@@ -174,6 +192,11 @@ class MotionStage(Stage):
     frames = self.settings.window_frames
     # Its windows need no frames: the latents above stand in for them.
     windows = self.windows(
-      frames, self.models.audio_margin_frames, shard_index, shard_count, with_frames=False
+      frames,
+      self.models.audio_margin_frames,
+      shard_index,
+      shard_count,
+      with_frames=False,
+      acting=self.models.motion.acting_layout,
     )
     return windows.map(with_latents(table, frames))

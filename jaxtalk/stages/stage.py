@@ -73,6 +73,7 @@ class Stage:
     shard_index,
     shard_count,
     with_frames: bool = True,
+    acting=None,
   ):
     """This host's rows of the global batches of training windows (see
     `jaxtalk.data.pipeline.window_dataset`); each stage draws its own sequence of windows."""
@@ -92,4 +93,5 @@ class Stage:
       shard_count=shard_count,
       windows_per_clip=self.config.data.windows_per_clip,
       with_frames=with_frames,
+      acting=acting,
     )

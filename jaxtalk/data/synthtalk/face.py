@@ -106,6 +106,8 @@ _MOUTH_HALF_WIDTH = (0.19, 0.08)  # rest + gain x mouth_width
 _MOUTH_MAX_HALF_OPEN = 0.125
 _LIP_THICKNESS = 0.045
 _JAW_DROP = 0.09
+# How far a full smile lifts (or a turned-down mouth drops) the mouth's corners: 3 px at 128 px.
+_SMILE_LIFT = 0.05
 # Supersampled pixels per rendering batch (16 frames at 64 px): small enough that the temporaries
 # of one ellipse stay in cache (measured ~1.5x faster than whole clips), large enough that Python
 # overhead stays small.
@@ -208,6 +210,7 @@ class _Canvas:
     softness=1.0,
     mask=None,
     material=None,
+    bend=0.0,
   ):
     """Paints an ellipse with half-axes `radii`, turned clockwise by `angle` radians.
 
@@ -215,7 +218,8 @@ class _Canvas:
     the ellipse below its centre (in its own frame) another vertical half-axis, e.g. a jaw that
     drops. `softness` is the edge ramp width in canvas pixels. `mask(x, y)`, with x, y in the
     ellipse's own frame, multiplies the coverage (hairlines, eyelids, teeth). `material` is None
-    for what is not the head, else "skin", "hair" or "head" (any other part of it).
+    for what is not the head, else "skin", "hair" or "head" (any other part of it). `bend` curves
+    the ellipse along its own x axis: its points at x move up by bend * x^2 (a smile's corners).
     """
     centre_x, centre_y = _per_frame(centre[0]), _per_frame(centre[1])
     half_w, half_h = _per_frame(radii[0]), _per_frame(radii[1])
@@ -230,6 +234,7 @@ class _Canvas:
     angle = _per_frame(angle)
     cos, sin = np.cos(angle), np.sin(angle)
     x, y = cos * dx + sin * dy, cos * dy - sin * dx
+    y = y + _per_frame(bend) * np.square(x)
     vertical = half_h if radius_below is None else np.where(y > 0, half_h_below, half_h)
     # First-order signed distance to the boundary of f = (x/w)^2 + (y/h)^2 - 1: f / |grad f|.
     # (The factor 2 of the gradient is folded into the 0.5 of f.)
@@ -450,20 +455,35 @@ def _paint_mouth(
   open_: np.ndarray,
   width: np.ndarray,
   jaw: np.ndarray,
+  smile: np.ndarray,
 ) -> None:
   fh = pose.face_height
   open_, width = np.clip(open_, 0.0, 1.0), np.clip(width, 0.0, 1.0)
   half_open = _MOUTH_MAX_HALF_OPEN * open_
-  half_w = (_MOUTH_HALF_WIDTH[0] + _MOUTH_HALF_WIDTH[1] * width) * pose.squeeze
+  smile = np.clip(smile, -1.0, 1.0)
+  # A smile also draws the corners a little apart.
+  half_w = (
+    (_MOUTH_HALF_WIDTH[0] + _MOUTH_HALF_WIDTH[1] * width)
+    * (1.0 + 0.1 * np.maximum(smile, 0.0))
+    * pose.squeeze
+  )
+  bend = smile * _SMILE_LIFT / np.square(half_w)
   # The lower lip travels with the jaw, so the opening grows mostly downward.
   centre = pose.place(0.0, 0.5 * fh + 0.5 * _JAW_DROP * jaw + 0.6 * half_open, 0.6)
   # Rounded vowels (width -> 0) push the lips forward: thicker lips.
   thickness = _LIP_THICKNESS * (1.25 - 0.4 * width)
   canvas.ellipse(
-    centre, (half_w + 0.02, half_open + thickness), lip_colour, angle=pose.roll, material="skin"
+    centre,
+    (half_w + 0.02, half_open + thickness),
+    lip_colour,
+    angle=pose.roll,
+    material="skin",
+    bend=bend,
   )
   inner_h = np.maximum(half_open, 0.016)
-  canvas.ellipse(centre, (0.85 * half_w, inner_h), _MOUTH_INSIDE, angle=pose.roll, material="head")
+  canvas.ellipse(
+    centre, (0.85 * half_w, inner_h), _MOUTH_INSIDE, angle=pose.roll, material="head", bend=bend
+  )
   frame_inner_h = _per_frame(inner_h)
   teeth_band = lambda x, y: canvas.soft_step(0.04 - frame_inner_h - y)
   canvas.ellipse(
@@ -474,6 +494,7 @@ def _paint_mouth(
     mask=teeth_band,
     opacity=np.clip((half_open - 0.02) / 0.03, 0.0, 1.0),
     material="head",
+    bend=bend,
   )
 
 
@@ -562,6 +583,7 @@ def _paint_head(
     params["mouth_open"],
     params["mouth_width"],
     params["jaw"],
+    params["smile"],
   )
   _light(canvas, identity, pose, surfaces)
 

@@ -1,7 +1,8 @@
 """SynthTalk clips and splits: utterance + identity + motion -> a `Clip`, written as shards.
 
 A clip is fully determined by three seeds and its speech source: the identity seed (who), the
-utterance seed (what is said) and the clip seed (emotion when not given, blinks, brows, head motion,
+utterance seed (what is said) and the clip seed (its acting: the emotions over time with their
+intensities, head-motion amplitude and blink rate; the blinks, brows and head motion that follow;
 and for text-to-speech the speaking rate and pitch). Splits draw their identity and utterance seeds
 from disjoint ranges, so no face and no utterance of the held-out split is ever seen in training,
 whatever `seed` each split was made with; text-to-speech clips of the held-out split also speak
@@ -25,7 +26,7 @@ from jaxtalk.errors import UserError
 from jaxtalk.timebase import FPS, SAMPLES_PER_FRAME
 
 # Changes whenever what a frame shows for given parameters changes (readers trained on it go stale).
-SYNTHTALK_VERSION = 2
+SYNTHTALK_VERSION = 3
 SPLITS = ("train", "eval")
 SPEECH_SOURCES = ("syllables", "tts")
 # Each split owns [base, base + _SPLIT_SPAN) of identity and utterance seeds; within it,
@@ -56,6 +57,60 @@ def _check_speech(speech: str) -> None:
     raise UserError(f"unknown speech source {speech!r}; use one of {', '.join(SPEECH_SOURCES)}")
 
 
+# Where the emotion changes, the two voices crossfade over this many samples (20 ms).
+_CROSSFADE_SAMPLES = 320
+
+
+def _splice(pieces: list[np.ndarray], starts: list[int]) -> np.ndarray:
+  """Piece k from `starts[k]` to the next start (the pieces are whole-length alternatives),
+  crossfaded at each boundary so the voice changes without a click."""
+  out = pieces[0].copy()
+  for piece, start in zip(pieces[1:], starts[1:]):
+    ramp = np.clip(
+      (np.arange(len(out)) - (start - _CROSSFADE_SAMPLES // 2)) / _CROSSFADE_SAMPLES, 0.0, 1.0
+    )
+    out = (1.0 - ramp) * out + ramp * piece
+  return out.astype(pieces[0].dtype)
+
+
+def _speak(
+  speech: str, acting: motion.Acting, *, utterance_seed: int, seed: int, split: str, num_frames: int
+) -> tuple[np.ndarray, np.ndarray, dict]:
+  """(audio, mouth [T, 3], speech meta): the utterance in each segment's emotion and intensity,
+  spliced where the emotion changes."""
+  num_samples = num_frames * SAMPLES_PER_FRAME
+  audios, mouths, speech_meta = [], [], {}
+  for segment in acting.segments:
+    if speech == "syllables":
+      utterance = syllables.synthesize_utterance(
+        utterance_seed, num_samples, segment.emotion, segment.intensity
+      )
+      audios.append(utterance.audio)
+      mouths.append(motion.mouth_from_schedule(utterance.schedule, num_frames))
+      continue
+    spoken = sentences.synthesize_utterance(
+      utterance_seed, num_samples, segment.emotion, split, seed, segment.intensity
+    )
+    audios.append(spoken.audio)
+    mouths.append(visemes.mouth_from_phonemes(spoken.events, spoken.audio, num_frames))
+    if not speech_meta:  # what is said and by whom; rate and pitch of the first emotion
+      speech_meta = {
+        "speech": {
+          "source": "tts",
+          "language": spoken.language,
+          "voice": spoken.voice,
+          "sentences": spoken.sentence_ids,
+          "rate_wpm": spoken.rate_wpm,
+          "pitch": spoken.pitch,
+          "pitch_range": spoken.pitch_range,
+        }
+      }
+  segment = motion.segment_of_frames(acting, num_frames)
+  mouth = np.stack([mouths[k][i] for i, k in enumerate(segment)])
+  starts = [s.start * SAMPLES_PER_FRAME for s in acting.segments]
+  return _splice(audios, starts), mouth, speech_meta
+
+
 def make_clip(
   seed: int,
   *,
@@ -65,56 +120,42 @@ def make_clip(
   utterance_seed: int,
   emotion: str | None = None,
   speech: str = "syllables",
+  acting: motion.Acting | None = None,
 ) -> clips.Clip:
   """One SynthTalk clip of `round(seconds * 25)` frames at `image_size`^2 and 16 kHz audio.
 
-  `speech` is the source of its audio and mouth, one of `SPEECH_SOURCES`.
+  `speech` is the source of its audio and mouth, one of `SPEECH_SOURCES`. The clip's acting
+  (emotions over time, pose amplitude, blink rate) is drawn from `seed`, starting in `emotion`
+  when given, unless `acting` gives it whole.
   """
   _check_speech(speech)
   rng = np.random.default_rng([seed, 0x5EED])
-  if emotion is None:
-    emotion = syllables.EMOTIONS[int(rng.integers(len(syllables.EMOTIONS)))]
-  if emotion not in syllables.EMOTIONS:
-    raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(syllables.EMOTIONS)}")
   num_frames = num_frames_for(seconds)
-  num_samples = num_frames * SAMPLES_PER_FRAME
+  if acting is None:
+    if emotion is None:
+      emotion = syllables.EMOTIONS[int(rng.integers(len(syllables.EMOTIONS)))]
+    if emotion not in syllables.EMOTIONS:
+      raise UserError(f"unknown emotion {emotion!r}; use one of {', '.join(syllables.EMOTIONS)}")
+    acting = motion.sample_acting(rng, num_frames, emotion)
   split = split_of_seeds(identity_seed, utterance_seed)
-  if speech == "syllables":
-    utterance = syllables.synthesize_utterance(utterance_seed, num_samples, emotion)
-    audio, mouth = utterance.audio, motion.mouth_from_schedule(utterance.schedule, num_frames)
-    # No "speech" entry: syllable clips keep the bytes of the versions before text-to-speech.
-    id_prefix, speech_meta = "synthtalk", {}
-  else:
-    spoken = sentences.synthesize_utterance(
-      utterance_seed, num_samples, emotion, split, prosody_seed=seed
-    )
-    audio = spoken.audio
-    mouth = visemes.mouth_from_phonemes(spoken.events, spoken.audio, num_frames)
-    # Ids of their own: a syllable clip and a spoken clip of the same seeds are different clips.
-    id_prefix = "synthtalk-tts"
-    speech_meta = {
-      "speech": {
-        "source": "tts",
-        "language": spoken.language,
-        "voice": spoken.voice,
-        "sentences": spoken.sentence_ids,
-        "rate_wpm": spoken.rate_wpm,
-        "pitch": spoken.pitch,
-        "pitch_range": spoken.pitch_range,
-      }
-    }
+  audio, mouth, speech_meta = _speak(
+    speech, acting, utterance_seed=utterance_seed, seed=seed, split=split, num_frames=num_frames
+  )
+  # Ids of their own: a syllable clip and a spoken clip of the same seeds are different clips.
+  id_prefix = "synthtalk" if speech == "syllables" else "synthtalk-tts"
   meta = {
     "clip_id": f"{id_prefix}-{split}-{seed}",
     "identity_id": f"synthtalk-id-{identity_seed}",
     "utterance_id": f"{id_prefix}-utt-{utterance_seed}",
-    "emotion": emotion,
+    "emotion": acting.segments[0].emotion,
+    "acting": acting.to_meta(),
     "source": "synthtalk",
     "split": split,
     # With the speech source, enough to regenerate the clip or just its exact mouth ground truth.
     "seeds": {"clip": int(seed), "identity": int(identity_seed), "utterance": int(utterance_seed)},
     **speech_meta,
   }
-  clip_motion = motion.with_random_motion(mouth, emotion, rng)
+  clip_motion = motion.with_random_motion(mouth, acting, rng)
   identity = face.sample_identity(np.random.default_rng([identity_seed, 0x1D]))
   return clips.Clip(
     frames=face.render_clip(identity, clip_motion, image_size),

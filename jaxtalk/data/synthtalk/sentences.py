@@ -185,13 +185,18 @@ class TtsUtterance:
 
 
 def synthesize_utterance(
-  utterance_seed: int, num_samples: int, emotion: str, split: str, prosody_seed: int
+  utterance_seed: int,
+  num_samples: int,
+  emotion: str,
+  split: str,
+  prosody_seed: int,
+  intensity: float = 1.0,
 ) -> TtsUtterance:
   """Sentences of one language in one voice, cut to exactly `num_samples` at 16 kHz.
 
   What is said and by which voice comes from `utterance_seed`, within `split`'s sentences and
   variants; how fast and at what pitch from `prosody_seed`, shifted by the emotion (its speaking
-  rate and pitch in `speech.EMOTION_STYLES`). A phoneme cut by the end of the clip is kept, ending
+  rate and pitch in `speech.EMOTION_STYLES`, at `intensity`). A phoneme cut by the end of the clip is kept, ending
   there.
   """
   content = np.random.default_rng([utterance_seed, 0x775])
@@ -205,7 +210,8 @@ def synthesize_utterance(
   order = content.permutation(sentence_ids(language, split))
 
   prosody = np.random.default_rng([prosody_seed, 0x775])
-  style, neutral = speech.EMOTION_STYLES[emotion], speech.EMOTION_STYLES["neutral"]
+  style = speech.emotion_style(emotion, intensity)
+  neutral = speech.EMOTION_STYLES["neutral"]
   rate_wpm = int(round(prosody.uniform(*_RATE_WPM) * style.rate))
   pitch = prosody.uniform(*_PITCH) + _PITCH_PER_OCTAVE * np.log2(style.pitch_hz / neutral.pitch_hz)
   # The emotion's range in semitones moves espeak's 0-100 range sub-linearly: twice the semitones

@@ -56,6 +56,22 @@ EMOTION_STYLES = {
 }
 
 
+def emotion_style(emotion: str, intensity: float = 1.0) -> EmotionStyle:
+  """The emotion's voice at `intensity` (0: neutral, 1: as in EMOTION_STYLES): pitch and rate
+  move geometrically between neutral and the emotion, range and loudness linearly."""
+  if emotion not in EMOTION_STYLES:
+    raise ValueError(f"unknown emotion {emotion!r}; expected one of {EMOTIONS}")
+  neutral, full = EMOTION_STYLES["neutral"], EMOTION_STYLES[emotion]
+  geometric = lambda a, b: a * (b / a) ** intensity
+  linear = lambda a, b: a + intensity * (b - a)
+  return EmotionStyle(
+    pitch_hz=geometric(neutral.pitch_hz, full.pitch_hz),
+    pitch_range_st=linear(neutral.pitch_range_st, full.pitch_range_st),
+    loudness=linear(neutral.loudness, full.loudness),
+    rate=geometric(neutral.rate, full.rate),
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class SyllableSchedule:
   """The vowels of an utterance in time order; everything outside them is closure or pause.
@@ -128,14 +144,15 @@ class _Event:
   pitch_z: float  # pitch target in units of the emotion's range, ~[-1, 1]
 
 
-def _plan_events(utterance_seed: int, emotion: str, seconds: float) -> tuple[float, list[_Event]]:
+def _plan_events(
+  utterance_seed: int, emotion: str, style: EmotionStyle, seconds: float
+) -> tuple[float, list[_Event]]:
   """Draws phrases/words/syllables until they fill `seconds`; returns (lead-in silence, events).
 
   Content (vowels, word and phrase lengths, consonant kinds) comes from one random stream and
   prosody (durations, loudness, pitch) from another, so one utterance spoken with another emotion
   says the same syllables.
   """
-  style = EMOTION_STYLES[emotion]
   content = np.random.default_rng([utterance_seed, 0])
   prosody = np.random.default_rng([utterance_seed, 1, EMOTIONS.index(emotion)])
   lead_in = prosody.uniform(0.1, 0.35)
@@ -203,18 +220,16 @@ def _band_noise(rng: np.random.Generator, n: int, band: np.ndarray) -> np.ndarra
 
 
 def synthesize_utterance(
-  utterance_seed: int, num_samples: int, emotion: str = "neutral"
+  utterance_seed: int, num_samples: int, emotion: str = "neutral", intensity: float = 1.0
 ) -> Utterance:
   """Speech-like audio of exactly `num_samples` samples at `SAMPLE_RATE`, and its schedule.
 
-  Deterministic in (utterance_seed, num_samples, emotion). Vowels that would run past the end are
-  dropped so that every scheduled vowel is heard whole.
+  Deterministic in (utterance_seed, num_samples, emotion, intensity). Vowels that would run past
+  the end are dropped so that every scheduled vowel is heard whole.
   """
-  if emotion not in EMOTION_STYLES:
-    raise ValueError(f"unknown emotion {emotion!r}; expected one of {EMOTIONS}")
-  style = EMOTION_STYLES[emotion]
+  style = emotion_style(emotion, intensity)
   seconds = num_samples / SAMPLE_RATE
-  lead_in, events = _plan_events(utterance_seed, emotion, seconds)
+  lead_in, events = _plan_events(utterance_seed, emotion, style, seconds)
   noise_rng = np.random.default_rng([utterance_seed, 2, EMOTIONS.index(emotion)])
 
   audio = np.zeros(num_samples)

@@ -341,6 +341,48 @@ function setButtons() {
   $("file-button").disabled = !((idle && $("audio-file").files.length) || (streaming && !usingMic));
   $("file-button").textContent = streaming && !usingMic ? "Stop" : "Play it";
   $("file-button").classList.toggle("stop", streaming && !usingMic);
+  // The controls hold for a whole session: changes wait for the next start.
+  $("acting").disabled = !idle;
+}
+
+// A control left to the model (auto) is disabled, shows no value and is not sent.
+function showControls() {
+  $("intensity").disabled = $("emotion-guidance").disabled = $("emotion").value === "auto";
+  $("pose-amplitude").disabled = $("pose-auto").checked;
+  $("blink-rate").disabled = $("blink-auto").checked;
+  for (const id of ["intensity", "pose-amplitude", "blink-rate"]) {
+    $(`${id}-value`).textContent = $(id).disabled ? "" : $(id).value;
+  }
+}
+
+// The start message's acting controls (protocol.py); a guidance field left empty is the model's.
+function actingControls() {
+  const number = (id) => ($(id).disabled || $(id).value === "" ? undefined : Number($(id).value));
+  return {
+    emotion: $("emotion").value,
+    intensity: number("intensity"),
+    pose_amplitude: number("pose-amplitude"),
+    blink_rate: number("blink-rate"),
+    audio_guidance: number("audio-guidance"),
+    emotion_guidance: number("emotion-guidance"),
+  };
+}
+
+// The model's emotions, the controls' bounds and its own guidance, from the server.
+async function loadControls() {
+  try {
+    const response = await fetch("/controls");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const controls = await response.json();
+    for (const label of controls.emotions) $("emotion").add(new Option(label, label));
+    $("pose-amplitude").max = controls.max_pose_amplitude;
+    $("blink-rate").max = controls.max_blink_rate;
+    $("audio-guidance").max = $("emotion-guidance").max = controls.max_guidance;
+    $("audio-guidance").value = controls.audio_guidance;
+    $("emotion-guidance").value = controls.emotion_guidance;
+  } catch (error) {
+    setStatus(`cannot read the model's acting controls (${error.message}): only auto`, true);
+  }
 }
 
 function selectedPortrait() {
@@ -361,7 +403,8 @@ async function startSession(openSource) {
     await link.open();
     const started = new Promise((resolve, reject) => (page.started = { resolve, reject }));
     const seed = Math.max(0, Math.floor(Number($("seed").value) || 0));
-    link.send(JSON.stringify({ type: "start", portrait: selectedPortrait(), seed }));
+    const start = { type: "start", portrait: selectedPortrait(), seed, ...actingControls() };
+    link.send(JSON.stringify(start)); // undefined values (controls not given) are left out
     const info = await started;
     page.started = null;
     $("lookahead").textContent = `${Math.round(info.lookahead_ms)} ms`;
@@ -436,6 +479,9 @@ $("file-button").onclick = () => {
 };
 
 $("audio-file").onchange = setButtons;
+for (const id of ["emotion", "intensity", "pose-amplitude", "pose-auto", "blink-rate", "blink-auto"]) {
+  $(id).oninput = showControls;
+}
 $("sound").onchange = () => page.player?.setSound($("sound").checked);
 
 $("portrait-file").onchange = async () => {
@@ -460,3 +506,5 @@ if (!navigator.mediaDevices?.getUserMedia) {
   $("mic-button").title = "browsers allow the microphone only on https pages and on localhost";
 }
 setButtons();
+showControls();
+loadControls();
