@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxtalk.data.synthtalk import demo, generate
+from jaxtalk.data.synthtalk import demo
 from jaxtalk.demo import DEMO_BUNDLE, DEMO_PORTRAIT, DEMO_SPEECH
 from jaxtalk.eval.metrics import pearson, sync_offset
 from jaxtalk.eval.reader import Reader
@@ -49,13 +49,8 @@ def test_demo_mouth_follows_the_speech_through_the_reader(demo_frames):
   """The demo speech is a held-out SynthTalk sentence, so its exact mouth is known: the reader,
   which shares nothing with the model, reads the generated mouth against it."""
   frames, _ = demo_frames
-  clip = generate.make_clip(  # the bundled speech's clip, as `demo.write_demo_inputs` made it
-    **generate.clip_seeds("eval", 0, demo.DEMO_INDEX),
-    seconds=demo.DEMO_SECONDS,
-    image_size=16,  # only its mouth ground truth is used
-    emotion=demo.DEMO_EMOTION,
-    speech="tts",
-  )
+  # The bundled speech's clip, as `demo.write_demo_inputs` made it; only its mouth is used.
+  clip = demo.demo_clip(image_size=16)
   truth = clip.motion[: len(frames), 0].astype(np.float64)
   read = Reader.load().read(frames)["mouth_open"].astype(np.float64)
   # Measured 0.85 with the bundled model; audio-free motion reads at about 0 (README).

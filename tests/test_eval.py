@@ -14,6 +14,15 @@ from jaxtalk.data.synthtalk.generate import generate_split
 from jaxtalk.data.synthtalk.motion import MOTION_PARAMS
 from jaxtalk.eval import photos
 from jaxtalk.eval.__main__ import main
+from jaxtalk.eval.acting import (
+  EmotionClassifier,
+  accuracy,
+  evaluate_acting,
+  format_report,
+  frame_emotions,
+  labelled_windows,
+  window_features,
+)
 from jaxtalk.eval.drift import window_bounds
 from jaxtalk.eval.identity import identity_error, identity_probe
 from jaxtalk.eval.metrics import (
@@ -25,6 +34,7 @@ from jaxtalk.eval.metrics import (
   sync_offset,
 )
 from jaxtalk.eval.probe import motion_content
+from jaxtalk.eval.reader import Reader
 from jaxtalk.eval.synthtalk_eval import ROWS, by_language, even_batch, ordering_problems
 from jaxtalk.eval.train_reader import train_reader
 from jaxtalk.inference import bundle
@@ -159,11 +169,73 @@ def test_eval_command_end_to_end(bundle_and_data, capsys, monkeypatch):
   assert all(value > -1e-6 for value in results["fid"]["rows"].values())
   windows = results["drift"]["windows"]
   assert len(windows) == 2 and windows[-1]["end_s"] == pytest.approx(6.0)
-  assert set(results["drift"]["last_over_first"]) >= {"mae", "identity_error", "pose_amplitude"}
+  assert set(results["drift"]["last_over_first"]) >= {
+    "mae",
+    "identity_error",
+    "pose_amplitude",
+    "acting_error",
+  }
   printed = capsys.readouterr().out
   words = ("PSNR", "audio-free", "LSE-C", "identity leakage", "motion latents", "drift", "FID")
   for word in (*words, "scores.png"):
     assert word in printed
+
+
+def test_acting_evaluation_end_to_end(bundle_and_data):
+  """The acting evaluation's plumbing on a random tiny model: every row and control is scored."""
+  root = bundle_and_data
+  model = TalkingHead.load(root / "model")
+  results = evaluate_acting(
+    model,
+    str(root / "data"),
+    Reader.load(root / "reader"),
+    num_clips=2,
+    control_portraits=1,
+    train_clips=3,
+    window_frames=20,
+  )
+  emotion, controls = results["emotion"], results["controls"]
+  assert emotion["chance"] == 0.25 and emotion["windows"]["gt_frames"] >= 2
+  assert emotion["windows"]["label"] == 4  # every window of a labelled video is the label's
+  for value in (*emotion["accuracy"].values(), *emotion["mouth_pearson"].values()):
+    assert np.isnan(value) or -1 <= value <= 1
+  assert set(controls["pose_std_ratio"]) == {"None", "0.0", "1.0", "2.0"}
+  assert controls["pose_std_ratio"]["1.0"]["vs_1"] == pytest.approx(1.0)
+  assert set(controls["blinks_per_minute"]) == {"0.0", "12.0", "30.0"}
+  assert set(controls["intensity"]) == {"happy", "sad", "angry"}
+  assert "emotion recognisability" in format_report(results)
+
+
+def test_emotion_classifier_reads_windows_of_one_emotion():
+  rng = np.random.default_rng(0)
+  emotions = ("neutral", "happy", "sad")
+  centres = {"neutral": 0.0, "happy": 0.5, "sad": -0.5}
+  labels = ["neutral"] * 50 + ["happy"] * 35 + ["sad"] * 65
+  reading = {
+    name: rng.normal(scale=0.05, size=len(labels))
+    for name in ("brow", "mouth_width", "blink", "yaw", "pitch", "roll")
+  }
+  reading["smile"] = np.array([centres[e] for e in labels]) + rng.normal(scale=0.05, size=150)
+  windows = labelled_windows(reading, labels, 25)
+  # The window [50, 75) is all happy, [75, 100) mostly sad but not enough: it is skipped.
+  assert [(w[1], w[2]) for w in windows] == [
+    ("neutral", 0),
+    ("neutral", 25),
+    ("happy", 50),
+    ("sad", 100),
+    ("sad", 125),
+  ]
+  train = []
+  for k in range(60):
+    emotion = emotions[k % 3]
+    part = {name: rng.normal(scale=0.05, size=25) for name in reading}
+    part["smile"] = part["smile"] + centres[emotion]
+    train.append((window_features(part, 0, 25), emotion))
+  classifier = EmotionClassifier.fit(np.stack([f for f, _ in train]), [e for _, e in train])
+  assert accuracy(classifier, windows) == 1.0
+  assert frame_emotions(
+    {"acting": {"segments": [{"start": 0, "emotion": "sad"}, {"start": 2, "emotion": "happy"}]}}, 4
+  ) == ["sad", "sad", "happy", "happy"]
 
 
 def test_eval_command_reports_user_errors(bundle_and_data, tmp_path, capsys):

@@ -51,9 +51,9 @@ EMOTION_SIGNS = {"happy": ("smile", 1.0), "sad": ("smile", -1.0), "angry": ("bro
 CONTROL_CLIPS_PER_VIDEO = 5  # held-out clips' audio spoken in a row by one control portrait
 
 
-def window_features(reading: dict[str, np.ndarray], start: int) -> np.ndarray:
-  """What tells emotions apart in the frames [start, start + WINDOW_FRAMES) of a reading."""
-  part = {name: reading[name][start : start + WINDOW_FRAMES].astype(np.float64) for name in reading}
+def window_features(reading: dict[str, np.ndarray], start: int, length: int) -> np.ndarray:
+  """What tells emotions apart in the frames [start, start + length) of a reading."""
+  part = {name: reading[name][start : start + length].astype(np.float64) for name in reading}
   head = np.stack([part[name] for name in HEAD])
   return np.array(
     [
@@ -77,14 +77,17 @@ def frame_emotions(meta: dict, num_frames: int) -> list[str | None]:
   return labels
 
 
-def labelled_windows(reading: dict, labels: list) -> list[tuple[np.ndarray, str, int]]:
-  """(features, emotion, first frame) of each whole window whose frames are mostly one emotion."""
+def labelled_windows(
+  reading: dict, labels: list, length: int = WINDOW_FRAMES
+) -> list[tuple[np.ndarray, str, int]]:
+  """(features, emotion, first frame) of each whole window of `length` frames whose frames are
+  mostly one emotion."""
   windows = []
-  for start in range(0, len(labels) - WINDOW_FRAMES + 1, WINDOW_FRAMES):
-    inside = labels[start : start + WINDOW_FRAMES]
+  for start in range(0, len(labels) - length + 1, length):
+    inside = labels[start : start + length]
     emotion = max(set(inside), key=inside.count)
-    if emotion is not None and inside.count(emotion) >= WINDOW_PURITY * WINDOW_FRAMES:
-      windows.append((window_features(reading, start), emotion, start))
+    if emotion is not None and inside.count(emotion) >= WINDOW_PURITY * length:
+      windows.append((window_features(reading, start, length), emotion, start))
   return windows
 
 
@@ -120,12 +123,17 @@ def accuracy(classifier: EmotionClassifier, windows: list[tuple[np.ndarray, str,
   return float(np.mean([p == w[1] for p, w in zip(predicted, windows)]))
 
 
-def fit_classifier(reader: Reader, data_dir: str, num_clips: int) -> EmotionClassifier:
+def fit_classifier(
+  reader: Reader, data_dir: str, num_clips: int, window_frames: int
+) -> EmotionClassifier:
   """The classifier, from the reader's readings of training clips' ground-truth frames."""
   windows = []
   for clip in itertools.islice(read_clips(shard_paths(data_dir, "train")), num_clips):
-    windows += labelled_windows(
-      reader.read(clip.frames), frame_emotions(clip.meta, len(clip.frames))
+    labels = frame_emotions(clip.meta, len(clip.frames))
+    windows += labelled_windows(reader.read(clip.frames), labels, window_frames)
+  if not windows:
+    raise UserError(
+      f"the training clips in {data_dir} are shorter than one {window_frames}-frame window"
     )
   return EmotionClassifier.fit(np.stack([w[0] for w in windows]), [w[1] for w in windows])
 
@@ -151,6 +159,7 @@ def emotion_scores(
   classifier: EmotionClassifier,
   clips: list[Clip],
   options: SampleOptions,
+  window_frames: int,
   progress: Callable[[int], None] | None,
 ) -> dict:
   """Recognisability on the ground truth, with emotion auto and with an explicit label; the
@@ -162,12 +171,14 @@ def emotion_scores(
   for index, clip in enumerate(clips):
     labels = frame_emotions(clip.meta, len(clip.frames))
     clip_options = dataclasses.replace(
-      options, seed=options.seed + index, batch_frames=even_batch(len(clip.frames), 32)
+      options,
+      seed=options.seed + index,
+      batch_frames=even_batch(len(clip.frames), options.batch_frames),
     )
-    windows["gt_frames"] += labelled_windows(reader.read(clip.frames), labels)
+    windows["gt_frames"] += labelled_windows(reader.read(clip.frames), labels, window_frames)
     auto = read_generated(model, reader, clip.frames[0], clip.audio, clip_options)
     readings["auto"].append(auto)
-    for window in labelled_windows(auto, labels):
+    for window in labelled_windows(auto, labels, window_frames):
       windows["auto"].append(window)
       if window[1] != labels[0]:
         windows["auto_after_change"].append(window)
@@ -176,12 +187,12 @@ def emotion_scores(
       model, reader, clip.frames[0], clip.audio, clip_options, emotion=target
     )
     readings["label"].append(labelled)
-    windows["label"] += labelled_windows(labelled, [target] * len(clip.frames))
+    windows["label"] += labelled_windows(labelled, [target] * len(clip.frames), window_frames)
     if progress:
       progress(1)
   truths = [clip.motion[:, mouth].astype(np.float64) for clip in clips]
   return {
-    "chance": 1.0 / len(classifier.classes),
+    "chance": 1.0 / len(emotions),
     "accuracy": {name: accuracy(classifier, w) for name, w in windows.items()},
     "windows": {name: len(w) for name, w in windows.items()},
     "mouth_pearson": {
@@ -289,18 +300,20 @@ def evaluate_acting(
   num_clips: int = 20,
   control_portraits: int = 4,
   train_clips: int = 200,
+  window_frames: int = WINDOW_FRAMES,
   seed: int = 0,
   progress: Callable[[int], None] | None = None,
 ) -> dict:
   start = time.perf_counter()
   options = SampleOptions.from_config(model.config.sample, seed=seed)
-  classifier = fit_classifier(reader, data_dir, train_clips)
+  classifier = fit_classifier(reader, data_dir, train_clips, window_frames)
   clips = list(synthtalk_clips(data_dir, "eval", num_clips, model.image_size))
   results = {
     "clips": len(clips),
     "train_clips": train_clips,
     "sample_options": dataclasses.asdict(options),
-    "emotion": emotion_scores(model, reader, classifier, clips, options, progress),
+    "window_frames": window_frames,
+    "emotion": emotion_scores(model, reader, classifier, clips, options, window_frames, progress),
     "controls": control_scores(model, reader, clips, control_portraits, options, progress),
   }
   results["seconds"] = time.perf_counter() - start
@@ -311,7 +324,8 @@ def format_report(results: dict) -> str:
   emotion, controls = results["emotion"], results["controls"]
   acc = emotion["accuracy"]
   lines = [
-    f"emotion recognisability ({results['clips']} held-out clips, 2 s windows; chance "
+    f"emotion recognisability ({results['clips']} held-out clips, "
+    f"{results['window_frames'] / FPS:g} s windows; chance "
     f"{emotion['chance']:.2f}; classifier fitted on {results['train_clips']} training clips' "
     f"ground truth):",
     f"  ground-truth frames {acc['gt_frames']:.3f}   generated, emotion auto {acc['auto']:.3f} "

@@ -495,10 +495,11 @@ def format_report(results: dict) -> str:
     ratio = results["drift"]["last_over_first"]
     lines.append(
       f"drift over a {results['drift']['minutes']:.1f} min rollout (mouth MAE / Pearson / pose "
-      "ampl. / identity per window): "
+      "ampl. / identity / acting error / blinks a minute (truth) per window): "
       + "; ".join(
         f"{w['mae']:.3f} / {w['pearson']:.2f} / {w['pose_amplitude']:.2f} / "
-        f"{w['identity_error']:.2f}"
+        f"{w['identity_error']:.2f} / {w['acting_error']:.3f} / {w['blinks_per_minute']:.0f} "
+        f"({w['true_blinks_per_minute']:.0f})"
         for w in windows
       )
       + f"; last / first window: MAE x{ratio['mae']:.2f}, identity x{ratio['identity_error']:.2f}"

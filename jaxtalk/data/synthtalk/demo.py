@@ -22,20 +22,25 @@ from jaxtalk.media.audio_io import save_wav
 
 # An eval-split clip index far past any generated eval set, whose utterance is English.
 DEMO_INDEX = 10_002
-DEMO_SECONDS, DEMO_EMOTION = 8.0, "happy"
+DEMO_SECONDS = 8.0
+# Spoken happily throughout, head motion and blinks at their defaults.
+DEMO_ACTING = motion.Acting.constant("happy")
 REST_POSE = np.array([0.0, motion.REST_WIDTH] + [0.0] * (len(motion.MOTION_PARAMS) - 2), np.float32)
 
 
-def write_demo_inputs(
-  out_dir, *, image_size: int = 128, seconds: float = DEMO_SECONDS, emotion: str = DEMO_EMOTION
-):
-  clip = generate.make_clip(
+def demo_clip(image_size: int = 128, seconds: float = DEMO_SECONDS):
+  """The held-out SynthTalk clip the demo inputs come from."""
+  return generate.make_clip(
     **generate.clip_seeds("eval", 0, DEMO_INDEX),
     seconds=seconds,
     image_size=image_size,
-    emotion=emotion,
     speech="tts",
+    acting=DEMO_ACTING,
   )
+
+
+def write_demo_inputs(out_dir, *, image_size: int = 128, seconds: float = DEMO_SECONDS):
+  clip = demo_clip(image_size, seconds)
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   with atomic_output_path(str(out_dir / "portrait.png")) as tmp:
