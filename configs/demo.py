@@ -47,7 +47,9 @@ def get_config():
   # The warp's loss 4x the base config's: at 600 steps it lifts the warp's PSNR gain over the
   # unwarped portrait from +0.53 to +0.74 dB alone, to +0.87 with the pose jitter (README).
   config.renderer_train.update(num_steps=5_000, appearance_jitter=0.0, warp_loss=4.0, **short_run)
-  config.motion_train.update(num_steps=3_000, window_frames=32, **short_run)
+  # Stage 2 at 6,000 steps: the acting controls and the emotion inferred from the voice are more
+  # to learn than lip sync alone (3,000 before them).
+  config.motion_train.update(num_steps=6_000, window_frames=32, **short_run)
   # 3 renderer steps: measured on 20 held-out clips, 2 steps give 23.6 dB and mouth Pearson 0.745
   # but 27.8 blinks a minute (truth 16.5); 3 give 23.1 dB, 0.740 and 20.2; 6 are grainier still.
   # Audio guidance 2, not 3: 3 reads a little better on held-out SynthTalk (seeds 0 / 1: mouth

@@ -149,7 +149,7 @@ def trained_toy():
 def _sample(trained_toy, emotion_cfg_scale=1.0, **controls):
   model, params = trained_toy
   num_frames, rows = 32, 16
-  schedule = RollingSchedule(4, 2, cfg_scale=1.0, emotion_cfg_scale=emotion_cfg_scale)
+  schedule = RollingSchedule(4, 2, emotion_guided=emotion_cfg_scale != 1.0)
   front, back = padded_audio_frames(model, schedule, num_frames)
   acting = jnp.broadcast_to(jnp.asarray(LAYOUT.vector(**controls)), (rows, LAYOUT.width))
   return np.asarray(
@@ -162,6 +162,7 @@ def _sample(trained_toy, emotion_cfg_scale=1.0, **controls):
       schedule,
       num_frames,
       acting,
+      guidance=(1.0, emotion_cfg_scale),
     )
   )
 

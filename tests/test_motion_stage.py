@@ -42,7 +42,9 @@ def test_encode_clips_matches_frame_by_frame_encoding(tmp_path):
     "start": np.array([6, 1], np.int32),
     "reference_index": np.array([2, 4], np.int32),
     "audio": np.zeros((2, 8), np.float32),
+    "acting": np.ones((2, 3, 9), np.float32),
   }
   out = with_latents(table, window_frames=3)(batch)
+  assert out["acting"] is batch["acting"]  # the window's acting controls pass through
   np.testing.assert_array_equal(out["latents"][0], table[1][6:9])
   np.testing.assert_array_equal(out["reference_latent"][1], table[0][4])

@@ -134,8 +134,9 @@ def test_cached_sampler_matches_recompute(model_and_params, emotion_cfg_scale):
   cfg_scale, num_frames, in_flight = 2.5, 13, 3
   model, params = model_and_params
   schedule = RollingSchedule(
-    steps=6, chunks_in_flight=in_flight, cfg_scale=cfg_scale, emotion_cfg_scale=emotion_cfg_scale
+    steps=6, chunks_in_flight=in_flight, audio_guided=True, emotion_guided=emotion_cfg_scale != 1
   )
+  guidance = (cfg_scale, emotion_cfg_scale)
   acting = jnp.stack(
     [
       model.acting_layout.vector("glad", 0.7, pose_amplitude=0.5),
@@ -148,10 +149,10 @@ def test_cached_sampler_matches_recompute(model_and_params, emotion_cfg_scale):
   ref = jnp.asarray(rng.normal(size=(2, LATENT)), jnp.float32)
   key = jax.random.key(3)
   cached = jax.jit(sample_motion, static_argnums=(0, 5, 6))(
-    model, params, audio, ref, key, schedule, num_frames, acting
+    model, params, audio, ref, key, schedule, num_frames, acting, guidance
   )
   full = jax.jit(sample_motion_recompute, static_argnums=(0, 5, 6))(
-    model, params, audio, ref, key, schedule, num_frames, acting
+    model, params, audio, ref, key, schedule, num_frames, acting, guidance
   )
   assert cached.shape == (2, num_frames, LATENT)
   assert np.all(np.isfinite(cached))

@@ -3,6 +3,8 @@
 (A fresh process loading every program from the disk cache: tests/test_bench.py, through the
 benchmark's startup measurement.)"""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,9 +121,30 @@ def test_streamed_motion_equals_the_whole_file_sampler(head, portrait):
   rng = jax.random.fold_in(jax.random.key(options.seed), 1)
   reference = head.reference_latent(head.params, portrait)
   whole = sample_motion(
-    motion, head.params["motion"], features, reference, rng, schedule, num_frames
+    motion,
+    head.params["motion"],
+    features,
+    reference,
+    rng,
+    schedule,
+    num_frames,
+    guidance=options.guidance,
   )
   np.testing.assert_allclose(latents, whole[0], atol=1e-4)
+
+
+def test_other_controls_and_guidance_values_compile_nothing(head, portrait):
+  """Acting controls and guidance scales are inputs: only turning a guidance on or off (a scale
+  of 1 against any other) is another program."""
+  options = dataclasses.replace(head.default_options(), emotion="happy", emotion_cfg_scale=2.0)
+  head.generate(portrait, speech_like(11 * SPF), options)
+  with counting_compiles() as count:
+    for changed in (
+      dict(cfg_scale=3.5, emotion_cfg_scale=1.5, emotion_intensity=0.3),
+      dict(emotion="sad", pose_amplitude=0.0, blink_rate=0.0, cfg_scale=0.0),
+    ):
+      head.generate(portrait, speech_like(11 * SPF), dataclasses.replace(options, **changed))
+  assert count.programs == 0, count
 
 
 def test_another_length_compiles_nothing(head, portrait):

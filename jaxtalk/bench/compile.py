@@ -261,13 +261,15 @@ def sampler_programs(config, device) -> list[Program]:
   window = spec((1, layout.window_frames * SAMPLES_PER_FRAME), jnp.float32)
   # Through the class: `model.advance.trace` would be the unbound method's, without `model`.
   acting = spec((1, model.models.motion.acting_layout.width), jnp.float32)
+  guidance = spec((2,), jnp.float32)
   state = on_device(
     jax.eval_shape(
-      lambda *a: TalkingHead.start_motion(model, *a[:3], schedule, a[3]),
+      lambda *a: TalkingHead.start_motion(model, *a[:3], schedule, *a[3:]),
       params,
       portrait,
       rng,
       acting,
+      guidance,
     )
   )
   latents = spec((layout.chunk, model.models.latent_dim), jnp.float32)

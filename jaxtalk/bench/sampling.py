@@ -67,7 +67,14 @@ def sampler_comparison(
     row, outputs = {"audio_seconds": float(seconds), "frames": num_frames}, {}
     for name, sampler in samplers.items():
       run = functools.partial(
-        sampler, params["motion"], features, reference, rng, schedule, num_frames
+        sampler,
+        params["motion"],
+        features,
+        reference,
+        rng,
+        schedule,
+        num_frames,
+        guidance=options.guidance,
       )
       timing, outputs[name] = measure(run, _REPEATS[name])
       row[f"{name}_seconds"], row[f"{name}_compile_seconds"] = (

@@ -27,7 +27,8 @@ def synthetic_batch(stage: Stage, seed: int = 0) -> dict:
   """Random data shaped like the stage's training batches.
 
   renderer: uint8 target and reference frames; motion: the precomputed motion latents of a window
-  and of its reference frame (stage 2 trains on latents, not frames), and the window's audio.
+  and of its reference frame (stage 2 trains on latents, not frames), the window's audio and its
+  acting controls (an emotion, pose amplitude and blink rate, all given).
   """
   rng = np.random.default_rng(seed)
   batch = stage.settings.batch_size
@@ -37,10 +38,14 @@ def synthetic_batch(stage: Stage, seed: int = 0) -> dict:
     return {"frames": frames(batch, 1), "reference": frames(batch)}
   window, latent_dim = stage.settings.window_frames, stage.models.latent_dim
   samples = (window + 2 * stage.models.audio_margin_frames) * SAMPLES_PER_FRAME
+  motion = stage.models.motion
+  emotion = motion.emotions[0] if motion.emotions else None
+  acting = motion.acting_layout.vector(emotion, 1.0, pose_amplitude=1.0, blink_rate=15.0)
   return {
     "latents": rng.standard_normal((batch, window, latent_dim), np.float32),
     "reference_latent": rng.standard_normal((batch, latent_dim), np.float32),
     "audio": rng.uniform(-0.3, 0.3, (batch, samples)).astype(np.float32),
+    "acting": np.broadcast_to(acting, (batch, window, len(acting))).copy(),
   }
 
 

@@ -100,9 +100,19 @@ class SampleOptions:
 
   @property
   def schedule(self) -> RollingSchedule:
-    # Without an emotion given there is nothing to guide by: no emotion branch.
-    emotion_cfg = self.emotion_cfg_scale if self.emotion is not None else 1.0
-    return RollingSchedule(self.motion_steps, self.chunks_in_flight, self.cfg_scale, emotion_cfg)
+    """The sampler's program: steps, and which guidance branches run (a scale of 1 needs none;
+    without an emotion given there is nothing to guide by)."""
+    return RollingSchedule(
+      self.motion_steps,
+      self.chunks_in_flight,
+      audio_guided=self.cfg_scale != 1.0,
+      emotion_guided=self.emotion is not None and self.emotion_cfg_scale != 1.0,
+    )
+
+  @property
+  def guidance(self) -> np.ndarray:
+    """float32 [2]: the audio's and the emotion's guidance scales, the sampler's input."""
+    return np.array([self.cfg_scale, self.emotion_cfg_scale], np.float32)
 
 
 class TalkingHead:
@@ -127,11 +137,14 @@ class TalkingHead:
     return self.models.encode_motion(params["motion_encoder"], portrait[None])
 
   @functools.partial(jax.jit, static_argnums=(0, 4))
-  def start_motion(self, params, portrait, rng, schedule: RollingSchedule, acting) -> MotionState:
-    """The rolling sampler's state before the audio, with the portrait's latent as its sink and
-    the acting controls `acting` [1, A] held for the whole video."""
+  def start_motion(
+    self, params, portrait, rng, schedule: RollingSchedule, acting, guidance
+  ) -> MotionState:
+    """The rolling sampler's state before the audio, with the portrait's latent as its sink, the
+    acting controls `acting` [1, A] held for the whole video and the guidance scales [2]."""
     reference = self.reference_latent(params, portrait)
-    return init_motion(self.models.motion, params["motion"], reference, rng, schedule, acting)
+    motion = self.models.motion
+    return init_motion(motion, params["motion"], reference, rng, schedule, acting, guidance)
 
   def empty_features(self, frames: int) -> jax.Array:
     """A feature buffer [1, frames, dim]; `inference.stream` fills it before it is read."""

@@ -16,12 +16,15 @@ depend on that length. `sample_motion` scans it over the features of a whole fil
 history at every step (the training-mode forward). It is the reference the cached sampler is tested
 against, and the baseline in the benchmark.
 
-Guidance: `cfg_scale` guides by the audio, `emotion_cfg_scale` by a given emotion, each on its
-own. The model runs once per branch in one batch: with the audio and the acting controls, without
-the emotion (when emotion guidance is on) and without the audio (when audio guidance is on;
-without the emotion as well when both are), and the velocities combine as
+Guidance: one scale guides by the audio, another by a given emotion, each on its own. The model
+runs once per branch in one batch: with the audio and the acting controls, without the emotion
+(when emotion guidance is on) and without the audio (when audio guidance is on; without the emotion
+as well when both are), and the velocities combine as
     v = v(none) + cfg * (v(audio) - v(none)) + emotion_cfg * (v(audio, emotion) - v(audio)).
-Pose amplitude and blink rate are held in every branch: they condition, they are not guided.
+Which branches run is the schedule's (`audio_guided`, `emotion_guided`), part of the compiled
+program; the scales themselves are an array input (`guidance`, carried in the state), so another
+value needs no new program. Pose amplitude and blink rate are held in every branch: they
+condition, they are not guided.
 
 Warm-up needs no special case: chunks "before the start" have negative frame indices, which every
 attention mask treats as empty slots.
@@ -41,12 +44,13 @@ from jaxtalk.models.motion_transformer import MotionTransformer
 
 @dataclasses.dataclass(frozen=True)
 class RollingSchedule:
-  """Denoising steps per chunk and how many chunks are denoised at once (a divisor of steps)."""
+  """Denoising steps per chunk, how many chunks are denoised at once (a divisor of steps), and
+  which guidance branches run (their scales are inputs: see the module docstring)."""
 
   steps: int = 8
   chunks_in_flight: int = 2
-  cfg_scale: float = 1.0
-  emotion_cfg_scale: float = 1.0  # leave at 1 when no emotion is given: there is none to guide by
+  audio_guided: bool = False
+  emotion_guided: bool = False  # only with an emotion given: without one there is none to guide by
 
   def __post_init__(self):
     if self.steps % self.chunks_in_flight:
@@ -55,20 +59,12 @@ class RollingSchedule:
       )
 
   @property
-  def guided(self) -> bool:
-    return self.cfg_scale != 1.0
-
-  @property
-  def emotion_guided(self) -> bool:
-    return self.emotion_cfg_scale != 1.0
-
-  @property
   def branches(self) -> tuple[tuple[bool, bool], ...]:
     """(hears the audio, sees the emotion) of each branch of the guided batch, in order."""
     rows = [(True, True)]
     if self.emotion_guided:
       rows.append((True, False))
-    if self.guided:
+    if self.audio_guided:
       rows.append((False, not self.emotion_guided))
     return tuple(rows)
 
@@ -145,17 +141,23 @@ def _branch_acting(model: MotionTransformer, schedule: RollingSchedule, acting):
   )
 
 
-def _combine_guidance(schedule: RollingSchedule, velocity):
+def _combine_guidance(schedule: RollingSchedule, velocity, guidance):
+  """The branches' velocities combined by `guidance` [2] (audio scale, emotion scale)."""
   v = dict(zip(schedule.branches, jnp.split(velocity, len(schedule.branches))))
-  full = v[True, True]
-  if schedule.guided and schedule.emotion_guided:
+  full, (audio_scale, emotion_scale) = v[True, True], guidance
+  if schedule.audio_guided and schedule.emotion_guided:
     none, audio = v[False, False], v[True, False]
-    return none + schedule.cfg_scale * (audio - none) + schedule.emotion_cfg_scale * (full - audio)
-  if schedule.guided:
-    return v[False, True] + schedule.cfg_scale * (full - v[False, True])
+    return none + audio_scale * (audio - none) + emotion_scale * (full - audio)
+  if schedule.audio_guided:
+    return v[False, True] + audio_scale * (full - v[False, True])
   if schedule.emotion_guided:
-    return v[True, False] + schedule.emotion_cfg_scale * (full - v[True, False])
+    return v[True, False] + emotion_scale * (full - v[True, False])
   return full
+
+
+def _guidance(guidance) -> jax.Array:
+  """(audio scale, emotion scale) as the float32 [2] the sampler carries."""
+  return jnp.asarray(guidance, jnp.float32).reshape(2)
 
 
 def _frames_acting(acting, frames: int):
@@ -175,6 +177,7 @@ class MotionState(NamedTuple):
   advance: jax.Array  # int32 []: the index of the next advance
   rng: jax.Array  # the key every chunk's initial noise is folded from
   acting: jax.Array  # [B', A]: the acting controls of every branch (`RollingSchedule.branches`)
+  guidance: jax.Array  # float32 [2]: the audio's and the emotion's guidance scales
 
 
 def audio_window_frames(model: MotionTransformer, schedule: RollingSchedule) -> int:
@@ -183,12 +186,18 @@ def audio_window_frames(model: MotionTransformer, schedule: RollingSchedule) -> 
 
 
 def init_motion(
-  model: MotionTransformer, params, reference, rng, schedule: RollingSchedule, acting=None
+  model: MotionTransformer,
+  params,
+  reference,
+  rng,
+  schedule: RollingSchedule,
+  acting=None,
+  guidance=(1.0, 1.0),
 ):
   """The state before advance 0: warm-up noise in flight, the reference's keys/values as the sink.
 
   `acting` [B, A]: the acting controls (`jaxtalk.data.acting`), held for the whole video; None
-  gives none."""
+  gives none. `guidance`: the (audio, emotion) guidance scales of the branches `schedule` runs."""
   chunk, in_flight = model.chunk_size, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
   if acting is None:
@@ -216,7 +225,12 @@ def init_motion(
   )
   branch_acting = _branch_acting(model, schedule, jnp.asarray(acting, jnp.float32))
   return MotionState(
-    first, jax.tree.map(with_empty_frames, sink_kv), jnp.int32(0), rng, branch_acting
+    first,
+    jax.tree.map(with_empty_frames, sink_kv),
+    jnp.int32(0),
+    rng,
+    branch_acting,
+    _guidance(guidance),
   )
 
 
@@ -262,7 +276,7 @@ def advance_motion(
     step = jnp.where(i < last, grid[jnp.minimum(done + 1, schedule.steps)] - grid[done], 0.0)
     velocity, kv = apply(replicate(latents), replicate(t))
     dt = jnp.repeat(step, chunk)[None, :, None]
-    return latents + dt * _combine_guidance(schedule, velocity), kv
+    return latents + dt * _combine_guidance(schedule, velocity, state.guidance), kv
 
   no_kv = jax.tree.map(
     lambda x: jnp.zeros(x.shape, x.dtype),
@@ -280,7 +294,7 @@ def advance_motion(
   )
   fresh = chunk_noise(state.rng, s + 1, (batch, chunk, latent_dim))
   latents = jnp.concatenate([latents[:, chunk:], fresh], axis=1)
-  return MotionState(latents, cache, s + 1, state.rng, state.acting), finished
+  return MotionState(latents, cache, s + 1, state.rng, state.acting, state.guidance), finished
 
 
 def sample_motion(
@@ -292,6 +306,7 @@ def sample_motion(
   schedule: RollingSchedule,
   num_frames: int,
   acting=None,
+  guidance=(1.0, 1.0),
 ):
   """Motion latents [B, num_frames, latent_dim]: every advance of the cached sampler in one scan.
 
@@ -307,7 +322,7 @@ def sample_motion(
     audio = jax.lax.dynamic_slice_in_dim(audio_features, s * layout.chunk, window, axis=1)
     return advance_motion(model, params, state, audio, schedule)
 
-  state = init_motion(model, params, reference, rng, schedule, acting)
+  state = init_motion(model, params, reference, rng, schedule, acting, guidance)
   _, finished = jax.lax.scan(advance, state, jnp.arange(layout.num_advances))
   in_flight, (batch, latent_dim) = schedule.chunks_in_flight, reference.shape
   frames = jnp.moveaxis(finished[in_flight - 1 :], 0, 1).reshape(batch, -1, latent_dim)
@@ -323,6 +338,7 @@ def sample_motion_recompute(
   schedule: RollingSchedule,
   num_frames: int,
   acting=None,
+  guidance=(1.0, 1.0),
 ):
   """The same samples as `sample_motion`, recomputing the whole history at every step (no cache)."""
   layout = _Layout(model, schedule, num_frames)
@@ -361,7 +377,9 @@ def sample_motion_recompute(
         audio_offset=-layout.audio_front_pad,
       )
       step = jnp.where(
-        active[None, :, None], dt[None, :, None] * _combine_guidance(schedule, velocity), 0
+        active[None, :, None],
+        dt[None, :, None] * _combine_guidance(schedule, velocity, _guidance(guidance)),
+        0,
       )
       return latents + step
 

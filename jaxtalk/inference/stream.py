@@ -107,7 +107,9 @@ class MotionStream:
     rng = jax.random.fold_in(jax.random.key(options.seed), 1)
     options.check_controls(head.models.motion.emotions)
     acting = options.acting(head.models.motion.acting_layout)
-    self._state = head.start_motion(self._params, portrait, rng, self.schedule, acting)
+    self._state = head.start_motion(
+      self._params, portrait, rng, self.schedule, acting, options.guidance
+    )
     self._features = head.empty_features(self.layout.feature_frames)
     # Samples from the start of the next block's window on; silence before the audio.
     self._waveform = np.zeros(self.layout.lead_frames * SAMPLES_PER_FRAME, np.float32)

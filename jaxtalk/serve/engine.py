@@ -90,7 +90,8 @@ def warm_up(model, portrait: np.ndarray) -> None:
   variants = [options]
   emotions = model.models.motion.emotions
   # A given emotion that is guided adds a branch to the sampler: a program of its own. The
-  # controls' values are inputs, not programs; a guidance a client picks compiles when it comes.
+  # controls' and the guidance scales' values are inputs, not programs; a guidance a client turns
+  # on or off (1 against any other value) compiles when it comes.
   if emotions and options.emotion_cfg_scale != 1:
     variants.append(dataclasses.replace(options, emotion=emotions[0]))
   for variant in variants:

@@ -16,8 +16,9 @@ Client -> server
             "audio_guidance"    classifier-free guidance by the audio, 0 to 10 (1: none); absent:
                                 the model's config (`GET /controls` says what it is)
             "emotion_guidance"  guidance by the given emotion, 0 to 10 (1: none); likewise
-          A guidance value no session has used yet compiles the sampler anew, which holds up every
-          session for that long; the other controls cost nothing. No other keys.
+          Control values are inputs of the compiled sampler; only turning a guidance on or off
+          (1 against any other value) or giving an emotion with emotion guidance runs another
+          program, compiled the first time it is asked for. No other keys.
   binary  audio: float32 little-endian mono samples at 16 kHz, any number of them per message up
           to MAX_AUDIO_BYTES (64 KiB, 1.024 s). Frame i is made from samples [640 i, 640 (i + 1)).
   text    {"type": "end"}   no more audio: the session makes its last frames and its video.
