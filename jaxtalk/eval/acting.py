@@ -302,10 +302,15 @@ def evaluate_acting(
   train_clips: int = 200,
   window_frames: int = WINDOW_FRAMES,
   seed: int = 0,
+  emotion_cfg_scale: float | None = None,
   progress: Callable[[int], None] | None = None,
 ) -> dict:
+  """Scores `model`'s acting on `data_dir` (see the module docstring) with the sample options
+  of its config (`emotion_cfg_scale`, when given, in place of the config's); a JSON-able dict."""
   start = time.perf_counter()
-  options = SampleOptions.from_config(model.config.sample, seed=seed)
+  options = SampleOptions.from_config(
+    model.config.sample, seed=seed, emotion_cfg_scale=emotion_cfg_scale
+  )
   classifier = fit_classifier(reader, data_dir, train_clips, window_frames)
   clips = list(synthtalk_clips(data_dir, "eval", num_clips, model.image_size))
   results = {
@@ -368,6 +373,7 @@ def parse_args(argv=None):
   )
   p.add_argument("--reader", default=str(SHIPPED_READER), help="SynthTalk reader folder")
   p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+  p.add_argument("--emotion-cfg", type=float, help="emotion guidance (default: the bundle's)")
   p.add_argument("--json", help="file to write the scores to")
   return p.parse_args(argv)
 
@@ -394,6 +400,7 @@ def _acting_command(args) -> None:
       control_portraits=args.control_portraits,
       train_clips=args.train_clips,
       seed=args.seed,
+      emotion_cfg_scale=args.emotion_cfg,
       progress=bar.update,
     )
   print_report(format_report(results), results, args.json)
