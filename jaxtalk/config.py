@@ -163,6 +163,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Drop each group of acting controls (emotion, pose amplitude, blink rate) of this fraction of
     # examples: the model learns to decide what is not given, and emotion guidance needs it.
     acting_dropout=0.3,
+    # And all of them together for this fraction: all-auto is what sampling does by default.
+    acting_all_dropout=0.2,
     # Where the stage-1 latents of the training clips are cached ("": <data.train_dir>/latents);
     # every host must see the same folder.
     latent_cache_dir="",

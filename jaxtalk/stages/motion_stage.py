@@ -92,11 +92,17 @@ def latent_table(
   return latent_cache.open_or_build(cache_root, inputs, encode)
 
 
-def drop_acting(acting, layout: ActingLayout, rate: float, rng):
+def drop_acting(acting, layout: ActingLayout, rate: float, all_rate: float, rng):
   """`acting` [B, T, A] with each example's emotion, pose and blink groups zeroed (not given),
-  each with probability `rate`, independently."""
+  each with probability `rate`, independently, and all of them with probability `all_rate`.
+
+  Without `all_rate`, every control on auto at once (what sampling does by default) would be
+  rare, `rate` cubed: at 0.3, 2.7% of examples; a demo model trained so drifted into faces it
+  cannot draw within seconds of all-auto sampling, while any one control given held it."""
   groups = (layout.emotion_group, layout.pose_group, layout.blink_group)
-  drop = jax.random.uniform(rng, (acting.shape[0], len(groups))) < rate
+  group_rng, all_rng = jax.random.split(rng)
+  drop = jax.random.uniform(group_rng, (acting.shape[0], len(groups))) < rate
+  drop = drop | (jax.random.uniform(all_rng, (acting.shape[0], 1)) < all_rate)
   masks = jnp.stack([jnp.asarray(layout.group_mask(g)) for g in groups])  # [groups, A]
   dropped = jnp.clip(drop.astype(acting.dtype) @ masks, 0.0, 1.0)  # [B, A]
   return acting * (1.0 - dropped)[:, None, :]
@@ -122,6 +128,7 @@ class MotionSettings(TrainSettings):
   window_frames: int
   audio_dropout: float
   acting_dropout: float
+  acting_all_dropout: float
   latent_cache_dir: str
 
 
@@ -163,7 +170,11 @@ class MotionStage(Stage):
       features,
       audio_keep=keep,
       acting=drop_acting(
-        batch["acting"], motion.acting_layout, self.settings.acting_dropout, acting_rng
+        batch["acting"],
+        motion.acting_layout,
+        self.settings.acting_dropout,
+        self.settings.acting_all_dropout,
+        acting_rng,
       ),
       reference=reference,
       audio_offset=-self.models.audio_margin_frames,
