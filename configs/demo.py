@@ -16,8 +16,8 @@ def get_config():
   # SynthTalk frames head and shoulders: its eye-to-mouth distance is 0.156 of the frame, and the
   # face detector's box spans 0.49 box heights from eyes to mouth (measured on the astronaut).
   config.data.update(train_dir="data/synthtalk", image_size=128, face_crop_scale=3.1)
-  # Held-out SynthTalk portraits redraw at 26.3 dB or more (median 29.6); the real photographs
-  # of `jaxtalk.eval.photos` at 17.6-22.6 dB: below 24, sampling says the face is unfamiliar.
+  # Held-out SynthTalk portraits redraw at 24.4 dB or more (median 30.0); the real photographs
+  # of `jaxtalk.eval.photos` at 16.7-23.1 dB: below 24, sampling says the face is unfamiliar.
   config.data.familiar_psnr = 24.0
   config.audio.update(dim=128, layers=3)
   config.motion_encoder.update(
