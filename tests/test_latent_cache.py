@@ -205,6 +205,7 @@ def test_windows_from_the_cache_equal_those_encoded_in_memory(stage1, tmp_path, 
     batch_size=4,
     seed=0,
     with_frames=False,
+    acting=models.motion.acting_layout,
   )
   batches = [batch for batch, _ in zip(windows, range(4))]
   for batch in batches:

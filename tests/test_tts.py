@@ -277,14 +277,29 @@ def test_tts_clip_is_deterministic_and_records_its_speech():
   assert speech["source"] == "tts" and speech["language"] in sentences.LANGUAGES
   assert speech["voice"].split("+")[1] in sentences.VARIANTS and speech["sentences"]
   assert clip.meta["clip_id"] == "synthtalk-tts-train-5"
-  # The mouth is the visemes of what was said, recomputed from the clip's own audio.
-  spoken = sentences.synthesize_utterance(
-    4, len(clip.audio), clip.meta["emotion"], "train", prosody_seed=5
-  )
-  np.testing.assert_array_equal(spoken.audio, clip.audio)
-  np.testing.assert_array_equal(
-    visemes.mouth_from_phonemes(spoken.events, spoken.audio, 30), clip.motion[:, :3]
-  )
+  # The mouth is the visemes of what was said in each emotion segment, recomputed from that
+  # segment's voice (the voices crossfade over 20 ms where the emotion changes).
+  segments = clip.meta["acting"]["segments"]
+  for k, segment in enumerate(segments):
+    end = segments[k + 1]["start"] if k + 1 < len(segments) else 30
+    spoken = sentences.synthesize_utterance(
+      4,
+      len(clip.audio),
+      segment["emotion"],
+      "train",
+      prosody_seed=5,
+      intensity=segment["intensity"],
+    )
+    frames = slice(segment["start"], end)
+    np.testing.assert_array_equal(
+      visemes.mouth_from_phonemes(spoken.events, spoken.audio, 30)[frames], clip.motion[frames, :3]
+    )
+    samples = slice(
+      segment["start"] * SAMPLES_PER_FRAME + (160 if k else 0),
+      end * SAMPLES_PER_FRAME - (160 if k + 1 < len(segments) else 0),
+    )
+    # The intensity is stored rounded to 4 decimals: the voice differs by a rounding error.
+    np.testing.assert_allclose(spoken.audio[samples], clip.audio[samples], atol=2e-3)
   # Blinks, brows and head pose are those a syllable clip of the same clip seed has.
   syllable_clip = generate.make_clip(5, **{**kwargs, "speech": "syllables"})
   np.testing.assert_array_equal(syllable_clip.motion[:, 3:], clip.motion[:, 3:])
