@@ -92,15 +92,21 @@ class ActingLayout:
     amplitude = acting.get("pose_amplitude")
     if amplitude is not None:
       out[:, self.pose_group] = (amplitude, 1.0)
-    segments = sorted(acting.get("segments", ()), key=lambda s: s["start"])
-    for k, segment in enumerate(segments):
-      frames = slice(segment["start"], segments[k + 1]["start"] if k + 1 < len(segments) else None)
+    for segment, frames in segment_frames(meta, num_frames):
       if segment.get("emotion") in self.emotions:
         out[frames, self.emotions.index(segment["emotion"])] = segment.get("intensity", 1.0)
         out[frames, len(self.emotions)] = 1.0
       if segment.get("blink_rate") is not None:
         out[frames, self.blink_group] = (segment["blink_rate"] / BLINK_RATE_SCALE, 1.0)
     return out
+
+
+def segment_frames(meta: dict, num_frames: int) -> list[tuple[dict, slice]]:
+  """(segment, its frames) of each segment in a clip's meta["acting"], in time order; a segment
+  lasts until the next one starts."""
+  segments = sorted(meta.get("acting", {}).get("segments", ()), key=lambda s: s["start"])
+  ends = [s["start"] for s in segments[1:]] + [num_frames]
+  return [(segment, slice(segment["start"], end)) for segment, end in zip(segments, ends)]
 
 
 def check_controls(

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxtalk.cli import argument_parser, print_report, run_command
+from jaxtalk.data.acting import segment_frames
 from jaxtalk.data.clips import Clip, read_clips, shard_paths
 from jaxtalk.data.synthtalk.motion import MOTION_PARAMS, POSE_PARAMS
 from jaxtalk.demo import DEMO_BUNDLE, SHIPPED_READER
@@ -69,11 +70,9 @@ def window_features(reading: dict[str, np.ndarray], start: int, length: int) -> 
 
 def frame_emotions(meta: dict, num_frames: int) -> list[str | None]:
   """Each frame's emotion from a SynthTalk clip's acting meta."""
-  segments = meta["acting"]["segments"]
   labels: list[str | None] = [None] * num_frames
-  for k, segment in enumerate(segments):
-    end = segments[k + 1]["start"] if k + 1 < len(segments) else num_frames
-    labels[segment["start"] : end] = [segment["emotion"]] * (end - segment["start"])
+  for segment, frames in segment_frames(meta, num_frames):
+    labels[frames] = [segment["emotion"]] * len(range(num_frames)[frames])
   return labels
 
 
