@@ -132,9 +132,12 @@ def _audio_keep(schedule: RollingSchedule, batch: int):
   return jnp.repeat(jnp.array([audio for audio, _ in schedule.branches]), batch)
 
 
-def _branch_acting(model: MotionTransformer, schedule: RollingSchedule, acting):
-  """acting [B, A] -> [B', A]: once per branch, the emotion group zeroed where a branch does not
-  see it."""
+def _branch_acting(model: MotionTransformer, schedule: RollingSchedule, acting, batch: int):
+  """acting [B, A] (None: none given) -> [B', A]: once per branch, the emotion group zeroed where
+  a branch does not see it."""
+  if acting is None:
+    acting = jnp.zeros((batch, model.acting_layout.width))
+  acting = jnp.asarray(acting, jnp.float32)
   emotion = jnp.asarray(model.acting_layout.group_mask(model.acting_layout.emotion_group))
   return jnp.concatenate(
     [acting if sees else acting * (1.0 - emotion) for _, sees in schedule.branches]
@@ -200,8 +203,6 @@ def init_motion(
   gives none. `guidance`: the (audio, emotion) guidance scales of the branches `schedule` runs."""
   chunk, in_flight = model.chunk_size, schedule.chunks_in_flight
   batch, latent_dim = reference.shape
-  if acting is None:
-    acting = jnp.zeros((batch, model.acting_layout.width))
   ref = _replicate(schedule, reference)
   # The sink's keys/values: the reference alone, a sequence with no frames, so no audio is heard
   # (a placeholder of the audio features' width stands in).
@@ -223,7 +224,7 @@ def init_motion(
   first = jnp.concatenate(
     [chunk_noise(rng, n, noise_shape) for n in range(-in_flight + 1, 1)], axis=1
   )
-  branch_acting = _branch_acting(model, schedule, jnp.asarray(acting, jnp.float32))
+  branch_acting = _branch_acting(model, schedule, acting, batch)
   return MotionState(
     first,
     jax.tree.map(with_empty_frames, sink_kv),
@@ -346,9 +347,7 @@ def sample_motion_recompute(
   batch, latent_dim = reference.shape
   audio, ref = _replicate(schedule, audio_features), _replicate(schedule, reference)
   keep = _audio_keep(schedule, batch)
-  if acting is None:
-    acting = jnp.zeros((batch, model.acting_layout.width))
-  branch_acting = _branch_acting(model, schedule, jnp.asarray(acting, jnp.float32))
+  branch_acting = _branch_acting(model, schedule, acting, batch)
   grid = time_grid(schedule.steps)
   noise_shape = (batch, chunk, latent_dim)
   # Buffer slot b holds chunk b - (in_flight - 1); negative chunks are the empty warm-up slots.

@@ -105,8 +105,7 @@ class MotionStream:
     self.schedule = options.schedule
     self.layout = StreamLayout.of(head.models, self.schedule)
     rng = jax.random.fold_in(jax.random.key(options.seed), 1)
-    options.check_controls(head.models.motion.emotions)
-    acting = options.acting(head.models.motion.acting_layout)
+    acting = options.acting(head.models.motion.acting_layout)  # checks the controls
     self._state = head.start_motion(
       self._params, portrait, rng, self.schedule, acting, options.guidance
     )
