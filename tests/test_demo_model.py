@@ -27,10 +27,17 @@ RECORDED = Path(__file__).parent / "data" / "demo_frames_4x4_means.npz"
 
 
 @pytest.fixture(scope="module")
-def demo_frames():
+def bundled():
+  """The bundled model (loaded once: its compiled programs serve every test here), portrait and
+  4 s of speech."""
   model = TalkingHead.load(DEMO_BUNDLE)
   portrait = load_portrait(str(DEMO_PORTRAIT), model.image_size, model.config.data.face_crop_scale)
-  waveform = load_audio(str(DEMO_SPEECH), max_seconds=SECONDS)
+  return model, portrait, load_audio(str(DEMO_SPEECH), max_seconds=SECONDS)
+
+
+@pytest.fixture(scope="module")
+def demo_frames(bundled):
+  model, portrait, waveform = bundled
   frames = model.generate(portrait, waveform, SampleOptions.from_config(model.config.sample))
   return frames, waveform
 
@@ -60,11 +67,9 @@ def test_demo_mouth_follows_the_speech_through_the_reader(demo_frames):
 
 
 @pytest.fixture(scope="module")
-def read_with_controls(demo_frames):
+def read_with_controls(bundled):
   """The reader's reading of 4 s of the demo speech generated with acting controls set."""
-  model = TalkingHead.load(DEMO_BUNDLE)
-  portrait = load_portrait(str(DEMO_PORTRAIT), model.image_size, model.config.data.face_crop_scale)
-  _, waveform = demo_frames
+  model, portrait, waveform = bundled
   options = SampleOptions.from_config(model.config.sample)
   reader = Reader.load()
   return lambda **controls: reader.read(
