@@ -1,6 +1,7 @@
 """Tests for the grain window pipeline: alignment, determinism, resume, rows per host, and that it
 decodes only the frames a window needs."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from array_record.python import array_record_module
 from test_clips import version_2_record, write_old_shard
 
 from jaxtalk.data import clips, pipeline
+from jaxtalk.data.acting import ActingLayout
 from jaxtalk.data.frame_codecs import JPEG, RAW, FrameCodec
 from jaxtalk.errors import UserError
 from jaxtalk.timebase import SAMPLES_PER_FRAME as SPF
@@ -111,6 +113,40 @@ def test_windows_line_up_with_audio_motion_and_padding(shards):
         np.testing.assert_allclose(samples, expected, atol=1e-4)
   # Both margins ran past the clip somewhere, so the zero padding was exercised at each end.
   assert min(starts) < margin and max(starts) > NUM_FRAMES - window - margin
+
+
+def test_windows_carry_each_frames_acting_from_the_clip_meta(tmp_path):
+  """With an acting layout, each window gets its frames' rows of the clip's acting track: clip c
+  turns from calm to glad at frame c + 2 (and clips without acting meta get zeros)."""
+  layout = ActingLayout(("calm", "glad"))
+  acted = []
+  for c in range(4):
+    clip = make_clip(c)
+    segments = [
+      {"start": 0, "emotion": "calm"},
+      {"start": c + 2, "emotion": "glad", "intensity": 0.5},
+    ]
+    acted.append(dataclasses.replace(clip, meta={**clip.meta, "acting": {"segments": segments}}))
+  paths = write([*acted, make_clip(4)], tmp_path)
+  ds = pipeline.window_dataset(
+    paths,
+    window_frames=4,
+    audio_margin_frames=0,
+    batch_size=5,
+    seed=0,
+    num_epochs=2,
+    with_frames=False,
+    acting=layout,
+  )
+  for batch in ds:
+    for b in range(5):
+      clip, start = int(batch["clip_index"][b]), int(batch["start"][b])
+      meta = acted[clip].meta if clip < 4 else {}
+      expected = layout.track(meta, NUM_FRAMES)[start : start + 4]
+      np.testing.assert_array_equal(batch["acting"][b], expected)
+      if clip < 4:  # the change lands on its own frame, whatever the window's start
+        glad = batch["acting"][b, :, 1] == 0.5
+        np.testing.assert_array_equal(glad, np.arange(start, start + 4) >= clip + 2)
 
 
 def textured_clip(clip: int, num_frames: int = NUM_FRAMES) -> clips.Clip:
